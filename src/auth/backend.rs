@@ -1,0 +1,73 @@
+//! axum-login's backend over the `users` table.
+
+use axum_login::{AuthUser, AuthnBackend};
+use secrecy::SecretString;
+
+use super::password::Passwords;
+use crate::{
+    db::Pool,
+    error::AppError,
+    users::{self, Email, User},
+};
+
+impl AuthUser for User {
+    type Id = String;
+
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    /// The password hash: a new password invalidates every session signed with the old one.
+    fn session_auth_hash(&self) -> &[u8] {
+        self.password_hash.as_bytes()
+    }
+}
+
+/// What a sign-in form or API body carries. An email that does not parse is kept as `None` and
+/// still costs a (dummy) hash, so malformed and unknown emails take as long as wrong passwords.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub email: Option<Email>,
+    pub password: SecretString,
+}
+
+impl Credentials {
+    pub fn new(email: &str, password: String) -> Self {
+        Self {
+            email: Email::parse(email).ok(),
+            password: SecretString::from(password),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Backend {
+    pool: Pool,
+    passwords: Passwords,
+}
+
+impl Backend {
+    pub fn new(pool: Pool, passwords: Passwords) -> Self {
+        Self { pool, passwords }
+    }
+}
+
+impl AuthnBackend for Backend {
+    type User = User;
+    type Credentials = Credentials;
+    type Error = AppError;
+
+    async fn authenticate(&self, creds: Credentials) -> Result<Option<User>, AppError> {
+        let user = match &creds.email {
+            Some(email) => users::find_by_email(&self.pool, email).await?,
+            None => None,
+        };
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        let ok = self.passwords.verify(creds.password, hash).await?;
+        Ok(user.filter(|_| ok))
+    }
+
+    async fn get_user(&self, user_id: &String) -> Result<Option<User>, AppError> {
+        users::find_by_id(&self.pool, user_id).await
+    }
+}

@@ -1,0 +1,249 @@
+//! Learners' accounts: the parsing types for what they type, and the `users` table.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Row;
+
+use crate::{db::Pool, error::Result};
+
+/// A normalised email address: trimmed and lowercased, so uniqueness is case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let email = raw.trim().to_lowercase();
+        if email.is_empty() {
+            return Err("Enter your email address.".into());
+        }
+        if email.len() > 254 {
+            return Err("That email address is too long.".into());
+        }
+        let Some((local, domain)) = email.split_once('@') else {
+            return Err("Enter an email address like name@example.com.".into());
+        };
+        let valid = !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains('@')
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !valid {
+            return Err("Enter an email address like name@example.com.".into());
+        }
+        Ok(Self(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a learner is shown to others: 1 to 50 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err("Enter the name other learners will see.".into());
+        }
+        if name.chars().count() > 50 {
+            return Err("Keep your display name to 50 characters or fewer.".into());
+        }
+        if name.chars().any(char::is_control) {
+            return Err("Your display name cannot contain control characters.".into());
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A new password: at least 12 characters and at most 1024 bytes; no composition rules (NIST 800-63B).
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        if raw.chars().count() < 12 {
+            return Err("Use at least 12 characters for your password.".into());
+        }
+        if raw.len() > 1024 {
+            return Err("Use at most 1024 bytes for your password.".into());
+        }
+        Ok(Self(SecretString::from(raw)))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+/// A learner as the rest of the app sees them.
+#[derive(Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    /// The argon2 PHC string; also axum-login's session auth hash.
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+impl User {
+    pub fn member_since(&self) -> String {
+        crate::web::format_time(self.created_at)
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &"[redacted]")
+            .finish()
+    }
+}
+
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub async fn find_by_email(pool: &Pool, email: &Email) -> Result<Option<User>> {
+    let row = sqlx::query(
+        "select id, email, display_name, password_hash, created_at from users where email = $1",
+    )
+    .bind(email.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().map(user_from_row).transpose()?)
+}
+
+pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>> {
+    let row = sqlx::query(
+        "select id, email, display_name, password_hash, created_at from users where id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().map(user_from_row).transpose()?)
+}
+
+pub async fn list(pool: &Pool) -> Result<Vec<User>> {
+    let rows = sqlx::query(
+        "select id, email, display_name, password_hash, created_at from users order by created_at, email",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+}
+
+/// Why an account could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("An account with this email already exists. Sign in instead?")]
+    EmailTaken,
+    #[error(transparent)]
+    Other(#[from] crate::error::AppError),
+}
+
+/// Inserts a learner whose password is already hashed.
+pub async fn create(
+    pool: &Pool,
+    email: &Email,
+    display_name: &DisplayName,
+    password_hash: String,
+) -> Result<User, CreateError> {
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.as_str().to_owned(),
+        display_name: display_name.as_str().to_owned(),
+        password_hash,
+        created_at: crate::web::now(),
+    };
+    let inserted = sqlx::query(
+        "insert into users (id, email, display_name, password_hash, created_at)
+         values ($1, $2, $3, $4, $5) on conflict (email) do nothing",
+    )
+    .bind(&user.id)
+    .bind(&user.email)
+    .bind(&user.display_name)
+    .bind(&user.password_hash)
+    .bind(user.created_at)
+    .execute(pool)
+    .await
+    .map_err(crate::error::AppError::from)?;
+    if inserted.rows_affected() == 0 {
+        return Err(CreateError::EmailTaken);
+    }
+    Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised() {
+        assert_eq!(
+            Email::parse("  Ada@Example.COM ").unwrap().as_str(),
+            "ada@example.com"
+        );
+    }
+
+    #[test]
+    fn malformed_emails_are_refused() {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "a@.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn display_names_are_trimmed_and_bounded() {
+        assert_eq!(DisplayName::parse("  Ada ").unwrap().as_str(), "Ada");
+        assert!(DisplayName::parse("   ").is_err());
+        assert!(DisplayName::parse(&"x".repeat(51)).is_err());
+        assert!(DisplayName::parse("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn passwords_need_twelve_characters_and_at_most_1024_bytes() {
+        assert!(Password::parse("short".into()).is_err());
+        assert!(Password::parse("twelve chars".into()).is_ok());
+        assert!(Password::parse("é".repeat(12)).is_ok());
+        assert!(Password::parse("x".repeat(1025)).is_err());
+        assert!(Password::parse("x".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let p = Password::parse("correct horse battery".into()).unwrap();
+        assert!(!format!("{p:?}").contains("horse"));
+    }
+}

@@ -1,0 +1,210 @@
+//! Pieces every page handler shares: the layout, rendering, redirects, client facts and the `next` rule.
+
+use std::{convert::Infallible, net::SocketAddr};
+
+use askama::Template;
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    response::{Html, IntoResponse, Redirect, Response},
+};
+
+use crate::error::{AppError, Result};
+
+/// What `templates/base.html` needs on every page.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    pub csrf_token: String,
+    /// The signed-in learner's display name; `None` for visitors.
+    pub user_name: Option<String>,
+    pub notice: Option<Notice>,
+    /// The homepage right after a logout: the script clears client state and tells other tabs.
+    pub signed_out: bool,
+}
+
+impl Layout {
+    /// The layout for a request: the signed-in learner's name and CSRF token, or a visitor's
+    /// stateless token (so showing a page to a visitor never creates a session).
+    pub fn new(state: &crate::AppState, user: Option<&crate::auth::CurrentUser>) -> Self {
+        match user {
+            Some(current) => Self {
+                csrf_token: current.csrf.clone(),
+                user_name: Some(current.user.display_name.clone()),
+                ..Self::default()
+            },
+            None => Self {
+                csrf_token: crate::auth::csrf::anonymous_token(&state.keys, now()),
+                ..Self::default()
+            },
+        }
+    }
+
+    /// A layout for pages rendered without a request context (error pages).
+    pub fn bare() -> Self {
+        Self::default()
+    }
+
+    pub fn authenticated(&self) -> bool {
+        self.user_name.is_some()
+    }
+}
+
+/// A one-line message in the page's `aria-live` region.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// `success`, `info` or `error`: the CSS modifier.
+    pub kind: &'static str,
+    pub text: String,
+}
+
+impl Notice {
+    pub fn info(text: impl Into<String>) -> Self {
+        Self {
+            kind: "info",
+            text: text.into(),
+        }
+    }
+
+    pub fn success(text: impl Into<String>) -> Self {
+        Self {
+            kind: "success",
+            text: text.into(),
+        }
+    }
+}
+
+/// Renders a template, turning a render failure into an `AppError`.
+pub fn render(template: &impl Template) -> Result<Html<String>> {
+    template.render().map(Html).map_err(|err| {
+        AppError::Unexpected(anyhow::Error::new(err).context("rendering a template"))
+    })
+}
+
+/// Renders a template with a status other than 200.
+pub fn render_with(status: StatusCode, template: &impl Template) -> Result<Response> {
+    Ok((status, render(template)?).into_response())
+}
+
+/// `Cache-Control: no-store`, for authenticated pages and any response touching auth cookies.
+pub fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Whether htmx sent the request.
+pub fn is_htmx(headers: &HeaderMap) -> bool {
+    headers
+        .get("hx-request")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+}
+
+/// A redirect that htmx follows with a full navigation and a plain browser follows as a 303.
+pub fn redirect(headers: &HeaderMap, to: &str) -> Response {
+    if is_htmx(headers) {
+        let mut response = StatusCode::OK.into_response();
+        if let Ok(value) = HeaderValue::from_str(to) {
+            response.headers_mut().insert("hx-redirect", value);
+        }
+        response
+    } else {
+        Redirect::to(to).into_response()
+    }
+}
+
+/// Accepts `next` only as a path on this site: no scheme, no `//host`, no backslashes or control
+/// characters (browsers turn `/\evil` and `/\t/evil` into `//evil`).
+pub fn local_path(next: &str) -> Option<&str> {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && next.len() <= 512
+        && !next
+            .chars()
+            .any(|c| c == '\\' || c.is_control() || c.is_whitespace());
+    ok.then_some(next)
+}
+
+/// Whether the request sent a cookie of this name.
+pub fn sent_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .any(|c| c.trim().split_once('=').is_some_and(|(n, _)| n == name))
+}
+
+/// Percent-encodes a value for a query string.
+pub fn query_escape(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// The peer address and user agent, for sign-in records and the audit log.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect())
+            .unwrap_or_default();
+        Ok(Self { ip, user_agent })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A timestamp for people: `2026-11-23 21:40 UTC`.
+pub fn format_time(unix: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_are_accepted() {
+        for ok in ["/dashboard", "/account?tab=1", "/courses/rust-101"] {
+            assert_eq!(local_path(ok), Some(ok));
+        }
+    }
+
+    #[test]
+    fn anything_that_could_leave_the_site_is_refused() {
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\t/evil.example",
+            "javascript:alert(1)",
+            "dashboard",
+            "",
+            "/ /evil",
+        ] {
+            assert_eq!(local_path(bad), None, "{bad:?} must be refused");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+// Lectern client script. Plain ES2017, no inline scripts, no eval (CSP: 'self').
+(function () {
+  "use strict";
+
+  var HISTORY_KEY = "htmx-history-cache";
+  var KEY_PREFIX = "lectern.";
+  var CHANNEL_NAME = "lectern.auth";
+  var SIGNED_OUT = "signed-out";
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") || "" : "";
+  }
+
+  function clearStorage(storage) {
+    if (!storage) {
+      return;
+    }
+    storage.removeItem(HISTORY_KEY);
+    var doomed = [];
+    for (var i = 0; i < storage.length; i++) {
+      var key = storage.key(i);
+      if (key !== null && key.indexOf(KEY_PREFIX) === 0) {
+        doomed.push(key);
+      }
+    }
+    doomed.forEach(function (key) {
+      storage.removeItem(key);
+    });
+  }
+
+  function clearClientState() {
+    try {
+      clearStorage(window.localStorage);
+    } catch (e) {
+      // Storage may be unavailable (privacy mode, disabled cookies).
+    }
+    try {
+      clearStorage(window.sessionStorage);
+    } catch (e) {
+      // Same as above.
+    }
+  }
+  window.clearClientState = clearClientState;
+
+  var channel = null;
+  if (typeof window.BroadcastChannel === "function") {
+    try {
+      channel = new window.BroadcastChannel(CHANNEL_NAME);
+    } catch (e) {
+      channel = null;
+    }
+  }
+
+  function broadcastSignedOut() {
+    if (!channel) {
+      return;
+    }
+    try {
+      channel.postMessage({ type: SIGNED_OUT });
+    } catch (e) {
+      // Ignore: other tabs re-check with the server on their next request.
+    }
+  }
+
+  function onSignOut() {
+    clearClientState();
+    broadcastSignedOut();
+  }
+
+  function isAuthenticatedPage() {
+    return document.body !== null && document.body.hasAttribute("data-authenticated");
+  }
+
+  if (channel) {
+    channel.addEventListener("message", function (event) {
+      var data = event.data;
+      if (data && data.type === SIGNED_OUT && isAuthenticatedPage()) {
+        window.location.replace("/?signed_out=1");
+      }
+    });
+  }
+
+  // A page restored from the back-forward cache must be re-checked by the server.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted && isAuthenticatedPage()) {
+      window.location.reload();
+    }
+  });
+
+  // Plain (non-htmx) sign-out form submissions; capture phase so it runs
+  // for every form.signout-form, including ones added later.
+  document.addEventListener(
+    "submit",
+    function (event) {
+      var form = event.target;
+      if (form && form.matches && form.matches("form.signout-form")) {
+        onSignOut();
+      }
+    },
+    true
+  );
+
+  function init() {
+    var body = document.body;
+
+    if (body.hasAttribute("data-signed-out")) {
+      onSignOut();
+    }
+
+    if (window.htmx) {
+      body.addEventListener("htmx:configRequest", function (evt) {
+        var token = csrfToken();
+        if (token && evt.detail && evt.detail.headers) {
+          evt.detail.headers["X-CSRF-Token"] = token;
+        }
+      });
+
+      body.addEventListener("htmx:beforeRequest", function (evt) {
+        var elt = evt.detail && evt.detail.elt;
+        if (elt && elt.closest && elt.closest(".signout-form")) {
+          onSignOut();
+        }
+      });
+
+      body.addEventListener("htmx:responseError", function (evt) {
+        var xhr = evt.detail && evt.detail.xhr;
+        if (xhr && xhr.status === 401 && !xhr.getResponseHeader("HX-Redirect")) {
+          window.location.assign("/login");
+        }
+      });
+    }
+
+    var invalid = document.querySelector('[aria-invalid="true"]');
+    if (invalid && typeof invalid.focus === "function") {
+      invalid.focus();
+    }
+  }
+
+  // Wait for DOMContentLoaded (it fires after every deferred script, htmx
+  // included, has run) unless the document has already finished loading.
+  if (document.readyState === "complete") {
+    init();
+  } else {
+    document.addEventListener("DOMContentLoaded", init);
+  }
+})();
