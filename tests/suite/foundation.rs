@@ -1,0 +1,500 @@
+//! The site and its sign-up/sign-in: pages, rules, CSRF, redirects, headers, readiness.
+
+use axum::http::StatusCode;
+
+use crate::helpers::*;
+
+// ---- health and headers ----
+
+#[tokio::test]
+async fn liveness_and_readiness_answer_ok_when_the_stores_are_up() {
+    let app = spawn_app().await;
+    let live = app.server.get("/healthz").await;
+    assert_eq!(live.status_code(), StatusCode::OK);
+    let ready = app.server.get("/readyz").await;
+    assert_eq!(ready.status_code(), StatusCode::OK);
+    let body: serde_json::Value = ready.json();
+    assert_eq!(body["database"], "ok");
+    let expected_redis = if real_services() {
+        "ok"
+    } else {
+        "not configured"
+    };
+    assert_eq!(body["redis"], expected_redis);
+}
+
+#[tokio::test]
+async fn readiness_is_503_when_the_database_is_down() {
+    let app = spawn_app().await;
+    app.state.db.close().await;
+    let ready = app.server.get("/readyz").await;
+    assert_eq!(ready.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json::<serde_json::Value>()["database"], "unavailable");
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/", "/login", "/nope", "/api/v1/me", "/static/app.css"] {
+        let r = app.server.get(path).await;
+        let csp = r.header("content-security-policy");
+        let csp = csp.to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{path}");
+        assert_eq!(r.header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(r.header("referrer-policy"), "same-origin", "{path}");
+        assert!(r.maybe_header("x-request-id").is_some(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn pages_have_a_csrf_meta_tag_and_no_inline_script_or_style() {
+    let app = spawn_app().await;
+    for path in ["/", "/login", "/register"] {
+        let html = app.server.get(path).await.text();
+        assert!(!csrf_from(&html).is_empty(), "{path}");
+        assert!(
+            !html.contains("<script>") && !html.contains("style="),
+            "{path}"
+        );
+        assert!(html.contains("/static/htmx-2.0.11.min.js"), "{path}");
+    }
+    let htmx = app.server.get("/static/htmx-2.0.11.min.js").await;
+    assert_eq!(htmx.status_code(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn visitors_see_the_catalog_and_get_no_cookie() {
+    let app = spawn_app().await;
+    let home = app.server.get("/").await;
+    assert!(home.text().contains("Rust foundations"));
+    assert!(home.text().contains("Sign in") && home.text().contains("Sign up"));
+    assert!(
+        set_cookies(&home).is_empty(),
+        "a visitor's page view must not create a session"
+    );
+}
+
+// ---- sign-up ----
+
+#[tokio::test]
+async fn sign_up_signs_the_learner_in_and_lands_on_the_dashboard() {
+    let app = spawn_app().await;
+    let response = app.sign_up(&unique_email(), PASSWORD).await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/dashboard");
+    let session = set_cookie(&response, "lectern_session");
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("SameSite=Lax")
+            && session.contains("Path=/")
+    );
+    assert!(
+        !session.contains("Secure"),
+        "secure cookies are off in this test"
+    );
+    let dashboard = app.server.get("/dashboard").await;
+    assert_eq!(dashboard.status_code(), StatusCode::OK);
+    assert!(dashboard.text().contains("Ada Lovelace"));
+    assert!(dashboard.text().contains("Sign out"));
+}
+
+#[tokio::test]
+async fn a_taken_email_is_refused_beside_the_field_whatever_its_case() {
+    let mut app = spawn_app().await;
+    let email = app.signed_up().await;
+    app.server.clear_cookies();
+    let again = app.sign_up(&email.to_uppercase(), PASSWORD).await;
+    assert_eq!(again.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = again.text();
+    assert!(
+        html.contains(r#"id="email-error""#) && html.contains("already exists"),
+        "{html}"
+    );
+    assert!(!html.contains(PASSWORD), "the password is never echoed");
+}
+
+#[tokio::test]
+async fn a_weak_password_is_refused_beside_the_field_and_creates_nothing() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let response = app.sign_up(&email, "too short").await;
+    assert_eq!(response.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(response.text().contains(r#"id="password-error""#));
+    assert!(response.text().contains("at least 12 characters"));
+    let long = app.sign_up(&email, &"x".repeat(1025)).await;
+    assert_eq!(long.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(long.text().contains("1024 bytes"));
+    assert!(
+        lectern::users::list(&app.state.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn malformed_email_and_empty_name_are_refused_beside_their_fields() {
+    let app = spawn_app().await;
+    let token = app.csrf("/register").await;
+    let response = app
+        .server
+        .post("/register")
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("email", "not-an-email"),
+            ("display_name", " "),
+            ("password", PASSWORD),
+        ])
+        .await;
+    assert_eq!(response.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = response.text();
+    assert!(html.contains(r#"id="email-error""#) && html.contains(r#"id="display-name-error""#));
+    assert!(
+        html.contains(r#"value="not-an-email""#),
+        "what was typed is kept"
+    );
+}
+
+#[tokio::test]
+async fn sign_up_without_a_csrf_token_is_refused_and_creates_nothing() {
+    let app = spawn_app().await;
+    let response = app
+        .server
+        .post("/register")
+        .form(&[
+            ("email", unique_email().as_str()),
+            ("display_name", "Eve"),
+            ("password", PASSWORD),
+        ])
+        .await;
+    assert_eq!(response.status_code(), StatusCode::FORBIDDEN);
+    assert!(
+        lectern::users::list(&app.state.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_cross_site_sign_in_is_refused_even_with_a_valid_visitor_token() {
+    let mut app = spawn_app().await;
+    let email = app.signed_up().await;
+    app.server.clear_cookies();
+    let token = app.csrf("/login").await;
+    let response = app
+        .server
+        .post("/login")
+        .add_header("Origin", "https://evil.example")
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("email", email.as_str()),
+            ("password", PASSWORD),
+        ])
+        .await;
+    assert_eq!(response.status_code(), StatusCode::FORBIDDEN);
+    assert!(response.maybe_cookie("lectern_session").is_none());
+}
+
+// ---- sign-in ----
+
+#[tokio::test]
+async fn sign_in_redirects_to_a_local_next() {
+    let mut app = spawn_app().await;
+    let email = app.signed_up().await;
+    app.server.clear_cookies();
+    let response = app.sign_in(&email, PASSWORD, "/account").await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/account");
+    assert_eq!(
+        app.server.get("/account").await.status_code(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn open_redirect_attempts_fall_back_to_the_dashboard() {
+    let mut app = spawn_app().await;
+    let email = app.signed_up().await;
+    for next in [
+        "https://evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "javascript:alert(1)",
+        "/\t/evil.example",
+    ] {
+        app.server.clear_cookies();
+        let response = app.sign_in(&email, PASSWORD, next).await;
+        assert_redirect_to(&response, StatusCode::SEE_OTHER, "/dashboard");
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_are_answered_alike() {
+    let mut app = spawn_app().await;
+    let email = app.signed_up().await;
+    app.server.clear_cookies();
+    let wrong = app.sign_in(&email, "wrong password entirely", "").await;
+    let unknown = app.sign_in(&unique_email(), PASSWORD, "").await;
+    assert_eq!(wrong.status_code(), StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status_code(), StatusCode::UNAUTHORIZED);
+    let message = "the email or password is not right";
+    assert!(wrong.text().contains(message) && unknown.text().contains(message));
+    assert!(wrong.maybe_cookie("lectern_session").is_none());
+    assert_eq!(
+        app.server.get("/dashboard").await.status_code(),
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn the_session_id_changes_at_every_sign_in_even_when_already_signed_in() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let first = app.sign_in(&email, PASSWORD, "").await;
+    let first_cookie = first.cookie("lectern_session");
+    let second = app.sign_in(&email, PASSWORD, "").await;
+    let second_cookie = second.cookie("lectern_session");
+    assert_ne!(first_cookie.value(), second_cookie.value());
+    // The replaced session is gone, not just unused.
+    assert!(!app.session_exists(&first_cookie).await);
+    let old = app.get_with_session("/dashboard", &first_cookie).await;
+    assert_eq!(old.status_code(), StatusCode::SEE_OTHER);
+    let new = app.get_with_session("/dashboard", &second_cookie).await;
+    assert_eq!(new.status_code(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_csrf_token_rotates_at_sign_in() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let before = app.csrf("/dashboard").await;
+    app.sign_in(&email, PASSWORD, "").await;
+    let after = app.csrf("/dashboard").await;
+    assert_ne!(before, after);
+    let stale = app
+        .server
+        .post("/courses/rust-foundations/enrol")
+        .add_header("X-CSRF-Token", before)
+        .await;
+    assert_eq!(stale.status_code(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_account() {
+    let mut app = spawn_app_with(|s| s.rate_limit = 10).await;
+    let email = app.signed_up().await;
+    app.server.clear_cookies();
+    for _ in 0..2 {
+        assert_eq!(
+            app.sign_in(&email, "wrong password entirely", "")
+                .await
+                .status_code(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let limited = app.sign_in(&email, PASSWORD, "").await;
+    assert_eq!(limited.status_code(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited
+        .header("retry-after")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+}
+
+// ---- protected pages, CSRF, courses ----
+
+#[tokio::test]
+async fn a_protected_page_sends_visitors_to_the_login_page_with_next() {
+    let app = spawn_app().await;
+    for path in ["/dashboard", "/account"] {
+        let response = app.server.get(path).await;
+        assert_redirect_to(
+            &response,
+            StatusCode::SEE_OTHER,
+            &format!("/login?next=%2F{}", &path[1..]),
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_htmx_request_without_a_session_gets_401_and_hx_redirect() {
+    let app = spawn_app().await;
+    let response = app
+        .server
+        .get("/dashboard")
+        .add_header("HX-Request", "true")
+        .await;
+    assert_eq!(response.status_code(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.header("hx-redirect"), "/login?next=%2Fdashboard");
+}
+
+#[tokio::test]
+async fn authenticated_pages_are_not_stored_and_not_snapshotted_by_htmx() {
+    let mut app = spawn_app().await;
+    app.signed_up().await;
+    for path in ["/dashboard", "/account", "/"] {
+        let response = app.server.get(path).await;
+        assert_eq!(response.header("cache-control"), "no-store", "{path}");
+        assert!(response.text().contains(r#"hx-history="false""#), "{path}");
+    }
+    app.server.clear_cookies();
+    assert!(
+        !app.server
+            .get("/")
+            .await
+            .text()
+            .contains(r#"hx-history="false""#)
+    );
+}
+
+#[tokio::test]
+async fn enrol_and_leave_work_as_htmx_and_as_plain_forms() {
+    let app = spawn_app().await;
+    app.signed_up().await;
+    let token = app.csrf("/dashboard").await;
+    let card = app
+        .server
+        .post("/courses/async-rust/enrol")
+        .add_header("HX-Request", "true")
+        .add_header("X-CSRF-Token", token.clone())
+        .await;
+    assert_eq!(card.status_code(), StatusCode::OK);
+    assert!(card.text().contains("Enrolled") && card.text().starts_with("<li"));
+    let dashboard = app.server.get("/dashboard").await.text();
+    let mine = &dashboard[dashboard.find(r#"id="my-courses""#).unwrap()
+        ..dashboard.find(r#"id="more-courses""#).unwrap()];
+    assert!(mine.contains("Async Rust"));
+    let plain = app
+        .server
+        .post("/courses/async-rust/leave")
+        .form(&[("csrf_token", token.as_str())])
+        .await;
+    assert_redirect_to(&plain, StatusCode::SEE_OTHER, "/dashboard");
+    assert!(
+        app.server
+            .get("/dashboard")
+            .await
+            .text()
+            .contains(r#"id="no-courses""#)
+    );
+    let missing = app
+        .server
+        .post("/courses/no-such-course/enrol")
+        .add_header("X-CSRF-Token", token)
+        .await;
+    assert_eq!(missing.status_code(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_state_change_without_or_with_a_wrong_csrf_token_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.signed_up().await;
+    let none = app.server.post("/courses/async-rust/enrol").await;
+    assert_eq!(none.status_code(), StatusCode::FORBIDDEN);
+    let wrong = app
+        .server
+        .post("/courses/async-rust/enrol")
+        .add_header("X-CSRF-Token", "forged")
+        .await;
+    assert_eq!(wrong.status_code(), StatusCode::FORBIDDEN);
+    let visitor_token = csrf_from(&app.server.get("/login").clear_cookies().await.text());
+    let anonymous = app
+        .server
+        .post("/courses/async-rust/enrol")
+        .add_header("X-CSRF-Token", visitor_token)
+        .await;
+    assert_eq!(
+        anonymous.status_code(),
+        StatusCode::FORBIDDEN,
+        "a visitor token cannot act for a session"
+    );
+    assert!(
+        app.server
+            .get("/dashboard")
+            .await
+            .text()
+            .contains(r#"id="no-courses""#)
+    );
+}
+
+#[tokio::test]
+async fn unknown_pages_are_a_clear_404_page() {
+    let app = spawn_app().await;
+    let response = app.server.get("/no/such/page").await;
+    assert_eq!(response.status_code(), StatusCode::NOT_FOUND);
+    assert!(response.text().contains("Not Found"));
+}
+
+#[tokio::test]
+async fn the_account_page_shows_the_profile_sign_ins_and_activity() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let html = app.server.get("/account").await.text();
+    assert!(html.contains(&email));
+    assert!(html.contains("This browser"));
+    assert!(html.contains("Signed in"));
+}
+
+#[tokio::test]
+async fn operators_can_create_and_list_users_from_the_command_line() {
+    let app = spawn_app().await;
+    let bin = env!("CARGO_BIN_EXE_lectern");
+    let email = unique_email();
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "users",
+            "create",
+            "--email",
+            &email,
+            "--display-name",
+            "Grace",
+            "--database-url",
+            &app.database_url,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let list = std::process::Command::new(bin)
+        .args([
+            "users",
+            "list",
+            "--json",
+            "--database-url",
+            &app.database_url,
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains(&email));
+    let again = std::process::Command::new(bin)
+        .args([
+            "users",
+            "create",
+            "--email",
+            &email,
+            "--display-name",
+            "Grace",
+            "--database-url",
+            &app.database_url,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "a bad request exits non-zero");
+    let signed_in = app.sign_in(&email, PASSWORD, "").await;
+    assert_redirect_to(&signed_in, StatusCode::SEE_OTHER, "/dashboard");
+}

@@ -1,0 +1,269 @@
+//! `spawn_app()` and friends: each test gets its own database (a temp SQLite file, or a fresh
+//! PostgreSQL database when `TEST_DATABASE_URL` is set) and its own Redis key prefix (when
+//! `TEST_REDIS_URL` is set), so tests run in parallel without touching each other.
+
+use axum::http::StatusCode;
+use axum_test::{TestResponse, TestServer};
+use cookie::Cookie;
+use lectern::{
+    AppState, Settings,
+    app::{self, Parts},
+    config::ServeArgs,
+    store::SessionBackend,
+};
+use sqlx::Connection;
+use tower_sessions::{SessionStore, session::Id};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub server: TestServer,
+    pub state: AppState,
+    pub sessions: SessionBackend,
+    pub database_url: String,
+    pub key_prefix: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Whether this run uses real Redis and PostgreSQL (CI always does).
+pub fn real_services() -> bool {
+    std::env::var("TEST_REDIS_URL").is_ok() && std::env::var("TEST_DATABASE_URL").is_ok()
+}
+
+pub async fn fresh_database() -> (String, Option<tempfile::TempDir>) {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(admin_url) => {
+            let name = format!("lectern_test_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("TEST_DATABASE_URL must reach PostgreSQL");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+                .execute(&mut admin)
+                .await
+                .expect("create the test database");
+            let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+            url.set_path(&name);
+            (url.to_string(), None)
+        }
+        Err(_) => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("lectern.db").display()
+            );
+            (url, Some(dir))
+        }
+    }
+}
+
+/// Settings for a test app: fixed secret, insecure cookies (the test client speaks http).
+pub fn test_settings(database_url: &str, key_prefix: &str) -> Settings {
+    let args = ServeArgs {
+        addr: Some("127.0.0.1:0".into()),
+        database_url: Some(database_url.to_owned()),
+        redis_url: std::env::var("TEST_REDIS_URL").ok(),
+        secret: Some("test secret that is at least thirty-two bytes long".into()),
+        secure_cookies: Some("false".into()),
+        ..ServeArgs::default()
+    };
+    let mut settings = Settings::from_args(&args).expect("test settings");
+    settings.key_prefix = key_prefix.to_owned();
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Logs go through the test harness's capture, so only a failing test shows them.
+pub fn quiet_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .try_init();
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    quiet_logs();
+    let (database_url, dir) = fresh_database().await;
+    let key_prefix = format!("lectern:test:{}:", uuid::Uuid::new_v4().simple());
+    let mut settings = test_settings(&database_url, &key_prefix);
+    tweak(&mut settings);
+    let mut app = build(settings).await;
+    app._dir = dir;
+    app
+}
+
+/// A second instance sharing the first one's database and Redis (real services only).
+pub async fn spawn_peer(first: &TestApp) -> TestApp {
+    let settings = test_settings(&first.database_url, &first.key_prefix);
+    build(settings).await
+}
+
+async fn build(settings: Settings) -> TestApp {
+    let database_url = settings.database_url.clone();
+    let key_prefix = settings.key_prefix.clone();
+    let parts = app::connect(settings).await.expect("connect the app");
+    let state = parts.state.clone();
+    let sessions = parts.sessions.clone();
+    let server = TestServer::builder()
+        .save_cookies()
+        .build(app::router(Parts {
+            state: parts.state,
+            sessions: parts.sessions,
+        }));
+    TestApp {
+        server,
+        state,
+        sessions,
+        database_url,
+        key_prefix,
+        _dir: None,
+    }
+}
+
+pub fn unique_email() -> String {
+    format!("learner-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// The value of `<meta name="csrf-token" content="...">`.
+pub fn csrf_from(html: &str) -> String {
+    let marker = r#"<meta name="csrf-token" content=""#;
+    let start = html.find(marker).expect("page has a csrf meta tag") + marker.len();
+    let end = html[start..].find('"').expect("meta tag closes") + start;
+    html[start..end].to_owned()
+}
+
+pub fn assert_redirect_to(response: &TestResponse, status: StatusCode, location: &str) {
+    assert_eq!(response.status_code(), status, "body: {}", response.text());
+    assert_eq!(response.header("location"), location);
+}
+
+/// All `Set-Cookie` header values of a response.
+pub fn set_cookies(response: &TestResponse) -> Vec<String> {
+    response
+        .iter_headers_by_name("set-cookie")
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .collect()
+}
+
+/// The `Set-Cookie` header for `name`.
+pub fn set_cookie(response: &TestResponse, name: &str) -> String {
+    set_cookies(response)
+        .into_iter()
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no Set-Cookie for {name}"))
+}
+
+impl TestApp {
+    /// The CSRF token of a page, with the test client's cookies.
+    pub async fn csrf(&self, path: &str) -> String {
+        csrf_from(&self.server.get(path).await.text())
+    }
+
+    pub async fn sign_up(&self, email: &str, password: &str) -> TestResponse {
+        // The homepage has a token for visitors and signed-in learners alike.
+        let token = self.csrf("/").await;
+        self.server
+            .post("/register")
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("email", email),
+                ("display_name", "Ada Lovelace"),
+                ("password", password),
+            ])
+            .await
+    }
+
+    /// Signs up a fresh learner and returns their email.
+    pub async fn signed_up(&self) -> String {
+        let email = unique_email();
+        let response = self.sign_up(&email, PASSWORD).await;
+        assert_redirect_to(&response, StatusCode::SEE_OTHER, "/dashboard");
+        email
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str, next: &str) -> TestResponse {
+        let token = self.csrf("/").await;
+        self.server
+            .post("/login")
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("email", email),
+                ("password", password),
+                ("next", next),
+            ])
+            .await
+    }
+
+    /// Signs out the way the htmx button does.
+    pub async fn sign_out_htmx(&self) -> TestResponse {
+        let token = self.csrf("/dashboard").await;
+        self.server
+            .post("/logout")
+            .add_header("HX-Request", "true")
+            .add_header("X-CSRF-Token", token)
+            .await
+    }
+
+    /// API sign-in: the access token and the refresh cookie.
+    pub async fn api_login(&self, email: &str) -> (String, Cookie<'static>) {
+        let response = self
+            .server
+            .post("/api/v1/auth/login")
+            .do_not_save_cookies()
+            .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+            .await;
+        assert_eq!(
+            response.status_code(),
+            StatusCode::OK,
+            "{}",
+            response.text()
+        );
+        let body: serde_json::Value = response.json();
+        let token = body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned();
+        (token, response.cookie("lectern_refresh"))
+    }
+
+    /// Presents a refresh cookie, and only it.
+    pub async fn refresh_with(&self, cookie: &Cookie<'static>) -> TestResponse {
+        self.server
+            .post("/api/v1/auth/refresh")
+            .clear_cookies()
+            .do_not_save_cookies()
+            .add_cookie(cookie.clone())
+            .await
+    }
+
+    pub async fn me(&self, token: &str) -> TestResponse {
+        self.server
+            .get("/api/v1/me")
+            .clear_cookies()
+            .do_not_save_cookies()
+            .authorization_bearer(token)
+            .await
+    }
+
+    /// Requests `path` with exactly this session cookie.
+    pub async fn get_with_session(&self, path: &str, session: &Cookie<'static>) -> TestResponse {
+        self.server
+            .get(path)
+            .clear_cookies()
+            .do_not_save_cookies()
+            .add_cookie(session.clone())
+            .await
+    }
+
+    /// Whether the session store still holds a record for this cookie.
+    pub async fn session_exists(&self, session: &Cookie<'static>) -> bool {
+        let id: Id = session.value().parse().expect("session id");
+        self.sessions
+            .load(&id)
+            .await
+            .expect("session store")
+            .is_some()
+    }
+}

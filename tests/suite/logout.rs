@@ -1,0 +1,401 @@
+//! Logout: nothing of the session survives. Each acceptance point, with every old credential
+//! replayed and refused.
+
+use axum::http::StatusCode;
+use cookie::Cookie;
+
+use crate::helpers::*;
+
+/// A learner signed in through the form, with an access token obtained through the refresh cookie
+/// (as a page would), plus every credential that sign-in handed out.
+struct SignedIn {
+    session: Cookie<'static>,
+    /// The refresh cookie currently valid (after one rotation).
+    refresh: Cookie<'static>,
+    /// Two access tokens issued under the sign-in.
+    access: Vec<String>,
+}
+
+async fn signed_in(app: &TestApp) -> SignedIn {
+    let email = app.signed_up().await;
+    let response = app.sign_in(&email, PASSWORD, "").await;
+    let session = response.cookie("lectern_session");
+    let mut refresh = response.cookie("lectern_refresh");
+    let mut access = Vec::new();
+    for _ in 0..2 {
+        let r = app.refresh_with(&refresh).await;
+        assert_eq!(r.status_code(), StatusCode::OK);
+        access.push(
+            r.json::<serde_json::Value>()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        refresh = r.cookie("lectern_refresh");
+    }
+    SignedIn {
+        session,
+        refresh,
+        access,
+    }
+}
+
+fn assert_cookies_cleared(response: &axum_test::TestResponse) {
+    let session = set_cookie(response, "lectern_session");
+    assert!(session.starts_with("lectern_session=;"), "{session}");
+    assert!(
+        session.contains("Path=/") && session.contains("Max-Age=0"),
+        "{session}"
+    );
+    let refresh = set_cookie(response, "lectern_refresh");
+    assert!(refresh.starts_with("lectern_refresh=;"), "{refresh}");
+    assert!(
+        refresh.contains("Path=/api/v1/auth") && refresh.contains("Max-Age=0"),
+        "{refresh}"
+    );
+    assert_eq!(
+        response.header("clear-site-data"),
+        r#""cookies", "storage""#
+    );
+    assert_eq!(response.header("cache-control"), "no-store");
+}
+
+async fn assert_everything_refused(app: &TestApp, old: &SignedIn) {
+    let page = app.get_with_session("/dashboard", &old.session).await;
+    assert_eq!(
+        page.status_code(),
+        StatusCode::SEE_OTHER,
+        "old session cookie"
+    );
+    assert!(
+        page.header("location")
+            .to_str()
+            .unwrap()
+            .starts_with("/login?next=%2Fdashboard")
+    );
+    let htmx = app
+        .server
+        .get("/account")
+        .clear_cookies()
+        .add_cookie(old.session.clone())
+        .add_header("HX-Request", "true")
+        .await;
+    assert_eq!(
+        htmx.status_code(),
+        StatusCode::UNAUTHORIZED,
+        "old session cookie via htmx"
+    );
+    for token in &old.access {
+        let me = app.me(token).await;
+        assert_eq!(
+            me.status_code(),
+            StatusCode::UNAUTHORIZED,
+            "old access token"
+        );
+        assert_eq!(me.json::<serde_json::Value>()["error"], "invalid_token");
+    }
+    let refresh = app.refresh_with(&old.refresh).await;
+    assert_eq!(
+        refresh.status_code(),
+        StatusCode::UNAUTHORIZED,
+        "old refresh cookie"
+    );
+}
+
+#[tokio::test]
+async fn htmx_logout_redirects_home_and_every_old_credential_is_refused() {
+    let app = spawn_app().await;
+    let old = signed_in(&app).await;
+    for token in &old.access {
+        assert_eq!(
+            app.me(token).await.status_code(),
+            StatusCode::OK,
+            "works before logout"
+        );
+    }
+    let response = app.sign_out_htmx().await;
+    assert_eq!(response.status_code(), StatusCode::OK);
+    assert_eq!(response.header("hx-redirect"), "/?signed_out=1");
+    assert_cookies_cleared(&response);
+    assert_everything_refused(&app, &old).await;
+}
+
+#[tokio::test]
+async fn plain_form_logout_answers_303_to_the_homepage_with_cleared_cookies() {
+    let app = spawn_app().await;
+    let old = signed_in(&app).await;
+    let token = app.csrf("/dashboard").await;
+    let response = app
+        .server
+        .post("/logout")
+        .form(&[("csrf_token", token.as_str())])
+        .await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_cookies_cleared(&response);
+    assert_everything_refused(&app, &old).await;
+}
+
+#[tokio::test]
+async fn logout_deletes_the_session_record_from_the_store() {
+    let app = spawn_app().await;
+    let old = signed_in(&app).await;
+    assert!(app.session_exists(&old.session).await);
+    app.sign_out_htmx().await;
+    assert!(
+        !app.session_exists(&old.session).await,
+        "deleted, not just emptied"
+    );
+}
+
+#[tokio::test]
+async fn every_access_token_of_the_sign_in_is_revoked_until_its_own_expiry() {
+    let app = spawn_app().await;
+    let old = signed_in(&app).await;
+    app.sign_out_htmx().await;
+    for token in &old.access {
+        let claims = app
+            .state
+            .keys
+            .jwt
+            .verify(token)
+            .expect("still validly signed");
+        assert!(
+            app.state
+                .kv
+                .is_revoked(&claims.sid, &claims.jti)
+                .await
+                .unwrap()
+        );
+        let ttl = app
+            .state
+            .kv
+            .revocation_ttl(&claims.sid, &claims.jti)
+            .await
+            .unwrap()
+            .unwrap();
+        let remaining = claims.exp - lectern::web::now();
+        assert!(
+            (remaining - 2..=remaining).contains(&ttl),
+            "entry ttl {ttl} vs token life {remaining}"
+        );
+    }
+    let sign_in = lectern::auth::signin::find(
+        &app.state.db,
+        &app.state.keys.jwt.verify(&old.access[0]).unwrap().sid,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(sign_in.revoked_reason.as_deref(), Some("signed_out"));
+}
+
+#[tokio::test]
+async fn api_logout_answers_204_and_revokes_the_sign_in() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    let response = app
+        .server
+        .post("/api/v1/auth/logout")
+        .clear_cookies()
+        .authorization_bearer(&access)
+        .add_cookie(refresh.clone())
+        .await;
+    assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
+    assert_cookies_cleared(&response);
+    assert_eq!(
+        app.me(&access).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh_with(&refresh).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn api_logout_with_only_the_refresh_cookie_revokes_tokens_it_never_saw() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    let response = app
+        .server
+        .post("/api/v1/auth/logout")
+        .clear_cookies()
+        .add_cookie(refresh)
+        .await;
+    assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.me(&access).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn logout_is_idempotent_and_never_an_error_page() {
+    let app = spawn_app().await;
+    // No session at all.
+    let nothing = app.server.post("/logout").clear_cookies().await;
+    assert_redirect_to(&nothing, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_cookies_cleared(&nothing);
+    // A session cookie the store does not know (expired or made up).
+    let unknown = app
+        .server
+        .post("/logout")
+        .clear_cookies()
+        .add_cookie(Cookie::new("lectern_session", "AAAAAAAAAAAAAAAAAAAAAA"))
+        .add_header("HX-Request", "true")
+        .await;
+    assert_eq!(unknown.status_code(), StatusCode::OK);
+    assert_eq!(unknown.header("hx-redirect"), "/?signed_out=1");
+    assert_cookies_cleared(&unknown);
+    // Twice in a row, and the API with an already revoked token.
+    let email = app.signed_up().await;
+    let (access, _) = app.api_login(&email).await;
+    let old_session = app.server.get("/dashboard").await;
+    assert_eq!(old_session.status_code(), StatusCode::OK);
+    assert_eq!(
+        app.sign_out_htmx_twice().await,
+        (StatusCode::OK, StatusCode::OK)
+    );
+    for _ in 0..2 {
+        let api = app
+            .server
+            .post("/api/v1/auth/logout")
+            .clear_cookies()
+            .authorization_bearer(&access)
+            .await;
+        assert_eq!(api.status_code(), StatusCode::NO_CONTENT);
+    }
+}
+
+impl TestApp {
+    async fn sign_out_htmx_twice(&self) -> (StatusCode, StatusCode) {
+        let first = self.sign_out_htmx_with_stale_token().await;
+        let second = self.sign_out_htmx_with_stale_token().await;
+        (first, second)
+    }
+
+    async fn sign_out_htmx_with_stale_token(&self) -> StatusCode {
+        let token = self.csrf("/").await;
+        let r = self
+            .server
+            .post("/logout")
+            .add_header("HX-Request", "true")
+            .add_header("X-CSRF-Token", token)
+            .await;
+        assert_eq!(r.header("hx-redirect"), "/?signed_out=1");
+        r.status_code()
+    }
+}
+
+#[tokio::test]
+async fn logout_without_a_csrf_token_is_refused_and_the_session_stays_alive() {
+    let app = spawn_app().await;
+    let old = signed_in(&app).await;
+    let forged = app
+        .server
+        .post("/logout")
+        .add_header("HX-Request", "true")
+        .await;
+    assert_eq!(forged.status_code(), StatusCode::FORBIDDEN);
+    let wrong = app
+        .server
+        .post("/logout")
+        .form(&[("csrf_token", "guess")])
+        .await;
+    assert_eq!(wrong.status_code(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get_with_session("/dashboard", &old.session)
+            .await
+            .status_code(),
+        StatusCode::OK
+    );
+    assert_eq!(app.me(&old.access[0]).await.status_code(), StatusCode::OK);
+    assert!(app.session_exists(&old.session).await);
+}
+
+#[tokio::test]
+async fn the_homepage_after_logout_says_so_and_sets_no_cookie() {
+    let app = spawn_app().await;
+    signed_in(&app).await;
+    app.sign_out_htmx().await;
+    let home = app.server.get("/?signed_out=1").clear_cookies().await;
+    assert_eq!(home.status_code(), StatusCode::OK);
+    let html = home.text();
+    assert!(html.contains("You are signed out."));
+    assert!(
+        html.contains("data-signed-out"),
+        "the script clears client state and tells other tabs"
+    );
+    assert!(!html.contains("data-authenticated") && !html.contains("Sign out"));
+    assert!(set_cookies(&home).is_empty(), "{:?}", set_cookies(&home));
+}
+
+#[tokio::test]
+async fn sign_in_and_sign_out_are_audited_and_shown_on_the_account_page() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    app.sign_out_htmx().await;
+    app.sign_in(&email, PASSWORD, "").await;
+    let html = app.server.get("/account").await.text();
+    assert!(html.contains("Signed out") && html.contains("Signed in"));
+    let rows: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("select event, sign_in_id, ip from audit_events order by at, event")
+            .fetch_all(&app.state.db)
+            .await
+            .unwrap();
+    let events: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(events.iter().filter(|e| **e == "sign_in").count(), 2);
+    assert_eq!(events.iter().filter(|e| **e == "sign_out").count(), 1);
+    assert!(
+        rows.iter().all(|r| r.1.is_some()),
+        "every row names its sign-in"
+    );
+}
+
+#[tokio::test]
+async fn the_sign_out_control_is_on_every_authenticated_page_and_works_without_javascript() {
+    let app = spawn_app().await;
+    app.signed_up().await;
+    for path in ["/", "/dashboard", "/account"] {
+        let html = app.server.get(path).await.text();
+        assert!(
+            html.contains(r#"<form class="signout-form" method="post" action="/logout""#),
+            "{path}"
+        );
+        assert!(html.contains(r#"hx-post="/logout""#), "{path}");
+        assert!(
+            html.contains(r#"name="csrf_token""#) && html.contains(">Sign out</button>"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sign_out_on_one_instance_is_honoured_by_another() {
+    if !real_services() {
+        eprintln!(
+            "skipped: needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances share nothing in memory)"
+        );
+        return;
+    }
+    let first = spawn_app().await;
+    let second = spawn_peer(&first).await;
+    let old = signed_in(&first).await;
+    // The second instance accepts everything before the sign-out...
+    assert_eq!(
+        second
+            .get_with_session("/dashboard", &old.session)
+            .await
+            .status_code(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        second.me(&old.access[0]).await.status_code(),
+        StatusCode::OK
+    );
+    first.sign_out_htmx().await;
+    // ...and refuses each credential after it.
+    assert_everything_refused(&second, &old).await;
+}

@@ -1,0 +1,12 @@
+//! Lectern's integration suites, one binary. They run against the embedded shape by default and
+//! against real Redis and PostgreSQL when `TEST_REDIS_URL` and `TEST_DATABASE_URL` are set.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test that cannot unwrap should fail loudly"
+)]
+
+mod browser;
+mod foundation;
+mod helpers;
+mod logout;
+mod tokens;

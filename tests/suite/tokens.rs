@@ -1,0 +1,407 @@
+//! The JSON API: access tokens, rotating refresh cookies, reuse detection, bad input.
+
+use axum::http::StatusCode;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use cookie::Cookie;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use crate::helpers::*;
+
+fn assert_invalid_token(response: &axum_test::TestResponse) {
+    assert_eq!(
+        response.status_code(),
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        response.text()
+    );
+    assert_eq!(
+        response.header("www-authenticate"),
+        r#"Bearer error="invalid_token""#
+    );
+    assert_eq!(
+        response.json::<serde_json::Value>()["error"],
+        "invalid_token"
+    );
+}
+
+#[tokio::test]
+async fn api_login_returns_a_bearer_token_and_a_strict_refresh_cookie() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let response = app
+        .server
+        .post("/api/v1/auth/login")
+        .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+        .await;
+    assert_eq!(response.status_code(), StatusCode::OK);
+    assert_eq!(response.header("cache-control"), "no-store");
+    let body: serde_json::Value = response.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    let refresh = set_cookie(&response, "lectern_refresh");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/api/v1/auth"] {
+        assert!(refresh.contains(attribute), "{refresh}");
+    }
+    let me = app.me(body["access_token"].as_str().unwrap()).await;
+    assert_eq!(me.status_code(), StatusCode::OK);
+    let me: serde_json::Value = me.json();
+    assert_eq!(me["email"], email.as_str());
+    assert_eq!(me["display_name"], "Ada Lovelace");
+    assert!(me["id"].is_string());
+}
+
+#[tokio::test]
+async fn the_access_token_names_the_sign_in_not_the_session_cookie() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let session = app
+        .sign_in(&email, PASSWORD, "")
+        .await
+        .cookie("lectern_session");
+    let (token, _) = app.api_login(&email).await;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    for claim in ["sub", "jti", "iat", "exp", "iss", "aud", "sid"] {
+        assert!(!claims[claim].is_null(), "missing {claim}");
+    }
+    assert_ne!(claims["sid"].as_str().unwrap(), session.value());
+    let header: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "HS256");
+}
+
+#[tokio::test]
+async fn wrong_credentials_get_invalid_credentials_json() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    for (email, password) in [
+        (email.as_str(), "wrong password entirely"),
+        ("nobody@example.com", PASSWORD),
+    ] {
+        let response = app
+            .server
+            .post("/api/v1/auth/login")
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .await;
+        assert_eq!(response.status_code(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.json::<serde_json::Value>()["error"],
+            "invalid_credentials"
+        );
+        assert!(response.maybe_cookie("lectern_refresh").is_none());
+    }
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_json_4xx_errors() {
+    let app = spawn_app().await;
+    let cases: [(&str, &str, StatusCode); 4] = [
+        (
+            "application/json",
+            "{not json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/json",
+            r#"{"email":"a@example.com"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/json",
+            r#"{"email":1,"password":[]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "email=a&password=b",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ];
+    for (content_type, body, status) in cases {
+        let response = app
+            .server
+            .post("/api/v1/auth/login")
+            .content_type(content_type)
+            .bytes(body.as_bytes().to_vec().into())
+            .await;
+        assert_eq!(response.status_code(), status, "{body}");
+        assert!(
+            response
+                .header("content-type")
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        assert!(response.json::<serde_json::Value>()["error"].is_string());
+    }
+    let unknown = app.server.get("/api/v1/nothing-here").await;
+    assert_eq!(unknown.status_code(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.json::<serde_json::Value>()["error"], "not_found");
+}
+
+#[tokio::test]
+async fn bad_bearer_tokens_are_refused_per_rfc_6750() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let (token, _) = app.api_login(&email).await;
+    let parts: Vec<&str> = token.split('.').collect();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let sign = |claims: &serde_json::Value, key: &[u8], alg: Algorithm| {
+        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(key)).unwrap()
+    };
+    let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let mut tampered = claims.clone();
+    tampered["sub"] = "someone-else".into();
+    let mut expired = claims.clone();
+    expired["exp"] = (claims["iat"].as_i64().unwrap() - 3600).into();
+    let mut wrong_iss = claims.clone();
+    wrong_iss["iss"] = "someone".into();
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = "other-api".into();
+    let cases = vec![
+        ("malformed", "not-a-jwt".to_owned()),
+        ("alg none", format!("{none_header}.{}.", parts[1])),
+        (
+            "another key",
+            sign(
+                &claims,
+                b"another secret of at least thirty-two bytes",
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "tampered payload",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                URL_SAFE_NO_PAD.encode(tampered.to_string()),
+                parts[2]
+            ),
+        ),
+        ("truncated", token[..token.len() - 5].to_owned()),
+        (
+            "expired (signed with a guess)",
+            sign(&expired, b"guess", Algorithm::HS256),
+        ),
+        ("wrong iss", sign(&wrong_iss, b"guess", Algorithm::HS256)),
+        ("wrong aud", sign(&wrong_aud, b"guess", Algorithm::HS512)),
+        ("20 KB", "x".repeat(20_000)),
+    ];
+    for (what, bad) in cases {
+        let response = app.me(&bad).await;
+        assert_invalid_token(&response);
+        assert!(!response.text().contains("panicked"), "{what}");
+    }
+    let missing = app.server.get("/api/v1/me").clear_cookies().await;
+    assert_invalid_token(&missing);
+    let basic = app
+        .server
+        .get("/api/v1/me")
+        .authorization("Basic YTpi")
+        .await;
+    assert_invalid_token(&basic);
+    // The real token still works: nothing above changed server state.
+    assert_eq!(app.me(&token).await.status_code(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_expired_token_signed_with_the_real_key_is_refused() {
+    let app = spawn_app_with(|s| s.access_ttl = std::time::Duration::from_secs(1)).await;
+    let email = app.signed_up().await;
+    let (token, _) = app.api_login(&email).await;
+    assert_eq!(app.me(&token).await.status_code(), StatusCode::OK);
+    // exp + the 5 s leeway must pass.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert_invalid_token(&app.me(&token).await);
+}
+
+#[tokio::test]
+async fn my_courses_lists_the_learners_enrolments() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let csrf = app.csrf("/dashboard").await;
+    app.server
+        .post("/courses/sql-in-practice/enrol")
+        .add_header("X-CSRF-Token", csrf)
+        .await;
+    let (token, _) = app.api_login(&email).await;
+    let response = app
+        .server
+        .get("/api/v1/me/courses")
+        .authorization_bearer(&token)
+        .await;
+    assert_eq!(response.status_code(), StatusCode::OK);
+    let courses: serde_json::Value = response.json();
+    assert_eq!(courses.as_array().unwrap().len(), 1);
+    assert_eq!(courses[0]["id"], "sql-in-practice");
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_family() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let (first_access, first_refresh) = app.api_login(&email).await;
+
+    let rotated = app.refresh_with(&first_refresh).await;
+    assert_eq!(rotated.status_code(), StatusCode::OK);
+    let second_refresh = rotated.cookie("lectern_refresh");
+    assert_ne!(second_refresh.value(), first_refresh.value());
+    let second_access = rotated.json::<serde_json::Value>()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.me(&second_access).await.status_code(), StatusCode::OK);
+
+    // The first token again: theft. 401, and everything of the family dies.
+    let reused = app.refresh_with(&first_refresh).await;
+    assert_eq!(reused.status_code(), StatusCode::UNAUTHORIZED);
+    assert_eq!(reused.json::<serde_json::Value>()["error"], "invalid_grant");
+    assert_eq!(
+        app.refresh_with(&second_refresh).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_invalid_token(&app.me(&first_access).await);
+    assert_invalid_token(&app.me(&second_access).await);
+
+    let reuse_rows: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where event = 'refresh_reuse'")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(reuse_rows, 1);
+}
+
+#[tokio::test]
+async fn refresh_reuse_also_ends_the_browser_session_of_that_sign_in() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let signed_in = app.sign_in(&email, PASSWORD, "").await;
+    let session = signed_in.cookie("lectern_session");
+    let refresh = signed_in.cookie("lectern_refresh");
+    assert_eq!(
+        app.refresh_with(&refresh).await.status_code(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.refresh_with(&refresh).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+    let page = app.get_with_session("/dashboard", &session).await;
+    assert_redirect_to(
+        &page,
+        StatusCode::SEE_OTHER,
+        "/login?next=%2Fdashboard&reason=reuse",
+    );
+    assert!(
+        !app.session_exists(&session).await,
+        "the session record is deleted"
+    );
+    let login = app.server.get("/login?reason=reuse").await;
+    assert!(login.text().contains("refresh token was used twice"));
+}
+
+#[tokio::test]
+async fn two_refreshes_racing_with_one_token_yield_at_most_one_new_token() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let (_, refresh) = app.api_login(&email).await;
+    let (a, b) = tokio::join!(app.refresh_with(&refresh), app.refresh_with(&refresh));
+    let winners = [&a, &b]
+        .iter()
+        .filter(|r| r.status_code() == StatusCode::OK)
+        .count();
+    assert!(winners <= 1, "both refreshes succeeded");
+    // Whatever won is now dead too: the second presentation was reuse.
+    for response in [&a, &b] {
+        if response.status_code() == StatusCode::OK {
+            let token = response.json::<serde_json::Value>()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_invalid_token(&app.me(&token).await);
+        }
+    }
+}
+
+#[tokio::test]
+async fn forged_truncated_or_missing_refresh_cookies_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    let value = refresh.value().to_owned();
+    let forged = [
+        Cookie::new("lectern_refresh", "forged-value"),
+        Cookie::new("lectern_refresh", value[..value.len() - 4].to_owned()),
+        Cookie::new("lectern_refresh", format!("{}x", &value)),
+        Cookie::new("lectern_refresh", ""),
+    ];
+    for cookie in forged {
+        let response = app.refresh_with(&cookie).await;
+        assert_eq!(response.status_code(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.json::<serde_json::Value>()["error"],
+            "invalid_grant"
+        );
+    }
+    let none = app
+        .server
+        .post("/api/v1/auth/refresh")
+        .clear_cookies()
+        .await;
+    assert_eq!(none.status_code(), StatusCode::UNAUTHORIZED);
+    // Nothing was revoked: the real pair still works.
+    assert_eq!(app.me(&access).await.status_code(), StatusCode::OK);
+    assert_eq!(
+        app.refresh_with(&refresh).await.status_code(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn html_sign_in_sets_a_refresh_cookie_the_api_accepts() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let response = app.sign_in(&email, PASSWORD, "").await;
+    let refresh = response.cookie("lectern_refresh");
+    let refreshed = app.refresh_with(&refresh).await;
+    assert_eq!(refreshed.status_code(), StatusCode::OK);
+    let token = refreshed.json::<serde_json::Value>()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.me(&token).await.json::<serde_json::Value>()["email"],
+        email.as_str()
+    );
+}
+
+#[tokio::test]
+async fn api_sign_ins_are_rate_limited_per_ip_with_retry_after() {
+    let app = spawn_app_with(|s| s.rate_limit = 3).await;
+    let statuses = futures_statuses(&app, 4).await;
+    assert_eq!(&statuses[..3], &[StatusCode::UNAUTHORIZED; 3]);
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn futures_statuses(app: &TestApp, n: usize) -> Vec<StatusCode> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let r = app
+            .server
+            .post("/api/v1/auth/login")
+            .json(&serde_json::json!({"email": format!("nobody{i}@example.com"), "password": PASSWORD}))
+            .await;
+        if r.status_code() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.maybe_header("retry-after").is_some());
+            assert_eq!(r.json::<serde_json::Value>()["error"], "rate_limited");
+        }
+        out.push(r.status_code());
+    }
+    out
+}
