@@ -229,7 +229,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
-        let cases: [(fn(&mut ServeArgs), &str); 6] = [
+        type Case = (fn(&mut ServeArgs), &'static str);
+        let cases: [Case; 6] = [
             (|a| a.secret = Some("short".into()), "LECTERN_SECRET"),
             (|a| a.access_ttl = Some("soon".into()), "LECTERN_ACCESS_TTL"),
             (|a| a.rate_limit = Some("-1".into()), "LECTERN_RATE_LIMIT"),

@@ -345,7 +345,7 @@ impl MemoryKv {
         // A poisoned lock only means another request panicked mid-update; the maps stay usable.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.writes += 1;
-        if state.writes % 512 == 0 {
+        if state.writes.is_multiple_of(512) {
             state.sweep(crate::web::now());
         }
         f(&mut state)
