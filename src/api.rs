@@ -274,7 +274,7 @@ async fn logout(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(err) => ApiError::App(err).into_response(),
     };
-    clear_client_state(response, &headers, state.settings.secure_cookies)
+    clear_client_state(response, state.settings.secure_cookies)
 }
 
 #[derive(Debug, Serialize)]

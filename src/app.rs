@@ -140,6 +140,10 @@ pub fn router(parts: Parts) -> Router {
         .nest("/static", static_files)
         .fallback(|| async { AppError::NotFound.into_response() })
         .layer(auth_layer)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::routes::guard,
+        ))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -3,8 +3,9 @@
 use askama::Template;
 use axum::{
     Form, Router,
-    extract::{Query, State},
+    extract::{Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -19,6 +20,7 @@ use super::{
 };
 use crate::{
     AppState,
+    api::ApiError,
     error::{AppError, Result},
     users::{self, CreateError, DisplayName, Email, Password, User},
     web::{self, ClientInfo, Layout, Notice, now},
@@ -310,24 +312,32 @@ async fn logout(
     client: ClientInfo,
     headers: HeaderMap,
 ) -> Response {
-    let outcome = end_browser_sign_in(&state, &mut auth, &client).await;
-    let response = match outcome {
-        Ok(()) => web::redirect(&headers, SIGNED_OUT_HOME),
+    match end_browser_sign_in(&state, &mut auth, &client).await {
+        Ok(()) => clear_client_state(
+            web::redirect(&headers, SIGNED_OUT_HOME),
+            state.settings.secure_cookies,
+        ),
         Err(err) => {
             err.log();
-            if web::is_htmx(&headers) {
-                let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
-                r.headers_mut().insert(
-                    "hx-redirect",
-                    HeaderValue::from_static("/logout/unconfirmed"),
-                );
-                r
-            } else {
-                logout_unconfirmed().await
-            }
+            unconfirmed(&headers, state.settings.secure_cookies)
         }
+    }
+}
+
+/// A sign-out the server could not confirm: 503 (htmx is sent to the page that says so), with the
+/// browser's cookies and storage cleared all the same.
+fn unconfirmed(headers: &HeaderMap, secure: bool) -> Response {
+    let response = if web::is_htmx(headers) {
+        let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
+        r.headers_mut().insert(
+            "hx-redirect",
+            HeaderValue::from_static("/logout/unconfirmed"),
+        );
+        r
+    } else {
+        logout_page(Layout::bare())
     };
-    clear_client_state(response, &headers, state.settings.secure_cookies)
+    clear_client_state(response, secure)
 }
 
 #[derive(Template)]
@@ -337,41 +347,83 @@ struct LogoutUnconfirmedPage {
 }
 
 /// Said when the server could not confirm a sign-out: never that it succeeded.
-async fn logout_unconfirmed() -> Response {
-    let page = LogoutUnconfirmedPage {
-        layout: Layout::bare(),
-    };
-    web::render_with(StatusCode::SERVICE_UNAVAILABLE, &page)
-        .map(web::no_store)
-        .unwrap_or_else(IntoResponse::into_response)
+async fn logout_unconfirmed(State(state): State<AppState>) -> Response {
+    logout_page(Layout::new(&state, None))
 }
 
-/// What every sign-out response carries, whether or not the server side succeeded: both auth
-/// cookies expired with the exact name and path they were set with, `Clear-Site-Data` for cookies
-/// and storage (not "cache": it stalls Chromium), and `no-store`.
-pub fn clear_client_state(
-    mut response: Response,
-    request_headers: &HeaderMap,
-    secure: bool,
-) -> Response {
+fn logout_page(layout: Layout) -> Response {
+    web::render_with(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &LogoutUnconfirmedPage { layout },
+    )
+    .map(web::no_store)
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// What every sign-out response carries, whether or not the server side succeeded: the refresh
+/// cookie expired with the exact name and path it was set with, `Clear-Site-Data` for cookies and
+/// storage (not "cache": it stalls Chromium), and `no-store`. The session cookie's removal is
+/// ensured by [`guard`], which sees the response after tower-sessions has added its own.
+pub fn clear_client_state(mut response: Response, secure: bool) -> Response {
     let headers = response.headers_mut();
-    let refresh = refresh::removal_cookie(secure).to_string();
-    if let Ok(v) = HeaderValue::from_str(&refresh) {
+    if let Ok(v) = HeaderValue::from_str(&refresh::removal_cookie(secure).to_string()) {
         headers.append(header::SET_COOKIE, v);
-    }
-    // When the request carried a session cookie, tower-sessions sends its removal cookie itself.
-    if !web::sent_cookie(request_headers, SESSION_COOKIE) {
-        let session = format!(
-            "{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
-            if secure { "; Secure" } else { "" }
-        );
-        if let Ok(v) = HeaderValue::from_str(&session) {
-            headers.append(header::SET_COOKIE, v);
-        }
     }
     headers.insert(
         "clear-site-data",
         HeaderValue::from_static("\"cookies\", \"storage\""),
     );
     web::no_store(response)
+}
+
+fn sets_cookie(response: &Response, name: &str) -> bool {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(format!("{name}=").as_bytes()))
+}
+
+/// The outermost auth middleware; it sees responses after the session and auth layers.
+///
+/// - axum-login and tower-sessions answer a session-store or user-lookup failure with an empty 500
+///   of their own. That becomes Lectern's answer: a 503 page (JSON under `/api`), and for a
+///   sign-out, cleared cookies and the plain statement that it could not be confirmed.
+/// - Every sign-out response (and only those) expires the session cookie exactly once.
+/// - Every response that sets or clears an auth cookie is `no-store`.
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let headers = request.headers().clone();
+    let secure = state.settings.secure_cookies;
+    let mut response = next.run(request).await;
+    let bare_failure = response.status().is_server_error()
+        && !response.headers().contains_key(header::CONTENT_TYPE);
+    if bare_failure {
+        let cause =
+            || AppError::unavailable(anyhow::anyhow!("session store or user lookup failed"));
+        response = match path.as_str() {
+            "/logout" => unconfirmed(&headers, secure),
+            "/api/v1/auth/logout" => {
+                clear_client_state(ApiError::App(cause()).into_response(), secure)
+            }
+            p if p.starts_with("/api/") => ApiError::App(cause()).into_response(),
+            _ => cause().into_response(),
+        };
+    }
+    // Only a response that signs out (it carries Clear-Site-Data) expires the session cookie: a
+    // refused request (403 CSRF) must leave the learner's cookie alone.
+    let signs_out = response.headers().contains_key("clear-site-data");
+    if signs_out && !sets_cookie(&response, SESSION_COOKIE) {
+        let removal = format!(
+            "{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+            if secure { "; Secure" } else { "" }
+        );
+        if let Ok(v) = HeaderValue::from_str(&removal) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    if sets_cookie(&response, SESSION_COOKIE) || sets_cookie(&response, super::REFRESH_COOKIE) {
+        response = web::no_store(response);
+    }
+    response
 }

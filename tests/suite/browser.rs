@@ -4,7 +4,6 @@
 //! turns the skip into a failure. Screenshots of each step go to `target/e2e/`.
 
 use std::{
-    net::TcpListener as StdListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -14,15 +13,9 @@ use fantoccini::{Client, ClientBuilder, Locator, wd::Capabilities};
 use lectern::Application;
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, fresh_database, test_settings, unique_email};
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
-}
+use crate::helpers::{
+    PASSWORD, find_on_path, free_port, fresh_database, test_settings, unique_email,
+};
 
 /// Kills chromedriver when the test ends, however it ends.
 struct Driver(Child);
@@ -32,14 +25,6 @@ impl Drop for Driver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start_driver(path: &PathBuf) -> (Driver, String) {

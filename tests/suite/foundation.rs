@@ -498,3 +498,66 @@ async fn operators_can_create_and_list_users_from_the_command_line() {
     let signed_in = app.sign_in(&email, PASSWORD, "").await;
     assert_redirect_to(&signed_in, StatusCode::SEE_OTHER, "/dashboard");
 }
+
+// ---- expiry ----
+
+#[tokio::test]
+async fn an_idle_session_expires_and_the_login_page_says_why() {
+    let app = spawn_app_with(|s| s.session_idle = std::time::Duration::from_secs(1)).await;
+    app.signed_up().await;
+    let session = app.server.get("/").await; // no write: a page view within the minute
+    assert!(session.text().contains("data-authenticated"));
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let page = app.server.get("/dashboard").await;
+    assert_redirect_to(
+        &page,
+        StatusCode::SEE_OTHER,
+        "/login?next=%2Fdashboard&reason=expired",
+    );
+    let removal = set_cookie(&page, "lectern_session");
+    assert!(removal.contains("Max-Age=0"), "{removal}");
+    assert_eq!(page.header("cache-control"), "no-store");
+    let login = app
+        .server
+        .get("/login?next=%2Fdashboard&reason=expired")
+        .await;
+    assert!(login.text().contains("Your session expired"));
+}
+
+#[tokio::test]
+async fn a_sign_in_past_its_absolute_lifetime_is_refused_by_the_api_too() {
+    let app = spawn_app_with(|s| {
+        s.session_idle = std::time::Duration::from_secs(2);
+        s.session_absolute = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    assert_eq!(app.me(&access).await.status_code(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    // The access token's own exp is minutes away; the sign-in's cap ends it anyway.
+    assert_eq!(
+        app.me(&access).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh_with(&refresh).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_page_that_clears_a_dead_session_cookie_is_not_stored() {
+    let app = spawn_app().await;
+    let home = app
+        .server
+        .get("/")
+        .add_cookie(cookie::Cookie::new(
+            "lectern_session",
+            "AAAAAAAAAAAAAAAAAAAAAA",
+        ))
+        .await;
+    assert_eq!(home.status_code(), StatusCode::OK);
+    assert!(set_cookie(&home, "lectern_session").contains("Max-Age=0"));
+    assert_eq!(home.header("cache-control"), "no-store");
+}

@@ -299,6 +299,11 @@ async fn logout_without_a_csrf_token_is_refused_and_the_session_stays_alive() {
         .add_header("HX-Request", "true")
         .await;
     assert_eq!(forged.status_code(), StatusCode::FORBIDDEN);
+    assert!(
+        set_cookies(&forged).is_empty(),
+        "a refused sign-out touches no cookie"
+    );
+    assert!(forged.maybe_header("clear-site-data").is_none());
     let wrong = app
         .server
         .post("/logout")
@@ -398,4 +403,107 @@ async fn a_sign_out_on_one_instance_is_honoured_by_another() {
     first.sign_out_htmx().await;
     // ...and refuses each credential after it.
     assert_everything_refused(&second, &old).await;
+}
+
+/// A Redis server of this test's own, so the test can stop it without touching anyone else's.
+struct PrivateRedis(std::process::Child);
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn when_redis_is_lost_sign_out_still_clears_cookies_and_says_it_could_not_confirm() {
+    let Some(redis_server) = find_on_path("redis-server") else {
+        assert!(
+            !real_services(),
+            "CI must run this test: redis-server is missing"
+        );
+        eprintln!("skipped: needs a redis-server binary to start and stop");
+        return;
+    };
+    let port = free_port();
+    let child = std::process::Command::new(redis_server)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut redis = PrivateRedis(child);
+    wait_for_port(port).await;
+    let app = spawn_app_with(|s| s.redis_url = Some(format!("redis://127.0.0.1:{port}"))).await;
+    let old = signed_in(&app).await;
+    let csrf = app.csrf("/dashboard").await;
+    assert_eq!(
+        app.server.get("/readyz").await.status_code(),
+        StatusCode::OK
+    );
+
+    redis.0.kill().unwrap();
+    redis.0.wait().unwrap();
+
+    // Sign-out: cookies and storage cleared anyway, and the learner is told it was not confirmed.
+    let htmx = app
+        .server
+        .post("/logout")
+        .add_header("HX-Request", "true")
+        .add_header("X-CSRF-Token", csrf.clone())
+        .await;
+    assert_eq!(htmx.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(htmx.header("hx-redirect"), "/logout/unconfirmed");
+    assert_cookies_cleared(&htmx);
+    let plain = app
+        .server
+        .post("/logout")
+        .clear_cookies()
+        .add_cookie(old.session.clone())
+        .form(&[("csrf_token", csrf.as_str())])
+        .await;
+    assert_eq!(plain.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_cookies_cleared(&plain);
+    assert!(
+        plain.text().contains("could not confirm your sign-out"),
+        "{}",
+        plain.text()
+    );
+    assert!(!plain.text().contains("You are signed out"));
+    let page = app.server.get("/logout/unconfirmed").await;
+    assert!(page.text().contains("could not confirm your sign-out"));
+
+    // Everything else fails closed with a clear 503, never a 500 and never a pass.
+    let dashboard = app.get_with_session("/dashboard", &old.session).await;
+    assert_eq!(dashboard.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        dashboard
+            .text()
+            .contains("cannot reach one of its services")
+    );
+    let me = app.me(&old.access[0]).await;
+    assert_eq!(me.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        me.json::<serde_json::Value>()["error"],
+        "temporarily_unavailable"
+    );
+    let api_logout = app
+        .server
+        .post("/api/v1/auth/logout")
+        .clear_cookies()
+        .authorization_bearer(&old.access[0])
+        .await;
+    assert_eq!(api_logout.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_cookies_cleared(&api_logout);
+    let ready = app.server.get("/readyz").await;
+    assert_eq!(ready.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json::<serde_json::Value>()["redis"], "unavailable");
 }
