@@ -15,6 +15,16 @@ use sqlx::Connection;
 use tower_sessions::{SessionStore, session::Id};
 
 pub const PASSWORD: &str = "correct horse battery staple";
+pub const TEST_SECRET: &str = "test secret that is at least thirty-two bytes long";
+
+/// The server's JWT key, derived the way the server derives it, so tests can forge tokens that
+/// differ from a real one in exactly one respect.
+pub fn server_jwt_key() -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(TEST_SECRET.as_bytes()).unwrap();
+    mac.update(b"lectern/jwt/v1");
+    mac.finalize().into_bytes().to_vec()
+}
 
 pub struct TestApp {
     pub server: TestServer,
@@ -62,7 +72,7 @@ pub fn test_settings(database_url: &str, key_prefix: &str) -> Settings {
         addr: Some("127.0.0.1:0".into()),
         database_url: Some(database_url.to_owned()),
         redis_url: std::env::var("TEST_REDIS_URL").ok(),
-        secret: Some("test secret that is at least thirty-two bytes long".into()),
+        secret: Some(TEST_SECRET.into()),
         secure_cookies: Some("false".into()),
         ..ServeArgs::default()
     };

@@ -186,11 +186,12 @@ async fn bad_bearer_tokens_are_refused_per_rfc_6750() {
         ),
         ("truncated", token[..token.len() - 5].to_owned()),
         (
-            "expired (signed with a guess)",
-            sign(&expired, b"guess", Algorithm::HS256),
+            "expired (right key)",
+            sign(&expired, &server_jwt_key(), Algorithm::HS256),
         ),
-        ("wrong iss", sign(&wrong_iss, b"guess", Algorithm::HS256)),
-        ("wrong aud", sign(&wrong_aud, b"guess", Algorithm::HS512)),
+        ("wrong iss (right key)", sign(&wrong_iss, &server_jwt_key(), Algorithm::HS256)),
+        ("wrong aud (right key)", sign(&wrong_aud, &server_jwt_key(), Algorithm::HS256)),
+        ("HS512 with the right key", sign(&claims, &server_jwt_key(), Algorithm::HS512)),
         ("20 KB", "x".repeat(20_000)),
     ];
     for (what, bad) in cases {
@@ -198,6 +199,10 @@ async fn bad_bearer_tokens_are_refused_per_rfc_6750() {
         assert_invalid_token(&response);
         assert!(!response.text().contains("panicked"), "{what}");
     }
+    // Control: the original claims re-signed with the same key and algorithm are accepted, so the
+    // cases above fail for the one thing each changes.
+    let resigned = sign(&claims, &server_jwt_key(), Algorithm::HS256);
+    assert_eq!(app.me(&resigned).await.status_code(), StatusCode::OK);
     let missing = app.server.get("/api/v1/me").clear_cookies().await;
     assert_invalid_token(&missing);
     let basic = app
