@@ -297,6 +297,25 @@ impl TestApp {
             .await
     }
 
+    /// Both API credentials of a sign-in are refused.
+    pub async fn assert_api_credentials_refused(&self, access: &str, refresh: &Cookie<'static>) {
+        assert_eq!(
+            self.me(access).await.status_code(),
+            StatusCode::UNAUTHORIZED,
+            "old access token"
+        );
+        assert_eq!(
+            self.refresh_with(refresh).await.status_code(),
+            StatusCode::UNAUTHORIZED,
+            "old refresh cookie"
+        );
+    }
+
+    /// How many accounts exist.
+    pub async fn account_count(&self) -> usize {
+        lectern::users::list(&self.state.db).await.unwrap().len()
+    }
+
     /// Whether the session store still holds a record for this cookie.
     pub async fn session_exists(&self, session: &Cookie<'static>) -> bool {
         let id: Id = session.value().parse().expect("session id");

@@ -189,9 +189,18 @@ async fn bad_bearer_tokens_are_refused_per_rfc_6750() {
             "expired (right key)",
             sign(&expired, &server_jwt_key(), Algorithm::HS256),
         ),
-        ("wrong iss (right key)", sign(&wrong_iss, &server_jwt_key(), Algorithm::HS256)),
-        ("wrong aud (right key)", sign(&wrong_aud, &server_jwt_key(), Algorithm::HS256)),
-        ("HS512 with the right key", sign(&claims, &server_jwt_key(), Algorithm::HS512)),
+        (
+            "wrong iss (right key)",
+            sign(&wrong_iss, &server_jwt_key(), Algorithm::HS256),
+        ),
+        (
+            "wrong aud (right key)",
+            sign(&wrong_aud, &server_jwt_key(), Algorithm::HS256),
+        ),
+        (
+            "HS512 with the right key",
+            sign(&claims, &server_jwt_key(), Algorithm::HS512),
+        ),
         ("20 KB", "x".repeat(20_000)),
     ];
     for (what, bad) in cases {
