@@ -6,7 +6,7 @@
 use axum::{
     Json, Router,
     extract::{FromRequest, Request, State, rejection::JsonRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -49,6 +49,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("no such endpoint")]
     NotFound,
+    #[error("this endpoint does not take that method")]
+    MethodNotAllowed,
     #[error(transparent)]
     App(#[from] AppError),
 }
@@ -64,6 +66,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::App(err) => (
                 err.status(),
                 match err {
@@ -128,7 +131,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Refuses bodies that are not JSON before any handler runs: a cross-site form cannot reach the API.
+/// Refuses bodies that are not JSON, and state-changing requests a browser marks as cross-site,
+/// before any handler runs: a cross-site form cannot reach the API.
 async fn json_only(request: Request, next: Next) -> Response {
     let has_body = request
         .headers()
@@ -147,6 +151,16 @@ async fn json_only(request: Request, next: Next) -> Response {
     if has_body && !json {
         return ApiError::UnsupportedMediaType.into_response();
     }
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe && !crate::auth::csrf::same_origin(request.headers()) {
+        return ApiError::App(AppError::Forbidden(
+            "cross-site requests to the API are not accepted",
+        ))
+        .into_response();
+    }
     next.run(request).await
 }
 
@@ -158,13 +172,14 @@ pub fn router() -> Router<AppState> {
         .route("/me", get(me))
         .route("/me/courses", get(my_courses))
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(json_only))
 }
 
 #[derive(Debug, Deserialize)]
 pub struct LoginBody {
     email: String,
-    password: String,
+    password: secrecy::SecretString,
 }
 
 #[derive(Debug, Serialize)]

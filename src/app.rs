@@ -40,6 +40,8 @@ pub struct AppState {
     pub kv: Kv,
     pub keys: Keys,
     pub passwords: Passwords,
+    /// The browser-session store, so ending a sign-in can delete its session record.
+    pub sessions: SessionBackend,
     pub settings: Arc<Settings>,
 }
 
@@ -49,14 +51,8 @@ impl FromRef<AppState> for axum_extra::extract::cookie::Key {
     }
 }
 
-/// The state plus the session store, both chosen once from the settings.
-pub struct Parts {
-    pub state: AppState,
-    pub sessions: SessionBackend,
-}
-
-/// Connects the stores the settings name and applies migrations.
-pub async fn connect(settings: Settings) -> anyhow::Result<Parts> {
+/// Connects the stores the settings name (chosen once, here) and applies migrations.
+pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
     let pool = db::connect(&settings.database_url).await?;
     db::migrate(&pool).await?;
     let (kv, sessions) = match &settings.redis_url {
@@ -83,15 +79,13 @@ pub async fn connect(settings: Settings) -> anyhow::Result<Parts> {
     // Hashing runs on the blocking pool, at most one per core, so sign-in floods queue there.
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let passwords = Passwords::new(cores)?;
-    Ok(Parts {
-        state: AppState {
-            db: pool,
-            kv,
-            keys,
-            passwords,
-            settings: Arc::new(settings),
-        },
+    Ok(AppState {
+        db: pool,
+        kv,
+        keys,
+        passwords,
         sessions,
+        settings: Arc::new(settings),
     })
 }
 
@@ -99,10 +93,9 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
 /// The router the binary serves and the tests drive.
-pub fn router(parts: Parts) -> Router {
-    let Parts { state, sessions } = parts;
+pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let session_layer = SessionManagerLayer::new(sessions)
+    let session_layer = SessionManagerLayer::new(state.sessions.clone())
         .with_name(auth::SESSION_COOKIE)
         .with_path("/")
         .with_http_only(true)
@@ -140,15 +133,16 @@ pub fn router(parts: Parts) -> Router {
         .nest("/static", static_files)
         .fallback(|| async { AppError::NotFound.into_response() })
         .layer(auth_layer)
+        // Inside the guard, so a timeout's bare 503 becomes a page too.
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::routes::guard,
         ))
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
         .layer(security_header("content-security-policy", CSP))
         .layer(security_header("x-content-type-options", "nosniff"))
         .layer(security_header("referrer-policy", "same-origin"))
@@ -190,14 +184,13 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let addr = settings.addr;
-        let parts = connect(settings).await?;
-        let state = parts.state.clone();
+        let state = connect(settings).await?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (LECTERN_ADDR)"))?;
         Ok(Self {
             listener,
-            router: router(parts),
+            router: router(state.clone()),
             state,
         })
     }

@@ -64,9 +64,47 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// Seals `value` with AES-GCM (the cookie crate's private jar, keyed from `LECTERN_SECRET`):
+    /// only the server can read or forge it.
+    pub fn seal(&self, value: &str) -> String {
+        let mut jar = cookie::CookieJar::new();
+        jar.private_mut(&self.cookie)
+            .add(cookie::Cookie::new("sealed", value.to_owned()));
+        jar.get("sealed")
+            .map(|c| c.value().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Opens what [`Keys::seal`] sealed; anything else reads as `None`.
+    pub fn open(&self, sealed: &str) -> Option<String> {
+        let mut jar = cookie::CookieJar::new();
+        jar.add_original(cookie::Cookie::new("sealed", sealed.to_owned()));
+        jar.private(&self.cookie)
+            .get("sealed")
+            .map(|c| c.value().to_owned())
+    }
+}
+
 /// HMAC-SHA256(secret, label): a 32-byte key for one purpose.
 fn derive_key(secret: &[u8], label: &str) -> anyhow::Result<[u8; 32]> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret)?;
     mac.update(label.as_bytes());
     Ok(mac.finalize().into_bytes().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_the_same_secret() {
+        let keys = Keys::derive(&[1; 32]).unwrap();
+        let sealed = keys.seal("session|sid");
+        assert!(!sealed.contains("session"));
+        assert_eq!(keys.open(&sealed).as_deref(), Some("session|sid"));
+        assert_eq!(Keys::derive(&[2; 32]).unwrap().open(&sealed), None);
+        assert_eq!(keys.open("forged"), None);
+        assert_eq!(keys.open(&sealed[1..]), None);
+    }
 }

@@ -120,9 +120,7 @@ async fn users_command(cmd: UsersCommand) -> anyhow::Result<()> {
                 .map_err(|m| anyhow::anyhow!("password: {m}"))?;
             let pool = open(&db).await?;
             db::migrate(&pool).await?;
-            let hash = Passwords::new(1)?
-                .hash(password.expose().to_owned().into())
-                .await?;
+            let hash = Passwords::new(1)?.hash(password.secret()).await?;
             let user = match users::create(&pool, &email, &name, hash).await {
                 Ok(user) => user,
                 Err(CreateError::EmailTaken) => {

@@ -73,6 +73,15 @@ async fn one(pool: &Pool, user_id: &str, course_id: &str) -> Result<Course> {
         .ok_or(AppError::NotFound)
 }
 
+/// Course ids are slugs; anything else names no course (and never reaches the database).
+fn course_id(raw: &str) -> Result<&str> {
+    let ok = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    ok.then_some(raw).ok_or(AppError::NotFound)
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/dashboard", get(dashboard))
@@ -131,6 +140,7 @@ async fn enrol(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let id = course_id(&id)?;
     let inserted = sqlx::query(
         "insert into enrolments (user_id, course_id, enrolled_at)
          select $1, id, $2 from courses where id = $3
@@ -138,14 +148,14 @@ async fn enrol(
     )
     .bind(&current.user.id)
     .bind(web::now())
-    .bind(&id)
+    .bind(id)
     .execute(&state.db)
     .await?;
     if inserted.rows_affected() == 0 {
         // Either already enrolled (fine) or no such course (404).
-        one(&state.db, &current.user.id, &id).await?;
+        one(&state.db, &current.user.id, id).await?;
     }
-    card_or_back(&state, &current, &id, &headers).await
+    card_or_back(&state, &current, id, &headers).await
 }
 
 async fn leave(
@@ -154,10 +164,11 @@ async fn leave(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let id = course_id(&id)?;
     sqlx::query("delete from enrolments where user_id = $1 and course_id = $2")
         .bind(&current.user.id)
-        .bind(&id)
+        .bind(id)
         .execute(&state.db)
         .await?;
-    card_or_back(&state, &current, &id, &headers).await
+    card_or_back(&state, &current, id, &headers).await
 }

@@ -3,7 +3,7 @@
 use askama::Template;
 use axum::{
     Json, Router,
-    extract::{Query, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
@@ -17,7 +17,7 @@ use crate::{
     courses::{self, Course},
     error::Result,
     users::User,
-    web::{self, Layout, Notice},
+    web::{self, Layout, Notice, PageQuery},
 };
 
 pub fn router() -> Router<AppState> {
@@ -44,7 +44,7 @@ struct HomePage {
 async fn home(
     State(state): State<AppState>,
     MaybeUser(current): MaybeUser,
-    Query(query): Query<HomeQuery>,
+    PageQuery(query): PageQuery<HomeQuery>,
 ) -> Result<Response> {
     let courses = courses::catalog(&state.db, current.as_ref().map(|c| c.user.id.as_str())).await?;
     let mut layout = Layout::new(&state, current.as_ref());
@@ -90,10 +90,10 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Response {
     let database = crate::db::ping(&state.db).await.is_ok();
     let store = state.kv.ping().await.is_ok();
-    let redis = match (&state.kv, store) {
-        (crate::store::Kv::Memory(_), _) => "not configured",
-        (_, true) => "ok",
-        (_, false) => "unavailable",
+    let redis = match (state.kv.is_redis(), store) {
+        (false, _) => "not configured",
+        (true, true) => "ok",
+        (true, false) => "unavailable",
     };
     let status = if database && store {
         StatusCode::OK

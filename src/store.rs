@@ -5,6 +5,8 @@
 //! - `lectern:{<sid>}:live`: the sign-in is live (value: user id); expires with the sign-in.
 //! - `lectern:{<sid>}:jtis`: sorted set of the access-token ids issued under it, scored by `exp`.
 //! - `lectern:{<sid>}:revoked:<jti>`: a revoked access token; expires at the token's own `exp`.
+//! - `lectern:{<sid>}:session`: the id of the browser session this sign-in runs in, if any.
+//! - `lectern:{session:<id>}:ended`: why the system ended that browser session (for the login page).
 //! - `lectern:{rl:<bucket>}:<window>`: a rate-limit counter for one minute.
 
 use std::{
@@ -111,6 +113,10 @@ impl Kv {
             pool,
             prefix: prefix.into(),
         }
+    }
+
+    pub fn is_redis(&self) -> bool {
+        matches!(self, Self::Redis { .. })
     }
 
     fn key(prefix: &str, sid: &str, suffix: &str) -> String {
@@ -239,17 +245,98 @@ impl Kv {
         }
     }
 
+    /// Records which browser session a sign-in runs in, so ending the sign-in can delete it.
+    pub async fn bind_session(&self, sid: &str, session_id: &str, expires_at: i64) -> Result<()> {
+        match self {
+            Self::Redis { pool, prefix } => pool
+                .set::<(), _, _>(
+                    Self::key(prefix, sid, "session"),
+                    session_id,
+                    Some(Expiration::EXAT(expires_at)),
+                    None,
+                    false,
+                )
+                .await
+                .map_err(unavailable),
+            Self::Memory(m) => {
+                m.with(|s| {
+                    s.sessions
+                        .insert(sid.to_owned(), (session_id.to_owned(), expires_at))
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Remembers, for as long as the browser may still send its cookie, why a session was ended.
+    pub async fn mark_session_ended(
+        &self,
+        session_id: &str,
+        reason: &str,
+        ttl_secs: i64,
+    ) -> Result<()> {
+        match self {
+            Self::Redis { pool, prefix } => pool
+                .set::<(), _, _>(
+                    format!("{prefix}{{session:{session_id}}}:ended"),
+                    reason,
+                    Some(Expiration::EX(ttl_secs.max(1))),
+                    None,
+                    false,
+                )
+                .await
+                .map_err(unavailable),
+            Self::Memory(m) => {
+                let until = crate::web::now() + ttl_secs;
+                m.with(|s| {
+                    s.ended
+                        .insert(session_id.to_owned(), (reason.to_owned(), until))
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Why the system ended this browser session, if it did.
+    pub async fn session_end_reason(&self, session_id: &str) -> Result<Option<String>> {
+        match self {
+            Self::Redis { pool, prefix } => pool
+                .get(format!("{prefix}{{session:{session_id}}}:ended"))
+                .await
+                .map_err(unavailable),
+            Self::Memory(m) => {
+                let now = crate::web::now();
+                Ok(m.with(|s| {
+                    s.ended
+                        .get(session_id)
+                        .filter(|(_, until)| *until > now)
+                        .map(|(reason, _)| reason.clone())
+                }))
+            }
+        }
+    }
+
     /// Ends a sign-in: every unexpired access token issued under it goes on the revocation list
     /// until its own `exp`, and the sign-in stops being live. Revoking twice is harmless.
-    /// Returns how many access tokens were put on the list.
-    pub async fn revoke_sign_in(&self, sid: &str) -> Result<usize> {
+    pub async fn revoke_sign_in(&self, sid: &str) -> Result<Revoked> {
         let now = crate::web::now();
         match self {
             Self::Redis { pool, prefix } => {
-                let issued: Vec<(String, f64)> = pool
-                    .zrangebyscore(Self::key(prefix, sid, "jtis"), now + 1, "+inf", true, None)
+                let read = pool.next().pipeline();
+                read.zrangebyscore::<(), _, _, _>(
+                    Self::key(prefix, sid, "jtis"),
+                    now + 1,
+                    "+inf",
+                    true,
+                    None,
+                )
+                .await
+                .map_err(unavailable)?;
+                read.get::<(), _>(Self::key(prefix, sid, "session"))
                     .await
                     .map_err(unavailable)?;
+                let (issued, session): (Vec<(String, f64)>, Option<String>) =
+                    read.all().await.map_err(unavailable)?;
                 let pipe = pool.next().pipeline();
                 for (jti, exp) in &issued {
                     pipe.set::<(), _, _>(
@@ -262,11 +349,17 @@ impl Kv {
                     .await
                     .map_err(unavailable)?;
                 }
-                pipe.del::<(), _>(Self::key(prefix, sid, "live"))
-                    .await
-                    .map_err(unavailable)?;
+                pipe.del::<(), _>(vec![
+                    Self::key(prefix, sid, "live"),
+                    Self::key(prefix, sid, "session"),
+                ])
+                .await
+                .map_err(unavailable)?;
                 pipe.all::<()>().await.map_err(unavailable)?;
-                Ok(issued.len())
+                Ok(Revoked {
+                    access_tokens: issued.len(),
+                    session,
+                })
             }
             Self::Memory(m) => Ok(m.with(|s| s.revoke(sid, now))),
         }
@@ -320,6 +413,15 @@ impl Kv {
     }
 }
 
+/// What ending a sign-in revoked.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    /// Access tokens put on the revocation list.
+    pub access_tokens: usize,
+    /// The browser session the sign-in ran in, for the caller to delete.
+    pub session: Option<String>,
+}
+
 /// The embedded shape's store. Every entry carries its expiry and expired entries are swept, so
 /// memory stays bounded by what is live.
 #[derive(Default)]
@@ -331,6 +433,10 @@ pub struct MemoryKv {
 struct MemoryState {
     /// sid -> expires_at
     live: HashMap<String, i64>,
+    /// browser session id -> (why it was ended, until)
+    ended: HashMap<String, (String, i64)>,
+    /// sid -> (browser session id, expires_at)
+    sessions: HashMap<String, (String, i64)>,
     /// sid -> issued (jti, exp)
     jtis: HashMap<String, Vec<(String, i64)>>,
     /// (sid, jti) -> exp
@@ -355,7 +461,12 @@ impl MemoryKv {
     pub fn len(&self) -> usize {
         self.with(|s| {
             s.sweep(crate::web::now());
-            s.live.len() + s.jtis.len() + s.revoked.len() + s.counters.len()
+            s.live.len()
+                + s.sessions.len()
+                + s.ended.len()
+                + s.jtis.len()
+                + s.revoked.len()
+                + s.counters.len()
         })
     }
 
@@ -375,15 +486,23 @@ impl MemoryState {
             .is_some_and(|exp| *exp > now)
     }
 
-    fn revoke(&mut self, sid: &str, now: i64) -> usize {
+    fn revoke(&mut self, sid: &str, now: i64) -> Revoked {
         self.live.remove(sid);
+        let session = self
+            .sessions
+            .remove(sid)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(id, _)| id);
         let issued = self.jtis.remove(sid).unwrap_or_default();
-        let mut count = 0;
+        let mut access_tokens = 0;
         for (jti, exp) in issued.into_iter().filter(|(_, exp)| *exp > now) {
             self.revoked.insert((sid.to_owned(), jti), exp);
-            count += 1;
+            access_tokens += 1;
         }
-        count
+        Revoked {
+            access_tokens,
+            session,
+        }
     }
 
     fn hit(&mut self, bucket: &str, window: i64) -> u64 {
@@ -400,6 +519,8 @@ impl MemoryState {
 
     fn sweep(&mut self, now: i64) {
         self.live.retain(|_, exp| *exp > now);
+        self.sessions.retain(|_, (_, exp)| *exp > now);
+        self.ended.retain(|_, (_, until)| *until > now);
         self.revoked.retain(|_, exp| *exp > now);
         self.jtis.retain(|_, issued| {
             issued.retain(|(_, exp)| *exp > now);
@@ -420,7 +541,12 @@ mod tests {
         kv.mark_live("s1", "u1", exp + 1000).await.unwrap();
         kv.record_jti("s1", "j1", exp).await.unwrap();
         assert!(kv.access_allowed("s1", "j1").await.unwrap());
-        assert_eq!(kv.revoke_sign_in("s1").await.unwrap(), 1);
+        kv.bind_session("s1", "browser-session", exp + 1000)
+            .await
+            .unwrap();
+        let revoked = kv.revoke_sign_in("s1").await.unwrap();
+        assert_eq!(revoked.access_tokens, 1);
+        assert_eq!(revoked.session.as_deref(), Some("browser-session"));
         let ttl = kv.revocation_ttl("s1", "j1").await.unwrap().unwrap();
         assert!(
             (119..=120).contains(&ttl),
@@ -435,8 +561,8 @@ mod tests {
         let exp = crate::web::now() + 60;
         kv.mark_live("s1", "u1", exp).await.unwrap();
         kv.record_jti("s1", "j1", exp).await.unwrap();
-        assert_eq!(kv.revoke_sign_in("s1").await.unwrap(), 1);
-        assert_eq!(kv.revoke_sign_in("s1").await.unwrap(), 0);
+        assert_eq!(kv.revoke_sign_in("s1").await.unwrap().access_tokens, 1);
+        assert_eq!(kv.revoke_sign_in("s1").await.unwrap().access_tokens, 0);
         assert!(kv.is_revoked("s1", "j1").await.unwrap());
         assert!(!kv.is_live("s1").await.unwrap());
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sqlx::Row;
 
 use crate::{db::Pool, error::Result};
@@ -79,8 +79,9 @@ impl Password {
         Ok(Self(SecretString::from(raw)))
     }
 
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
+    /// The password, still secret, for hashing.
+    pub fn secret(&self) -> SecretString {
+        self.0.clone()
     }
 }
 

@@ -4,10 +4,12 @@ use std::{convert::Infallible, net::SocketAddr};
 
 use askama::Template;
 use axum::{
-    extract::{ConnectInfo, FromRequestParts},
+    extract::{ConnectInfo, FromRequest, FromRequestParts},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{Html, IntoResponse, Redirect, Response},
 };
+
+use serde::de::DeserializeOwned;
 
 use crate::error::{AppError, Result};
 
@@ -125,19 +127,74 @@ pub fn local_path(next: &str) -> Option<&str> {
     ok.then_some(next)
 }
 
-/// Whether the request sent a cookie of this name.
-pub fn sent_cookie(headers: &HeaderMap, name: &str) -> bool {
+/// The value of the request's cookie of this name.
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .any(|c| c.trim().split_once('=').is_some_and(|(n, _)| n == name))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Whether the request sent a cookie of this name.
+pub fn sent_cookie(headers: &HeaderMap, name: &str) -> bool {
+    cookie_value(headers, name).is_some()
+}
+
+/// One field of an `application/x-www-form-urlencoded` body (other bodies have none).
+pub fn form_field(headers: &HeaderMap, body: &[u8], name: &str) -> Option<String> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return None;
+    }
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Percent-encodes a value for a query string.
 pub fn query_escape(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// `axum::Form` whose rejection (wrong content type, undecodable body) is an error page.
+pub struct PageForm<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for PageForm<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        axum::Form::<T>::from_request(req, state)
+            .await
+            .map(|axum::Form(value)| Self(value))
+            .map_err(|rejection| AppError::Validation {
+                field: "form",
+                message: rejection.body_text(),
+            })
+    }
+}
+
+/// `axum::extract::Query` whose rejection is an error page.
+pub struct PageQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for PageQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| AppError::Validation {
+                field: "query",
+                message: rejection.body_text(),
+            })
+    }
 }
 
 /// The peer address and user agent, for sign-in records and the audit log.

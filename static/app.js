@@ -88,14 +88,16 @@
     }
   });
 
-  // Plain (non-htmx) sign-out form submissions; capture phase so it runs
-  // for every form.signout-form, including ones added later.
+  // Sign-out: our storage is cleared as the request leaves (harmless if it is
+  // refused). Other tabs are told only from the signed-out homepage, i.e. once
+  // the server has confirmed it. Capture phase, so it runs for every
+  // form.signout-form, including ones added later.
   document.addEventListener(
     "submit",
     function (event) {
       var form = event.target;
       if (form && form.matches && form.matches("form.signout-form")) {
-        onSignOut();
+        clearClientState();
       }
     },
     true
@@ -119,7 +121,7 @@
       body.addEventListener("htmx:beforeRequest", function (evt) {
         var elt = evt.detail && evt.detail.elt;
         if (elt && elt.closest && elt.closest(".signout-form")) {
-          onSignOut();
+          clearClientState();
         }
       });
 
@@ -127,6 +129,12 @@
         var xhr = evt.detail && evt.detail.xhr;
         if (xhr && xhr.status === 401 && !xhr.getResponseHeader("HX-Redirect")) {
           window.location.assign("/login");
+        }
+        // A refused sign-out (a stale CSRF token, e.g. after signing in again in
+        // another tab): reload, so the page gets a fresh token and shows the truth.
+        var elt = evt.detail && evt.detail.elt;
+        if (xhr && xhr.status === 403 && elt && elt.closest && elt.closest(".signout-form")) {
+          window.location.reload();
         }
       });
     }

@@ -32,10 +32,10 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    pub fn new(email: &str, password: String) -> Self {
+    pub fn new(email: &str, password: SecretString) -> Self {
         Self {
             email: Email::parse(email).ok(),
-            password: SecretString::from(password),
+            password,
         }
     }
 }

@@ -19,8 +19,8 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
-use super::{CSRF_KEY, Keys};
-use crate::{AppState, error::AppError};
+use super::{CSRF_KEY, Keys, SESSION_COOKIE, extract::login_required};
+use crate::{AppState, error::AppError, web};
 
 /// How long a visitor's stateless token stays valid.
 const ANONYMOUS_TTL: i64 = 12 * 3600;
@@ -65,7 +65,7 @@ fn anonymous_token_valid(keys: &Keys, token: &str, now: i64) -> bool {
 
 /// Whether the browser says the request came from this site. Non-browser clients send neither
 /// header and pass; a cross-site page cannot forge them.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
     {
@@ -79,13 +79,6 @@ fn same_origin(headers: &HeaderMap) -> bool {
             host.is_some() && origin_host == host
         }
     }
-}
-
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
 }
 
 fn refused() -> Response {
@@ -128,18 +121,23 @@ pub async fn verify(
             .into_response();
         }
     };
-    if presented.is_none() && is_form(&parts.headers) {
-        presented = url::form_urlencoded::parse(&bytes)
-            .find(|(k, _)| k == "csrf_token")
-            .map(|(_, v)| v.into_owned());
+    if presented.is_none() {
+        presented = web::form_field(&parts.headers, &bytes, "csrf_token");
+    }
+    // A session cookie whose session is gone (idle timeout, ended elsewhere): the learner needs
+    // to sign in again, which is a better answer than a 403 that htmx would silently drop.
+    let expired = expected.is_none() && web::sent_cookie(&parts.headers, SESSION_COOKIE);
+    if expired && !matches!(parts.uri.path(), "/login" | "/register" | "/logout") {
+        return login_required(&parts, Some("expired"));
     }
     let ok = match (&expected, &presented) {
         (Some(expected), Some(presented)) => {
             bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
         }
         (Some(_), None) => false,
-        // No live session: nothing to sign out of, so logout needs no token.
-        (None, _) if parts.uri.path() == "/logout" => true,
+        // No live session: nothing to end on the server, but a cross-site page still may not
+        // clear this browser's cookies.
+        (None, _) if parts.uri.path() == "/logout" => same_origin(&parts.headers),
         (None, Some(presented)) => {
             same_origin(&parts.headers)
                 && anonymous_token_valid(&state.keys, presented, crate::web::now())

@@ -52,7 +52,15 @@ async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Resolved> {
         .map_err(|(_, msg)| AppError::Unexpected(anyhow::anyhow!("auth layer missing: {msg}")))?;
     let session = auth.session.clone();
     let Some(user) = auth.user else {
-        let ended = web::sent_cookie(&parts.headers, SESSION_COOKIE).then_some("expired");
+        // A cookie without a session: ended by the system (say why) or expired.
+        let ended = match web::cookie_value(&parts.headers, SESSION_COOKIE) {
+            Some(id) => Some(match state.kv.session_end_reason(&id).await?.as_deref() {
+                Some("reuse") => "reuse",
+                Some(_) => "revoked",
+                None => "expired",
+            }),
+            None => None,
+        };
         return Ok(Resolved::Anonymous { ended });
     };
     let sid: Option<String> = session.get(SID_KEY).await.map_err(session_error)?;
@@ -127,11 +135,8 @@ async fn touch(session: &Session) -> Result<()> {
 /// The answer to a page that needs a sign-in: 303 to the login page, or for htmx 401 with
 /// `HX-Redirect`, so htmx navigates instead of swapping a login form into a fragment.
 pub fn login_required(parts: &Parts, reason: Option<&str>) -> Response {
-    let next = parts
-        .uri
-        .path_and_query()
-        .map_or("/dashboard", |pq| pq.as_str());
-    let mut to = format!("/login?next={}", web::query_escape(next));
+    let next = return_path(parts);
+    let mut to = format!("/login?next={}", web::query_escape(&next));
     if let Some(reason) = reason {
         to.push_str("&reason=");
         to.push_str(reason);
@@ -146,6 +151,28 @@ pub fn login_required(parts: &Parts, reason: Option<&str>) -> Response {
         Redirect::to(&to).into_response()
     };
     web::no_store(response)
+}
+
+/// Where to come back to after signing in: the page itself for a GET; for anything else (an htmx
+/// enrol, a form post) the page it was sent from, since the action itself cannot be revisited.
+fn return_path(parts: &Parts) -> String {
+    if parts.method == axum::http::Method::GET {
+        return parts
+            .uri
+            .path_and_query()
+            .map_or("/dashboard", |pq| pq.as_str())
+            .to_owned();
+    }
+    ["hx-current-url", "referer"]
+        .iter()
+        .filter_map(|name| parts.headers.get(*name)?.to_str().ok())
+        .filter_map(|value| url::Url::parse(value).ok())
+        .map(|url| match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        })
+        .find(|path| web::local_path(path).is_some())
+        .unwrap_or_else(|| "/dashboard".to_owned())
 }
 
 impl FromRequestParts<AppState> for CurrentUser {

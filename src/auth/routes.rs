@@ -2,14 +2,15 @@
 
 use askama::Template;
 use axum::{
-    Form, Router,
-    extract::{Query, Request, State},
+    Router,
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use axum_extra::extract::cookie::SignedCookieJar;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
@@ -23,7 +24,7 @@ use crate::{
     api::ApiError,
     error::{AppError, Result},
     users::{self, CreateError, DisplayName, Email, Password, User},
-    web::{self, ClientInfo, Layout, Notice, now},
+    web::{self, ClientInfo, Layout, Notice, PageForm, PageQuery, now},
 };
 
 pub fn router() -> Router<AppState> {
@@ -79,6 +80,15 @@ async fn establish(
         .insert(TOUCHED_KEY, now())
         .await
         .map_err(session_error)?;
+    // Save now so the session has its (new) id, and record it: ending this sign-in from anywhere
+    // (API logout, refresh-token reuse) then deletes this browser session, not just its marker.
+    session.save().await.map_err(session_error)?;
+    if let Some(id) = session.id() {
+        state
+            .kv
+            .bind_session(&started.sid, &id.to_string(), started.expires_at)
+            .await?;
+    }
     let max_age = started.expires_at - now();
     Ok(refresh::set_cookie(
         jar,
@@ -95,7 +105,7 @@ async fn establish(
 pub struct RegisterForm {
     email: String,
     display_name: String,
-    password: String,
+    password: SecretString,
 }
 
 #[derive(Debug, Default)]
@@ -136,12 +146,12 @@ async fn register(
     MaybeUser(current): MaybeUser,
     client: ClientInfo,
     jar: SignedCookieJar,
-    Form(form): Form<RegisterForm>,
+    PageForm(form): PageForm<RegisterForm>,
 ) -> Result<Response> {
     ratelimit::per_ip(&state, "register", &client).await?;
     let email = Email::parse(&form.email);
     let display_name = DisplayName::parse(&form.display_name);
-    let password = Password::parse(form.password);
+    let password = Password::parse(form.password.expose_secret().to_owned());
     let mut errors = RegisterErrors {
         email: email.as_ref().err().cloned(),
         display_name: display_name.as_ref().err().cloned(),
@@ -159,10 +169,7 @@ async fn register(
     let (Ok(email), Ok(display_name), Ok(password)) = (email, display_name, password) else {
         return rerender(errors);
     };
-    let hash = state
-        .passwords
-        .hash(password.expose().to_owned().into())
-        .await?;
+    let hash = state.passwords.hash(password.secret()).await?;
     let user = match users::create(&state.db, &email, &display_name, hash).await {
         Ok(user) => user,
         Err(CreateError::EmailTaken) => {
@@ -191,7 +198,7 @@ pub struct LoginQuery {
 #[serde(default)]
 pub struct LoginForm {
     email: String,
-    password: String,
+    password: SecretString,
     next: String,
 }
 
@@ -231,7 +238,7 @@ fn safe_next(next: Option<&str>) -> String {
 async fn login_page(
     State(state): State<AppState>,
     MaybeUser(current): MaybeUser,
-    Query(query): Query<LoginQuery>,
+    PageQuery(query): PageQuery<LoginQuery>,
 ) -> Result<Response> {
     let next = safe_next(query.next.as_deref());
     if current.is_some() {
@@ -254,7 +261,7 @@ async fn login(
     MaybeUser(current): MaybeUser,
     client: ClientInfo,
     jar: SignedCookieJar,
-    Form(form): Form<LoginForm>,
+    PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response> {
     ratelimit::per_ip(&state, "login", &client).await?;
     let next = safe_next(Some(&form.next));
@@ -283,27 +290,94 @@ async fn login(
 /// wiped by `Clear-Site-Data: "cookies"` in the same response).
 pub const SIGNED_OUT_HOME: &str = "/?signed_out=1";
 
-/// Ends the browser's sign-in and deletes its session record. Both are tried even if one fails.
-async fn end_browser_sign_in(
-    state: &AppState,
-    auth: &mut AuthSession,
-    client: &ClientInfo,
-) -> Result<()> {
-    let revoked = async {
-        if let Some(sid) = auth
-            .session
-            .get::<String>(SID_KEY)
-            .await
-            .map_err(session_error)?
-        {
-            signin::end(state, &sid, EndReason::SignedOut, client).await?;
+/// How long the note on the "could not confirm" page stays good.
+const RETRY_TTL: i64 = 3600;
+
+/// What a sign-out must end: browser session ids and sign-in ids. When the server cannot confirm
+/// a sign-out, this is sealed into the page that says so, and its "try again" button sends it
+/// back. Sealed, so a script on the page cannot read a usable session id out of it; holding it
+/// lets one do nothing but finish the sign-out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Owed {
+    session_ids: Vec<String>,
+    sids: Vec<String>,
+}
+
+impl Owed {
+    /// What a browser's session cookie names, when its record could not be read.
+    pub fn from_cookie(headers: &HeaderMap) -> Self {
+        Self {
+            session_ids: web::cookie_value(headers, SESSION_COOKIE)
+                .into_iter()
+                .collect(),
+            sids: Vec::new(),
         }
-        Ok::<_, AppError>(())
     }
-    .await;
-    // `logout` flushes: the record is deleted from the store, not just emptied.
-    let deleted = auth.logout().await.map(drop).map_err(auth_error);
-    revoked.and(deleted)
+
+    fn seal(&self, keys: &super::Keys) -> String {
+        keys.seal(&format!(
+            "{}|{}|{}",
+            now() + RETRY_TTL,
+            self.session_ids.join(","),
+            self.sids.join(",")
+        ))
+    }
+
+    fn open(keys: &super::Keys, sealed: &str) -> Option<Self> {
+        let plain = keys.open(sealed)?;
+        let mut parts = plain.splitn(3, '|');
+        let expires: i64 = parts.next()?.parse().ok()?;
+        let list = |part: Option<&str>| -> Vec<String> {
+            part.unwrap_or("")
+                .split(',')
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        (expires >= now()).then(|| Self {
+            session_ids: list(parts.next()),
+            sids: list(parts.next()),
+        })
+    }
+}
+
+/// The sign-in a browser session record belongs to.
+async fn sid_of_session(state: &AppState, session_id: &str) -> Result<Option<String>> {
+    let Ok(id) = session_id.parse::<tower_sessions::session::Id>() else {
+        return Ok(None);
+    };
+    let record = tower_sessions::SessionStore::load(&state.sessions, &id)
+        .await
+        .map_err(|e| AppError::unavailable(anyhow::Error::new(e).context("session store")))?;
+    Ok(record.and_then(|r| {
+        r.data
+            .get(SID_KEY)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    }))
+}
+
+/// Ends every sign-in and deletes every session `owed` names. Each step is tried even if an
+/// earlier one failed; the first failure is returned.
+async fn settle(state: &AppState, owed: &Owed, client: &ClientInfo) -> Result<()> {
+    let mut outcome = Ok(());
+    let mut sids = owed.sids.clone();
+    for id in &owed.session_ids {
+        match sid_of_session(state, id).await {
+            Ok(Some(sid)) if !sids.contains(&sid) => sids.push(sid),
+            Ok(_) => {}
+            Err(err) => outcome = outcome.and(Err(err)),
+        }
+    }
+    for sid in &sids {
+        let ended = signin::end(state, sid, EndReason::SignedOut, client).await;
+        outcome = outcome.and(ended);
+    }
+    for id in &owed.session_ids {
+        let deleted = signin::delete_session(state, id).await;
+        outcome = outcome.and(deleted);
+    }
+    outcome
 }
 
 async fn logout(
@@ -311,50 +385,78 @@ async fn logout(
     mut auth: AuthSession,
     client: ClientInfo,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    match end_browser_sign_in(&state, &mut auth, &client).await {
+    let mut owed = web::form_field(&headers, &body, "retry")
+        .and_then(|sealed| Owed::open(&state.keys, &sealed))
+        .unwrap_or_default();
+    if let Some(id) = auth.session.id() {
+        owed.session_ids.push(id.to_string());
+    }
+    if let Ok(Some(sid)) = auth.session.get::<String>(SID_KEY).await {
+        owed.sids.push(sid);
+    }
+    let settled = settle(&state, &owed, &client).await;
+    // `logout` flushes: the record is deleted from the store, not just emptied.
+    let flushed = auth.logout().await.map(drop).map_err(auth_error);
+    match settled.and(flushed) {
         Ok(()) => clear_client_state(
             web::redirect(&headers, SIGNED_OUT_HOME),
             state.settings.secure_cookies,
         ),
         Err(err) => {
             err.log();
-            unconfirmed(&headers, state.settings.secure_cookies)
+            unconfirmed(&state, &headers, &owed)
         }
     }
 }
 
 /// A sign-out the server could not confirm: 503 (htmx is sent to the page that says so), with the
-/// browser's cookies and storage cleared all the same.
-fn unconfirmed(headers: &HeaderMap, secure: bool) -> Response {
+/// browser's cookies and storage cleared all the same, and what is still owed sealed into the page
+/// so that trying again finishes it.
+pub fn unconfirmed(state: &AppState, headers: &HeaderMap, owed: &Owed) -> Response {
+    let retry = owed.seal(&state.keys);
     let response = if web::is_htmx(headers) {
         let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
-        r.headers_mut().insert(
-            "hx-redirect",
-            HeaderValue::from_static("/logout/unconfirmed"),
-        );
+        let to = format!("/logout/unconfirmed?retry={}", web::query_escape(&retry));
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            r.headers_mut().insert("hx-redirect", v);
+        }
         r
     } else {
-        logout_page(Layout::bare())
+        logout_page(Layout::new(state, None), retry)
     };
-    clear_client_state(response, secure)
+    clear_client_state(response, state.settings.secure_cookies)
 }
 
 #[derive(Template)]
 #[template(path = "auth/logout_unconfirmed.html")]
 struct LogoutUnconfirmedPage {
     layout: Layout,
+    retry: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RetryQuery {
+    retry: String,
 }
 
 /// Said when the server could not confirm a sign-out: never that it succeeded.
-async fn logout_unconfirmed(State(state): State<AppState>) -> Response {
-    logout_page(Layout::new(&state, None))
+async fn logout_unconfirmed(
+    State(state): State<AppState>,
+    PageQuery(query): PageQuery<RetryQuery>,
+) -> Response {
+    let retry = Owed::open(&state.keys, &query.retry)
+        .map(|_| query.retry)
+        .unwrap_or_default();
+    logout_page(Layout::new(&state, None), retry)
 }
 
-fn logout_page(layout: Layout) -> Response {
+fn logout_page(layout: Layout, retry: String) -> Response {
     web::render_with(
         StatusCode::SERVICE_UNAVAILABLE,
-        &LogoutUnconfirmedPage { layout },
+        &LogoutUnconfirmedPage { layout, retry },
     )
     .map(web::no_store)
     .unwrap_or_else(IntoResponse::into_response)
@@ -402,7 +504,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         let cause =
             || AppError::unavailable(anyhow::anyhow!("session store or user lookup failed"));
         response = match path.as_str() {
-            "/logout" => unconfirmed(&headers, secure),
+            "/logout" => unconfirmed(&state, &headers, &Owed::from_cookie(&headers)),
             "/api/v1/auth/logout" => {
                 clear_client_state(ApiError::App(cause()).into_response(), secure)
             }

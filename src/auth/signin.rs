@@ -8,7 +8,7 @@ use crate::{
     AppState,
     audit::{self, Event},
     db::Pool,
-    error::Result,
+    error::{AppError, Result},
     users::User,
     web::{ClientInfo, now},
 };
@@ -64,6 +64,14 @@ impl EndReason {
         }
     }
 
+    /// What the login page is told (`/login?reason=`) when a browser still sends this session.
+    pub fn login_reason(self) -> &'static str {
+        match self {
+            Self::RefreshReuse => "reuse",
+            Self::SignedOut | Self::Replaced | Self::Revoked => "revoked",
+        }
+    }
+
     fn event(self) -> Event {
         match self {
             Self::SignedOut => Event::SignOut,
@@ -116,15 +124,28 @@ pub async fn issue_access_token(state: &AppState, user_id: &str, sid: &str) -> R
     Ok(Issued { token, claims })
 }
 
-/// Ends a sign-in, as one: its record is marked revoked (so its refresh family is dead), every
-/// access token issued under it goes on the revocation list until its own expiry, and it stops
-/// being live, which ends its browser session on its next request on any instance. Idempotent.
+/// Ends a sign-in, as one: every access token issued under it goes on the revocation list until
+/// its own expiry, it stops being live (every instance checks that on every request), its browser
+/// session record is deleted, and its row is marked revoked, which also kills its refresh family.
+/// Idempotent.
+///
+/// Redis goes first: every check reads it, so when it cannot be reached nothing is half-done and
+/// the caller can say so; a retry then repeats the whole routine, audit row included.
 pub async fn end(
     state: &AppState,
     sid: &str,
     reason: EndReason,
     client: &ClientInfo,
 ) -> Result<()> {
+    let revoked = state.kv.revoke_sign_in(sid).await?;
+    if let Some(session) = revoked.session.as_deref() {
+        delete_session(state, session).await?;
+        let idle = state.settings.session_idle.as_secs() as i64;
+        state
+            .kv
+            .mark_session_ended(session, reason.login_reason(), idle)
+            .await?;
+    }
     let ended_now = sqlx::query(
         "update sign_ins set revoked_at = $1, revoked_reason = $2 where id = $3 and revoked_at is null",
     )
@@ -135,7 +156,6 @@ pub async fn end(
     .await?
     .rows_affected()
         == 1;
-    let revoked_tokens = state.kv.revoke_sign_in(sid).await?;
     if ended_now {
         let user_id = find(&state.db, sid).await?.map(|s| s.user_id);
         audit::record(
@@ -149,11 +169,21 @@ pub async fn end(
         tracing::info!(
             sign_in.id = sid,
             reason = reason.as_str(),
-            revoked_tokens,
+            revoked_tokens = revoked.access_tokens,
             "sign-in ended"
         );
     }
     Ok(())
+}
+
+/// Deletes a browser session record by id (a malformed id names nothing).
+pub async fn delete_session(state: &AppState, session_id: &str) -> Result<()> {
+    let Ok(id) = session_id.parse::<tower_sessions::session::Id>() else {
+        return Ok(());
+    };
+    tower_sessions::SessionStore::delete(&state.sessions, &id)
+        .await
+        .map_err(|e| AppError::unavailable(anyhow::Error::new(e).context("session store")))
 }
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<SignIn, sqlx::Error> {

@@ -428,7 +428,8 @@ async fn the_account_page_shows_the_profile_sign_ins_and_activity() {
     let html = app.server.get("/account").await.text();
     assert!(html.contains(&email));
     assert!(html.contains("This browser"));
-    assert!(html.contains("Signed in"));
+    let activity = &html[html.find(r#"id="activity""#).unwrap()..];
+    assert!(activity.contains("<td>Signed in</td>"), "{activity}");
 }
 
 #[tokio::test]
@@ -543,4 +544,92 @@ async fn a_page_that_clears_a_dead_session_cookie_is_not_stored() {
     assert_eq!(home.status_code(), StatusCode::OK);
     assert!(set_cookie(&home, "lectern_session").contains("Max-Age=0"));
     assert_eq!(home.header("cache-control"), "no-store");
+}
+
+#[tokio::test]
+async fn an_action_on_an_expired_session_goes_to_sign_in_and_back_to_the_page() {
+    let app = spawn_app_with(|s| s.session_idle = std::time::Duration::from_secs(1)).await;
+    app.signed_up().await;
+    let token = app.csrf("/dashboard").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let htmx = app
+        .server
+        .post("/courses/async-rust/enrol")
+        .add_header("HX-Request", "true")
+        .add_header("HX-Current-URL", "http://localhost/dashboard")
+        .add_header("X-CSRF-Token", token.clone())
+        .await;
+    assert_eq!(htmx.status_code(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        htmx.header("hx-redirect"),
+        "/login?next=%2Fdashboard&reason=expired"
+    );
+    let plain = app
+        .server
+        .post("/courses/async-rust/enrol")
+        .add_cookie(cookie::Cookie::new(
+            "lectern_session",
+            "AAAAAAAAAAAAAAAAAAAAAA",
+        ))
+        .form(&[("csrf_token", token.as_str())])
+        .await;
+    assert_redirect_to(
+        &plain,
+        StatusCode::SEE_OTHER,
+        "/login?next=%2Fdashboard&reason=expired",
+    );
+}
+
+#[tokio::test]
+async fn course_ids_that_are_not_slugs_are_404_on_every_database() {
+    let app = spawn_app().await;
+    app.signed_up().await;
+    let token = app.csrf("/dashboard").await;
+    for id in ["%00", "x%00y", "R%C3%BCst", "a%20b"] {
+        let r = app
+            .server
+            .post(&format!("/courses/{id}/enrol"))
+            .add_header("X-CSRF-Token", token.clone())
+            .await;
+        assert_eq!(r.status_code(), StatusCode::NOT_FOUND, "{id}");
+        let r = app
+            .server
+            .post(&format!("/courses/{id}/leave"))
+            .add_header("X-CSRF-Token", token.clone())
+            .await;
+        assert_eq!(r.status_code(), StatusCode::NOT_FOUND, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_queries_and_forms_get_an_error_page_not_plain_text() {
+    let app = spawn_app().await;
+    let query = app.server.get("/?signed_out=1&signed_out=2").await;
+    assert_eq!(query.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        query
+            .header("content-type")
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let token = app.csrf("/").await;
+    let form = app
+        .server
+        .post("/login")
+        .add_header("X-CSRF-Token", token)
+        .content_type("application/json")
+        .bytes(br#"{"email":"a"}"#.to_vec().into())
+        .await;
+    assert!(
+        form.status_code().is_client_error(),
+        "{}",
+        form.status_code()
+    );
+    assert!(
+        form.header("content-type")
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
 }

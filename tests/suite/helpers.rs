@@ -5,12 +5,7 @@
 use axum::http::StatusCode;
 use axum_test::{TestResponse, TestServer};
 use cookie::Cookie;
-use lectern::{
-    AppState, Settings,
-    app::{self, Parts},
-    config::ServeArgs,
-    store::SessionBackend,
-};
+use lectern::{AppState, Settings, app, config::ServeArgs, store::SessionBackend};
 use sqlx::Connection;
 use tower_sessions::{SessionStore, session::Id};
 
@@ -113,15 +108,11 @@ pub async fn spawn_peer(first: &TestApp) -> TestApp {
 async fn build(settings: Settings) -> TestApp {
     let database_url = settings.database_url.clone();
     let key_prefix = settings.key_prefix.clone();
-    let parts = app::connect(settings).await.expect("connect the app");
-    let state = parts.state.clone();
-    let sessions = parts.sessions.clone();
+    let state = app::connect(settings).await.expect("connect the app");
+    let sessions = state.sessions.clone();
     let server = TestServer::builder()
         .save_cookies()
-        .build(app::router(Parts {
-            state: parts.state,
-            sessions: parts.sessions,
-        }));
+        .build(app::router(state.clone()));
     TestApp {
         server,
         state,

@@ -337,7 +337,11 @@ async fn sign_in_and_sign_out_are_audited_and_shown_on_the_account_page() {
     app.sign_out_htmx().await;
     app.sign_in(&email, PASSWORD, "").await;
     let html = app.server.get("/account").await.text();
-    assert!(html.contains("Signed out") && html.contains("Signed in"));
+    let activity = &html[html.find(r#"id="activity""#).unwrap()..];
+    assert!(
+        activity.contains("<td>Signed out</td>") && activity.contains("<td>Signed in</td>"),
+        "{activity}"
+    );
     let rows: Vec<(String, Option<String>, String)> =
         sqlx::query_as("select event, sign_in_id, ip from audit_events order by at, event")
             .fetch_all(&app.state.db)
@@ -454,7 +458,12 @@ async fn when_redis_is_lost_sign_out_still_clears_cookies_and_says_it_could_not_
         .add_header("X-CSRF-Token", csrf.clone())
         .await;
     assert_eq!(htmx.status_code(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(htmx.header("hx-redirect"), "/logout/unconfirmed");
+    assert!(
+        htmx.header("hx-redirect")
+            .to_str()
+            .unwrap()
+            .starts_with("/logout/unconfirmed?retry=")
+    );
     assert_cookies_cleared(&htmx);
     let plain = app
         .server
@@ -499,4 +508,136 @@ async fn when_redis_is_lost_sign_out_still_clears_cookies_and_says_it_could_not_
     let ready = app.server.get("/readyz").await;
     assert_eq!(ready.status_code(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json::<serde_json::Value>()["redis"], "unavailable");
+}
+
+#[tokio::test]
+async fn a_cross_site_page_cannot_sign_a_browser_out_or_clear_its_cookies() {
+    let app = spawn_app().await;
+    let old = signed_in(&app).await;
+    for path in ["/logout", "/api/v1/auth/logout"] {
+        // A cross-site POST carries no Lax or Strict cookie at all; the browser marks it.
+        let r = app
+            .server
+            .post(path)
+            .clear_cookies()
+            .add_header("Sec-Fetch-Site", "cross-site")
+            .add_header("Origin", "https://evil.example")
+            .await;
+        assert_eq!(r.status_code(), StatusCode::FORBIDDEN, "{path}");
+        assert!(set_cookies(&r).is_empty(), "{path}: {:?}", set_cookies(&r));
+        assert!(r.maybe_header("clear-site-data").is_none(), "{path}");
+    }
+    assert_eq!(
+        app.get_with_session("/dashboard", &old.session)
+            .await
+            .status_code(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn api_logout_also_deletes_the_browser_session_of_that_sign_in() {
+    let app = spawn_app().await;
+    let old = signed_in(&app).await;
+    let r = app
+        .server
+        .post("/api/v1/auth/logout")
+        .clear_cookies()
+        .authorization_bearer(&old.access[0])
+        .await;
+    assert_eq!(r.status_code(), StatusCode::NO_CONTENT);
+    assert!(
+        !app.session_exists(&old.session).await,
+        "deleted at once, not on its next request"
+    );
+    let page = app.get_with_session("/dashboard", &old.session).await;
+    assert_redirect_to(
+        &page,
+        StatusCode::SEE_OTHER,
+        "/login?next=%2Fdashboard&reason=revoked",
+    );
+}
+
+#[tokio::test]
+async fn a_sign_out_that_could_not_be_confirmed_is_finished_by_trying_again() {
+    let Some(redis_server) = find_on_path("redis-server") else {
+        assert!(
+            !real_services(),
+            "CI must run this test: redis-server is missing"
+        );
+        eprintln!("skipped: needs a redis-server binary");
+        return;
+    };
+    let port = free_port();
+    let child = std::process::Command::new(redis_server)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _redis = PrivateRedis(child);
+    wait_for_port(port).await;
+    let app = spawn_app_with(|s| s.redis_url = Some(format!("redis://127.0.0.1:{port}"))).await;
+    let old = signed_in(&app).await;
+    let csrf = app.csrf("/dashboard").await;
+
+    // Redis stops answering for a few seconds (it keeps its data).
+    let paused = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "CLIENT", "PAUSE", "4000", "ALL"])
+        .output()
+        .unwrap();
+    assert!(paused.status.success());
+    let started = std::time::Instant::now();
+    let first = app
+        .server
+        .post("/logout")
+        .add_header("HX-Request", "true")
+        .add_header("X-CSRF-Token", csrf)
+        .await;
+    assert_eq!(first.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    let to = first.header("hx-redirect").to_str().unwrap().to_owned();
+    assert!(to.starts_with("/logout/unconfirmed?retry="), "{to}");
+    assert_cookies_cleared(&first);
+    let page = app.server.get(&to).clear_cookies().await.text();
+    let marker = r#"name="retry" value=""#;
+    let start = page.find(marker).expect("the page carries what is owed") + marker.len();
+    let retry = page[start..start + page[start..].find('"').unwrap()].to_owned();
+    assert!(
+        !retry.contains(old.session.value()),
+        "sealed: the session id is not readable"
+    );
+
+    if let Some(rest) = std::time::Duration::from_millis(4300).checked_sub(started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    // Not confirmed means not done: the old session still works until the retry.
+    assert_eq!(
+        app.get_with_session("/dashboard", &old.session)
+            .await
+            .status_code(),
+        StatusCode::OK
+    );
+    let again = app
+        .server
+        .post("/logout")
+        .clear_cookies()
+        .form(&[("retry", retry.as_str())])
+        .await;
+    assert_redirect_to(&again, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_everything_refused(&app, &old).await;
+    let forged = app
+        .server
+        .post("/logout")
+        .clear_cookies()
+        .form(&[("retry", "forged")])
+        .await;
+    assert_redirect_to(&forged, StatusCode::SEE_OTHER, "/?signed_out=1");
 }

@@ -54,18 +54,35 @@ async fn api_login_returns_a_bearer_token_and_a_strict_refresh_cookie() {
 async fn the_access_token_names_the_sign_in_not_the_session_cookie() {
     let app = spawn_app().await;
     let email = app.signed_up().await;
-    let session = app
-        .sign_in(&email, PASSWORD, "")
-        .await
-        .cookie("lectern_session");
-    let (token, _) = app.api_login(&email).await;
+    let signed_in = app.sign_in(&email, PASSWORD, "").await;
+    let session = signed_in.cookie("lectern_session");
+    // An access token for this very sign-in, as a page would get one.
+    let refreshed = app.refresh_with(&signed_in.cookie("lectern_refresh")).await;
+    let token = refreshed.json::<serde_json::Value>()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let payload = token.split('.').nth(1).unwrap();
     let claims: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     for claim in ["sub", "jti", "iat", "exp", "iss", "aud", "sid"] {
         assert!(!claims[claim].is_null(), "missing {claim}");
     }
-    assert_ne!(claims["sid"].as_str().unwrap(), session.value());
+    let sid = claims["sid"].as_str().unwrap();
+    let id: tower_sessions::session::Id = session.value().parse().unwrap();
+    let record = tower_sessions::SessionStore::load(&app.sessions, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.data["lectern.sid"], sid,
+        "the token names this browser's sign-in"
+    );
+    assert_ne!(
+        sid,
+        session.value(),
+        "but never by the session cookie's value"
+    );
     let header: serde_json::Value = serde_json::from_slice(
         &URL_SAFE_NO_PAD
             .decode(token.split('.').next().unwrap())
@@ -139,6 +156,12 @@ async fn malformed_bodies_are_json_4xx_errors() {
         );
         assert!(response.json::<serde_json::Value>()["error"].is_string());
     }
+    let wrong_method = app.server.get("/api/v1/auth/login").await;
+    assert_eq!(wrong_method.status_code(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        wrong_method.json::<serde_json::Value>()["error"],
+        "method_not_allowed"
+    );
     let unknown = app.server.get("/api/v1/nothing-here").await;
     assert_eq!(unknown.status_code(), StatusCode::NOT_FOUND);
     assert_eq!(unknown.json::<serde_json::Value>()["error"], "not_found");
@@ -302,19 +325,21 @@ async fn refresh_reuse_also_ends_the_browser_session_of_that_sign_in() {
         app.refresh_with(&refresh).await.status_code(),
         StatusCode::OK
     );
+    assert!(app.session_exists(&session).await);
     assert_eq!(
         app.refresh_with(&refresh).await.status_code(),
         StatusCode::UNAUTHORIZED
+    );
+    // Deleted by the theft response itself, before the browser comes back.
+    assert!(
+        !app.session_exists(&session).await,
+        "the session record is deleted"
     );
     let page = app.get_with_session("/dashboard", &session).await;
     assert_redirect_to(
         &page,
         StatusCode::SEE_OTHER,
         "/login?next=%2Fdashboard&reason=reuse",
-    );
-    assert!(
-        !app.session_exists(&session).await,
-        "the session record is deleted"
     );
     let login = app.server.get("/login?reason=reuse").await;
     assert!(login.text().contains("refresh token was used twice"));
@@ -331,6 +356,24 @@ async fn two_refreshes_racing_with_one_token_yield_at_most_one_new_token() {
         .filter(|r| r.status_code() == StatusCode::OK)
         .count();
     assert!(winners <= 1, "both refreshes succeeded");
+    let refused: Vec<_> = [&a, &b]
+        .into_iter()
+        .filter(|r| r.status_code() != StatusCode::OK)
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "the second presentation must be refused"
+    );
+    for r in &refused {
+        assert_eq!(r.status_code(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.json::<serde_json::Value>()["error"], "invalid_grant");
+    }
+    let reuse_rows: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where event = 'refresh_reuse'")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(reuse_rows, 1, "exactly one theft response");
     // Whatever won is now dead too: the second presentation was reuse.
     for response in [&a, &b] {
         if response.status_code() == StatusCode::OK {
