@@ -103,6 +103,13 @@ fn unavailable(err: impl Into<anyhow::Error>) -> AppError {
     AppError::unavailable(err.into().context("Redis"))
 }
 
+/// `SET key value EXAT expires_at`: every key Lectern writes expires by itself.
+async fn set_until(pool: &Pool, key: String, value: &str, expires_at: i64) -> Result<()> {
+    pool.set::<(), _, _>(key, value, Some(Expiration::EXAT(expires_at)), None, false)
+        .await
+        .map_err(unavailable)
+}
+
 impl Kv {
     pub fn memory() -> Self {
         Self::Memory(Arc::default())
@@ -134,16 +141,9 @@ impl Kv {
     /// Marks a sign-in live until `expires_at` (unix seconds).
     pub async fn mark_live(&self, sid: &str, user_id: &str, expires_at: i64) -> Result<()> {
         match self {
-            Self::Redis { pool, prefix } => pool
-                .set::<(), _, _>(
-                    Self::key(prefix, sid, "live"),
-                    user_id,
-                    Some(Expiration::EXAT(expires_at)),
-                    None,
-                    false,
-                )
-                .await
-                .map_err(unavailable),
+            Self::Redis { pool, prefix } => {
+                set_until(pool, Self::key(prefix, sid, "live"), user_id, expires_at).await
+            }
             Self::Memory(m) => {
                 m.with(|s| {
                     s.live.insert(sid.to_owned(), expires_at);
@@ -248,16 +248,15 @@ impl Kv {
     /// Records which browser session a sign-in runs in, so ending the sign-in can delete it.
     pub async fn bind_session(&self, sid: &str, session_id: &str, expires_at: i64) -> Result<()> {
         match self {
-            Self::Redis { pool, prefix } => pool
-                .set::<(), _, _>(
+            Self::Redis { pool, prefix } => {
+                set_until(
+                    pool,
                     Self::key(prefix, sid, "session"),
                     session_id,
-                    Some(Expiration::EXAT(expires_at)),
-                    None,
-                    false,
+                    expires_at,
                 )
                 .await
-                .map_err(unavailable),
+            }
             Self::Memory(m) => {
                 m.with(|s| {
                     s.sessions

@@ -266,9 +266,7 @@ async fn the_csrf_token_rotates_at_sign_in() {
     let after = app.csrf("/dashboard").await;
     assert_ne!(before, after);
     let stale = app
-        .server
-        .post("/courses/rust-foundations/enrol")
-        .add_header("X-CSRF-Token", before)
+        .post_with_token("/courses/rust-foundations/enrol", &before)
         .await;
     assert_eq!(stale.status_code(), StatusCode::FORBIDDEN);
 }
@@ -374,9 +372,7 @@ async fn enrol_and_leave_work_as_htmx_and_as_plain_forms() {
             .contains(r#"id="no-courses""#)
     );
     let missing = app
-        .server
-        .post("/courses/no-such-course/enrol")
-        .add_header("X-CSRF-Token", token)
+        .post_with_token("/courses/no-such-course/enrol", &token)
         .await;
     assert_eq!(missing.status_code(), StatusCode::NOT_FOUND);
 }
@@ -388,16 +384,12 @@ async fn a_state_change_without_or_with_a_wrong_csrf_token_is_refused_and_change
     let none = app.server.post("/courses/async-rust/enrol").await;
     assert_eq!(none.status_code(), StatusCode::FORBIDDEN);
     let wrong = app
-        .server
-        .post("/courses/async-rust/enrol")
-        .add_header("X-CSRF-Token", "forged")
+        .post_with_token("/courses/async-rust/enrol", "forged")
         .await;
     assert_eq!(wrong.status_code(), StatusCode::FORBIDDEN);
     let visitor_token = csrf_from(&app.server.get("/login").clear_cookies().await.text());
     let anonymous = app
-        .server
-        .post("/courses/async-rust/enrol")
-        .add_header("X-CSRF-Token", visitor_token)
+        .post_with_token("/courses/async-rust/enrol", &visitor_token)
         .await;
     assert_eq!(
         anonymous.status_code(),

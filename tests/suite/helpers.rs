@@ -288,6 +288,14 @@ impl TestApp {
             .await
     }
 
+    /// A state-changing request with the CSRF token in its header (as htmx sends it).
+    pub async fn post_with_token(&self, path: &str, token: &str) -> TestResponse {
+        self.server
+            .post(path)
+            .add_header("X-CSRF-Token", token.to_owned())
+            .await
+    }
+
     /// Both API credentials of a sign-in are refused.
     pub async fn assert_api_credentials_refused(&self, access: &str, refresh: &Cookie<'static>) {
         assert_eq!(
@@ -316,4 +324,50 @@ impl TestApp {
             .expect("session store")
             .is_some()
     }
+}
+
+/// A Redis server of the test's own, so the test can pause or stop it without touching anyone
+/// else's. Killed when dropped.
+pub struct PrivateRedis {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An app on a private Redis; `None` (the test says it skipped) where no redis-server exists,
+/// which CI does not allow.
+pub async fn spawn_app_on_private_redis() -> Option<(PrivateRedis, TestApp)> {
+    let Some(redis_server) = find_on_path("redis-server") else {
+        assert!(
+            !real_services(),
+            "CI must run this test: redis-server is missing"
+        );
+        eprintln!("skipped: needs a redis-server binary to start and stop");
+        return None;
+    };
+    let port = free_port();
+    let child = std::process::Command::new(redis_server)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let redis = PrivateRedis { child, port };
+    wait_for_port(port).await;
+    let app = spawn_app_with(|s| s.redis_url = Some(format!("redis://127.0.0.1:{port}"))).await;
+    Some((redis, app))
 }

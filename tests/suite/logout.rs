@@ -402,44 +402,11 @@ async fn a_sign_out_on_one_instance_is_honoured_by_another() {
     assert_everything_refused(&second, &old).await;
 }
 
-/// A Redis server of this test's own, so the test can stop it without touching anyone else's.
-struct PrivateRedis(std::process::Child);
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn when_redis_is_lost_sign_out_still_clears_cookies_and_says_it_could_not_confirm() {
-    let Some(redis_server) = find_on_path("redis-server") else {
-        assert!(
-            !real_services(),
-            "CI must run this test: redis-server is missing"
-        );
-        eprintln!("skipped: needs a redis-server binary to start and stop");
+    let Some((mut redis, app)) = spawn_app_on_private_redis().await else {
         return;
     };
-    let port = free_port();
-    let child = std::process::Command::new(redis_server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut redis = PrivateRedis(child);
-    wait_for_port(port).await;
-    let app = spawn_app_with(|s| s.redis_url = Some(format!("redis://127.0.0.1:{port}"))).await;
     let old = signed_in(&app).await;
     let csrf = app.csrf("/dashboard").await;
     assert_eq!(
@@ -447,8 +414,8 @@ async fn when_redis_is_lost_sign_out_still_clears_cookies_and_says_it_could_not_
         StatusCode::OK
     );
 
-    redis.0.kill().unwrap();
-    redis.0.wait().unwrap();
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
 
     // Sign-out: cookies and storage cleared anyway, and the learner is told it was not confirmed.
     let htmx = app
@@ -560,38 +527,22 @@ async fn api_logout_also_deletes_the_browser_session_of_that_sign_in() {
 
 #[tokio::test]
 async fn a_sign_out_that_could_not_be_confirmed_is_finished_by_trying_again() {
-    let Some(redis_server) = find_on_path("redis-server") else {
-        assert!(
-            !real_services(),
-            "CI must run this test: redis-server is missing"
-        );
-        eprintln!("skipped: needs a redis-server binary");
+    let Some((redis, app)) = spawn_app_on_private_redis().await else {
         return;
     };
-    let port = free_port();
-    let child = std::process::Command::new(redis_server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _redis = PrivateRedis(child);
-    wait_for_port(port).await;
-    let app = spawn_app_with(|s| s.redis_url = Some(format!("redis://127.0.0.1:{port}"))).await;
     let old = signed_in(&app).await;
     let csrf = app.csrf("/dashboard").await;
 
     // Redis stops answering for a few seconds (it keeps its data).
     let paused = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "CLIENT", "PAUSE", "4000", "ALL"])
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "CLIENT",
+            "PAUSE",
+            "4000",
+            "ALL",
+        ])
         .output()
         .unwrap();
     assert!(paused.status.success());

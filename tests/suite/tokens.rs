@@ -263,9 +263,7 @@ async fn my_courses_lists_the_learners_enrolments() {
     let app = spawn_app().await;
     let email = app.signed_up().await;
     let csrf = app.csrf("/dashboard").await;
-    app.server
-        .post("/courses/sql-in-practice/enrol")
-        .add_header("X-CSRF-Token", csrf)
+    app.post_with_token("/courses/sql-in-practice/enrol", &csrf)
         .await;
     let (token, _) = app.api_login(&email).await;
     let response = app
