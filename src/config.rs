@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Sign-in, sign-up and refresh attempts a minute per IP (default 30; 0 turns limits off).
     #[arg(long, env = "LECTERN_RATE_LIMIT")]
     pub rate_limit: Option<String>,
+    /// Reverse proxies in front of Lectern that append to X-Forwarded-For (default 0: use the
+    /// peer address, trust no header).
+    #[arg(long, env = "LECTERN_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
 }
 
 /// Validated settings, shared read-only through `AppState`.
@@ -56,6 +60,8 @@ pub struct Settings {
     pub session_idle: Duration,
     pub session_absolute: Duration,
     pub rate_limit: u32,
+    /// How many proxies' `X-Forwarded-For` entries to trust (0: none).
+    pub trusted_proxies: usize,
     /// Prefix of every Redis key Lectern writes; tests give each app its own.
     pub key_prefix: String,
 }
@@ -140,6 +146,19 @@ impl Settings {
                 .parse::<u32>()
                 .map_err(|_| invalid("LECTERN_RATE_LIMIT", "expected a whole number (0 = off)"))?,
         };
+        let trusted_proxies = match given(&args.trusted_proxies) {
+            None => 0,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 10)
+                .ok_or_else(|| {
+                    invalid(
+                        "LECTERN_TRUSTED_PROXIES",
+                        "expected a number of proxies from 0 to 10",
+                    )
+                })?,
+        };
         Ok(Self {
             addr,
             database_url,
@@ -151,6 +170,7 @@ impl Settings {
             session_idle,
             session_absolute,
             rate_limit,
+            trusted_proxies,
             key_prefix: "lectern:".to_owned(),
         })
     }

@@ -204,14 +204,19 @@ pub struct ClientInfo {
     pub user_agent: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+impl FromRequestParts<crate::AppState> for ClientInfo {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let ip = forwarded_client(&parts.headers, state.settings.trusted_proxies)
+            .or(peer)
             .unwrap_or_else(|| "unknown".to_owned());
         let user_agent = parts
             .headers
@@ -221,6 +226,26 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
             .unwrap_or_default();
         Ok(Self { ip, user_agent })
     }
+}
+
+/// The client address as the outermost of `trusted` proxies saw it: each proxy appends the peer
+/// it saw to `X-Forwarded-For`, so the entry `trusted` places from the right is the first one no
+/// client can forge. With no trusted proxies the header is ignored.
+fn forwarded_client(headers: &HeaderMap, trusted: usize) -> Option<String> {
+    if trusted == 0 {
+        return None;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let hop = hops.get(hops.len().checked_sub(trusted)?)?;
+    hop.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
 }
 
 /// Seconds since the Unix epoch.
@@ -240,6 +265,18 @@ pub fn format_time(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_hops_of_trusted_proxies_are_believed() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 1.2.3.4".parse().unwrap());
+        assert_eq!(forwarded_client(&h, 0), None);
+        assert_eq!(forwarded_client(&h, 1).as_deref(), Some("1.2.3.4"));
+        assert_eq!(forwarded_client(&h, 2).as_deref(), Some("6.6.6.6"));
+        assert_eq!(forwarded_client(&h, 3), None);
+        h.insert("x-forwarded-for", "not-an-ip".parse().unwrap());
+        assert_eq!(forwarded_client(&h, 1), None);
+    }
 
     #[test]
     fn local_paths_are_accepted() {

@@ -460,3 +460,36 @@ async fn futures_statuses(app: &TestApp, n: usize) -> Vec<StatusCode> {
     }
     out
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_limit_and_cannot_forge_another() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit = 1;
+        s.trusted_proxies = 1;
+    })
+    .await;
+    // A new email each time, so only the per-IP limit (not the per-account one) is in play.
+    let attempt = |forwarded: &'static str| {
+        app.server
+            .post("/api/v1/auth/login")
+            .add_header("X-Forwarded-For", forwarded)
+            .json(&serde_json::json!({"email": unique_email(), "password": PASSWORD}))
+    };
+    assert_eq!(
+        attempt("203.0.113.1").await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("203.0.113.1").await.status_code(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        attempt("203.0.113.2").await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A client that prepends a fresh address is still the address the proxy appended.
+    assert_eq!(
+        attempt("198.51.100.7, 203.0.113.2").await.status_code(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
