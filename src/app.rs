@@ -8,7 +8,6 @@ use axum::{
     extract::{DefaultBodyLimit, FromRef, MatchedPath},
     http::{HeaderName, HeaderValue, Request, header},
     middleware,
-    response::IntoResponse,
 };
 use axum_login::AuthManagerLayerBuilder;
 use tokio::net::TcpListener;
@@ -29,7 +28,6 @@ use crate::{
     auth::{self, Backend, Keys, password::Passwords},
     config::Settings,
     db::{self, Pool},
-    error::AppError,
     store::{self, Kv, SessionBackend},
 };
 
@@ -131,7 +129,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .nest("/api/v1", crate::api::router())
         .nest("/static", static_files)
-        .fallback(|| async { AppError::NotFound.into_response() })
+        .fallback(crate::pages::not_found)
         .layer(auth_layer)
         // Inside the guard, so a timeout's bare 503 becomes a page too.
         .layer(TimeoutLayer::with_status_code(

@@ -99,12 +99,13 @@ struct ErrorPage {
     message: String,
 }
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
+impl AppError {
+    /// The error page with a given layout (the learner's header when the caller knows them).
+    pub fn into_page(self, layout: crate::web::Layout) -> Response {
         self.log();
         let status = self.status();
         let page = ErrorPage {
-            layout: crate::web::Layout::bare(),
+            layout,
             status: status.as_u16(),
             title: status.canonical_reason().unwrap_or("Error"),
             message: self.public_message(),
@@ -119,5 +120,11 @@ impl IntoResponse for AppError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.into_page(crate::web::Layout::bare())
     }
 }

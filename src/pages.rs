@@ -82,6 +82,11 @@ async fn account(State(state): State<AppState>, current: CurrentUser) -> Result<
     Ok(web::no_store(web::render(&page)?.into_response()))
 }
 
+/// Unknown pages: a 404 page with the learner's own header (name and Sign out) when signed in.
+pub async fn not_found(State(state): State<AppState>, MaybeUser(current): MaybeUser) -> Response {
+    crate::error::AppError::NotFound.into_page(Layout::new(&state, current.as_ref()))
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }

@@ -411,6 +411,13 @@ async fn unknown_pages_are_a_clear_404_page() {
     let response = app.server.get("/no/such/page").await;
     assert_eq!(response.status_code(), StatusCode::NOT_FOUND);
     assert!(response.text().contains("Not Found"));
+    app.signed_up().await;
+    let signed_in = app.server.get("/no/such/page").await;
+    assert_eq!(signed_in.status_code(), StatusCode::NOT_FOUND);
+    assert!(
+        signed_in.text().contains(">Sign out</button>"),
+        "the header shows the learner on every page"
+    );
 }
 
 #[tokio::test]
