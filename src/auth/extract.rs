@@ -7,7 +7,10 @@ use axum::{
 };
 use tower_sessions::Session;
 
-use super::{AuthSession, CSRF_KEY, SESSION_COOKIE, SID_KEY, TOUCHED_KEY, signin};
+use super::{
+    AuthSession, CSRF_KEY, SESSION_COOKIE, SID_KEY, TOUCHED_KEY,
+    signin::{self, EndReason},
+};
 use crate::{
     AppState,
     api::ApiError,
@@ -54,8 +57,9 @@ async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Resolved> {
     let Some(user) = auth.user else {
         // A cookie without a session: ended by the system (say why) or expired.
         let ended = match web::cookie_value(&parts.headers, SESSION_COOKIE) {
-            Some(id) => Some(match state.kv.session_end_reason(&id).await?.as_deref() {
-                Some("reuse") => "reuse",
+            // The note holds a `login_reason`; map it back to the static string.
+            Some(id) => Some(match state.kv.session_end_reason(&id).await? {
+                Some(note) if note == EndReason::RefreshReuse.login_reason() => "reuse",
                 Some(_) => "revoked",
                 None => "expired",
             }),
@@ -76,13 +80,8 @@ async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Resolved> {
             Some(sid) => signin::find(&state.db, sid)
                 .await?
                 .and_then(|s| s.revoked_reason)
-                .map_or("expired", |r| {
-                    if r == "refresh_reuse" {
-                        "reuse"
-                    } else {
-                        "revoked"
-                    }
-                }),
+                .and_then(|r| EndReason::from_stored(&r))
+                .map_or("expired", EndReason::login_reason),
             None => "expired",
         };
         return Ok(Resolved::Anonymous {

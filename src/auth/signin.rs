@@ -64,6 +64,18 @@ impl EndReason {
         }
     }
 
+    /// The reason as stored in `sign_ins.revoked_reason`.
+    pub fn from_stored(stored: &str) -> Option<Self> {
+        [
+            Self::SignedOut,
+            Self::RefreshReuse,
+            Self::Replaced,
+            Self::Revoked,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == stored)
+    }
+
     /// What the login page is told (`/login?reason=`) when a browser still sends this session.
     pub fn login_reason(self) -> &'static str {
         match self {
@@ -222,4 +234,24 @@ pub async fn active_for_user(pool: &Pool, user_id: &str) -> Result<Vec<SignIn>> 
     .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_reasons_read_back_and_tell_the_login_page_why() {
+        for reason in [
+            EndReason::SignedOut,
+            EndReason::RefreshReuse,
+            EndReason::Replaced,
+            EndReason::Revoked,
+        ] {
+            assert_eq!(EndReason::from_stored(reason.as_str()), Some(reason));
+        }
+        assert_eq!(EndReason::from_stored("something else"), None);
+        assert_eq!(EndReason::RefreshReuse.login_reason(), "reuse");
+        assert_eq!(EndReason::SignedOut.login_reason(), "revoked");
+    }
 }

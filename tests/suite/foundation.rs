@@ -632,3 +632,43 @@ async fn malformed_queries_and_forms_get_an_error_page_not_plain_text() {
             .starts_with("text/html")
     );
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_a_clear_error_and_change_nothing() {
+    let app = spawn_app().await;
+    let token = app.csrf("/").await;
+    let huge = "x".repeat(200 * 1024);
+    let form = app
+        .server
+        .post("/register")
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("email", "big@example.com"),
+            ("display_name", "Big"),
+            ("password", huge.as_str()),
+        ])
+        .await;
+    assert!(
+        form.status_code().is_client_error(),
+        "{}",
+        form.status_code()
+    );
+    assert!(
+        form.header("content-type")
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let json = app
+        .server
+        .post("/api/v1/auth/login")
+        .json(&serde_json::json!({"email": "big@example.com", "password": huge}))
+        .await;
+    assert!(
+        json.status_code().is_client_error(),
+        "{}",
+        json.status_code()
+    );
+    assert!(json.json::<serde_json::Value>()["error"].is_string());
+    assert_eq!(app.account_count().await, 0);
+}
