@@ -65,23 +65,24 @@ impl Keys {
 }
 
 impl Keys {
-    /// Seals `value` with AES-GCM (the cookie crate's private jar, keyed from `LECTERN_SECRET`):
-    /// only the server can read or forge it.
-    pub fn seal(&self, value: &str) -> String {
+    /// Seals `value` for one `purpose` with AES-GCM (the cookie crate's private jar, keyed from
+    /// `LECTERN_SECRET`; the purpose is bound in as associated data): only the server can read or
+    /// forge it, and a value sealed for one purpose does not open for another.
+    pub fn seal(&self, purpose: &str, value: &str) -> String {
         let mut jar = cookie::CookieJar::new();
         jar.private_mut(&self.cookie)
-            .add(cookie::Cookie::new("sealed", value.to_owned()));
-        jar.get("sealed")
+            .add(cookie::Cookie::new(purpose.to_owned(), value.to_owned()));
+        jar.get(purpose)
             .map(|c| c.value().to_owned())
             .unwrap_or_default()
     }
 
-    /// Opens what [`Keys::seal`] sealed; anything else reads as `None`.
-    pub fn open(&self, sealed: &str) -> Option<String> {
+    /// Opens what [`Keys::seal`] sealed for `purpose`; anything else reads as `None`.
+    pub fn open(&self, purpose: &str, sealed: &str) -> Option<String> {
         let mut jar = cookie::CookieJar::new();
-        jar.add_original(cookie::Cookie::new("sealed", sealed.to_owned()));
+        jar.add_original(cookie::Cookie::new(purpose.to_owned(), sealed.to_owned()));
         jar.private(&self.cookie)
-            .get("sealed")
+            .get(purpose)
             .map(|c| c.value().to_owned())
     }
 }
@@ -100,11 +101,18 @@ mod tests {
     #[test]
     fn sealed_values_open_only_with_the_same_secret() {
         let keys = Keys::derive(&[1; 32]).unwrap();
-        let sealed = keys.seal("session|sid");
+        let sealed = keys.seal("purpose", "session|sid");
         assert!(!sealed.contains("session"));
-        assert_eq!(keys.open(&sealed).as_deref(), Some("session|sid"));
-        assert_eq!(Keys::derive(&[2; 32]).unwrap().open(&sealed), None);
-        assert_eq!(keys.open("forged"), None);
-        assert_eq!(keys.open(&sealed[1..]), None);
+        assert_eq!(
+            keys.open("purpose", &sealed).as_deref(),
+            Some("session|sid")
+        );
+        assert_eq!(keys.open("another purpose", &sealed), None);
+        assert_eq!(
+            Keys::derive(&[2; 32]).unwrap().open("purpose", &sealed),
+            None
+        );
+        assert_eq!(keys.open("purpose", "forged"), None);
+        assert_eq!(keys.open("purpose", &sealed[1..]), None);
     }
 }

@@ -127,7 +127,7 @@ pub fn local_path(next: &str) -> Option<&str> {
     ok.then_some(next)
 }
 
-/// The value of the request's cookie of this name.
+/// The value of the request's cookie of this name (the last one, as the session layer reads it).
 pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -135,7 +135,7 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == name)
+        .rfind(|(n, _)| *n == name)
         .map(|(_, v)| v.to_owned())
 }
 

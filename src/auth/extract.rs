@@ -46,7 +46,9 @@ fn session_error(err: tower_sessions::session::Error) -> AppError {
     AppError::unavailable(anyhow::Error::new(err).context("session store"))
 }
 
-async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Resolved> {
+/// Who the session says is asking. `explain`: find out why a session the browser still sends is
+/// gone (only a login redirect uses that, so pages anyone may see skip the lookups).
+async fn resolve(parts: &mut Parts, state: &AppState, explain: bool) -> Result<Resolved> {
     if let Some(cached) = parts.extensions.get::<CurrentUser>() {
         return Ok(Resolved::SignedIn(cached.clone()));
     }
@@ -56,14 +58,16 @@ async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Resolved> {
     let session = auth.session.clone();
     let Some(user) = auth.user else {
         // A cookie without a session: ended by the system (say why) or expired.
-        let ended = match web::cookie_value(&parts.headers, SESSION_COOKIE) {
+        let stale = web::cookie_value(&parts.headers, SESSION_COOKIE)
+            .filter(|id| explain && id.parse::<tower_sessions::session::Id>().is_ok());
+        let ended = match stale {
             // The note holds a `login_reason`; map it back to the static string.
             Some(id) => Some(match state.kv.session_end_reason(&id).await? {
                 Some(note) if note == EndReason::RefreshReuse.login_reason() => "reuse",
                 Some(_) => "revoked",
                 None => "expired",
             }),
-            None => None,
+            None => web::sent_cookie(&parts.headers, SESSION_COOKIE).then_some("expired"),
         };
         return Ok(Resolved::Anonymous { ended });
     };
@@ -76,7 +80,7 @@ async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Resolved> {
         // Ended elsewhere (sign-out on another device, refresh-token reuse) or past its absolute
         // lifetime: delete this browser's session too, and say why.
         session.flush().await.map_err(session_error)?;
-        let reason = match &sid {
+        let reason = match sid.as_ref().filter(|_| explain) {
             Some(sid) => signin::find(&state.db, sid)
                 .await?
                 .and_then(|s| s.revoked_reason)
@@ -178,7 +182,7 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        match resolve(parts, state).await {
+        match resolve(parts, state, true).await {
             Ok(Resolved::SignedIn(user)) => Ok(user),
             Ok(Resolved::Anonymous { ended }) => Err(login_required(parts, ended)),
             Err(err) => Err(err.into_response()),
@@ -190,7 +194,7 @@ impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        match resolve(parts, state).await {
+        match resolve(parts, state, false).await {
             Ok(Resolved::SignedIn(user)) => Ok(Self(Some(user))),
             Ok(Resolved::Anonymous { .. }) => Ok(Self(None)),
             Err(err) => Err(err.into_response()),

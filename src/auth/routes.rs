@@ -303,41 +303,70 @@ pub struct Owed {
     sids: Vec<String>,
 }
 
+/// What the retry note is sealed for (bound in as associated data).
+pub const RETRY_PURPOSE: &str = "lectern.signout-retry";
+/// At most this many of each: a note names one browser's sign-out, not a list.
+const OWED_MAX: usize = 4;
+
+/// A sign-in id as `random_token(16)` makes them.
+fn is_sid(value: &str) -> bool {
+    value.len() == 22
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_session_id(value: &str) -> bool {
+    value.parse::<tower_sessions::session::Id>().is_ok()
+}
+
 impl Owed {
-    /// What a browser's session cookie names, when its record could not be read.
+    /// What a browser's session cookie names, when its record could not be read. Only a
+    /// well-formed session id counts, so a crafted cookie cannot smuggle other entries in.
     pub fn from_cookie(headers: &HeaderMap) -> Self {
-        Self {
-            session_ids: web::cookie_value(headers, SESSION_COOKIE)
-                .into_iter()
-                .collect(),
-            sids: Vec::new(),
+        let mut owed = Self::default();
+        if let Some(id) = web::cookie_value(headers, SESSION_COOKIE) {
+            owed.add_session(&id);
+        }
+        owed
+    }
+
+    fn add_session(&mut self, id: &str) {
+        if is_session_id(id)
+            && self.session_ids.len() < OWED_MAX
+            && !self.session_ids.iter().any(|s| s == id)
+        {
+            self.session_ids.push(id.to_owned());
+        }
+    }
+
+    fn add_sid(&mut self, sid: &str) {
+        if is_sid(sid) && self.sids.len() < OWED_MAX && !self.sids.iter().any(|s| s == sid) {
+            self.sids.push(sid.to_owned());
         }
     }
 
     fn seal(&self, keys: &super::Keys) -> String {
-        keys.seal(&format!(
+        let note = format!(
             "{}|{}|{}",
             now() + RETRY_TTL,
             self.session_ids.join(","),
             self.sids.join(",")
-        ))
+        );
+        keys.seal(RETRY_PURPOSE, &note)
     }
 
     fn open(keys: &super::Keys, sealed: &str) -> Option<Self> {
-        let plain = keys.open(sealed)?;
+        let plain = keys.open(RETRY_PURPOSE, sealed)?;
         let mut parts = plain.splitn(3, '|');
         let expires: i64 = parts.next()?.parse().ok()?;
-        let list = |part: Option<&str>| -> Vec<String> {
-            part.unwrap_or("")
-                .split(',')
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        (expires >= now()).then(|| Self {
-            session_ids: list(parts.next()),
-            sids: list(parts.next()),
-        })
+        if expires < now() {
+            return None;
+        }
+        let mut owed = Self::default();
+        parts.next()?.split(',').for_each(|id| owed.add_session(id));
+        parts.next()?.split(',').for_each(|sid| owed.add_sid(sid));
+        Some(owed)
     }
 }
 
@@ -391,10 +420,10 @@ async fn logout(
         .and_then(|sealed| Owed::open(&state.keys, &sealed))
         .unwrap_or_default();
     if let Some(id) = auth.session.id() {
-        owed.session_ids.push(id.to_string());
+        owed.add_session(&id.to_string());
     }
     if let Ok(Some(sid)) = auth.session.get::<String>(SID_KEY).await {
-        owed.sids.push(sid);
+        owed.add_sid(&sid);
     }
     let settled = settle(&state, &owed, &client).await;
     // `logout` flushes: the record is deleted from the store, not just emptied.
@@ -417,7 +446,9 @@ async fn logout(
 pub fn unconfirmed(state: &AppState, headers: &HeaderMap, owed: &Owed) -> Response {
     let retry = owed.seal(&state.keys);
     let response = if web::is_htmx(headers) {
-        let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
+        // A body of its own (htmx follows HX-Redirect and ignores it), so `guard` can tell this
+        // answer from a library's bare failure.
+        let mut r = (StatusCode::SERVICE_UNAVAILABLE, "Sign-out not confirmed").into_response();
         let to = format!("/logout/unconfirmed?retry={}", web::query_escape(&retry));
         if let Ok(v) = HeaderValue::from_str(&to) {
             r.headers_mut().insert("hx-redirect", v);
@@ -503,9 +534,12 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     if bare_failure {
         let cause =
             || AppError::unavailable(anyhow::anyhow!("session store or user lookup failed"));
+        // Clearing cookies is for this site's own pages only (no Fetch-Metadata/Origin check has
+        // run yet: the failure came first).
+        let own_page = crate::auth::csrf::same_origin(&headers);
         response = match path.as_str() {
-            "/logout" => unconfirmed(&state, &headers, &Owed::from_cookie(&headers)),
-            "/api/v1/auth/logout" => {
+            "/logout" if own_page => unconfirmed(&state, &headers, &Owed::from_cookie(&headers)),
+            "/api/v1/auth/logout" if own_page => {
                 clear_client_state(ApiError::App(cause()).into_response(), secure)
             }
             p if p.starts_with("/api/") => ApiError::App(cause()).into_response(),

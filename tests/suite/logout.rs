@@ -561,10 +561,7 @@ async fn a_sign_out_that_could_not_be_confirmed_is_finished_by_trying_again() {
     let marker = r#"name="retry" value=""#;
     let start = page.find(marker).expect("the page carries what is owed") + marker.len();
     let retry = page[start..start + page[start..].find('"').unwrap()].to_owned();
-    assert!(
-        !retry.contains(old.session.value()),
-        "sealed: the session id is not readable"
-    );
+    assert_sealed(&app, &retry, old.session.value());
 
     if let Some(rest) = std::time::Duration::from_millis(4300).checked_sub(started.elapsed()) {
         tokio::time::sleep(rest).await;
@@ -591,4 +588,174 @@ async fn a_sign_out_that_could_not_be_confirmed_is_finished_by_trying_again() {
         .form(&[("retry", "forged")])
         .await;
     assert_redirect_to(&forged, StatusCode::SEE_OTHER, "/?signed_out=1");
+}
+
+/// The retry note opens only on the server and shows the id neither as text nor as base64.
+fn assert_sealed(app: &TestApp, retry: &str, session_id: &str) {
+    use base64::Engine;
+    assert!(
+        app.state
+            .keys
+            .open(lectern::auth::routes::RETRY_PURPOSE, retry)
+            .is_some()
+    );
+    assert!(!retry.contains(session_id));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(retry)
+        .unwrap_or_default();
+    assert!(
+        !raw.windows(session_id.len())
+            .any(|w| w == session_id.as_bytes())
+    );
+}
+
+/// The retry note from a `/logout/unconfirmed?retry=...` address.
+fn retry_of(hx_redirect: &str) -> String {
+    let query = hx_redirect.split_once('?').unwrap().1;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "retry")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+#[tokio::test]
+async fn a_sign_out_that_fails_halfway_keeps_what_it_owes_and_the_retry_finishes_it() {
+    let app = spawn_app().await;
+    let old = signed_in(&app).await;
+    let sid = app.state.keys.jwt.verify(&old.access[0]).unwrap().sid;
+    let csrf = app.csrf("/dashboard").await;
+    // A real failure: the database refuses to mark sign-ins revoked.
+    let postgres = app.database_url.starts_with("postgres");
+    let (inject, remove) = if postgres {
+        (
+            "create function lectern_refuse() returns trigger language plpgsql as $$ \
+             begin raise exception 'injected failure'; end $$; \
+             create trigger refuse_revoke before update on sign_ins for each row execute function lectern_refuse();",
+            "drop trigger refuse_revoke on sign_ins",
+        )
+    } else {
+        (
+            "create trigger refuse_revoke before update on sign_ins begin select raise(abort, 'injected failure'); end;",
+            "drop trigger refuse_revoke",
+        )
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(inject))
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+
+    let first = app
+        .server
+        .post("/logout")
+        .add_header("HX-Request", "true")
+        .add_header("X-CSRF-Token", csrf)
+        .await;
+    assert_eq!(first.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_cookies_cleared(&first);
+    let retry = retry_of(first.header("hx-redirect").to_str().unwrap());
+    let note = app
+        .state
+        .keys
+        .open(lectern::auth::routes::RETRY_PURPOSE, &retry)
+        .unwrap();
+    assert!(
+        note.contains(&sid),
+        "the note still names the sign-in: {note}"
+    );
+    // Redis went first, so every credential is already refused...
+    assert_everything_refused(&app, &old).await;
+    // ...but the record and its audit row are still owed.
+    let sign_in = lectern::auth::signin::find(&app.state.db, &sid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(sign_in.revoked_at.is_none());
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(remove))
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let again = app
+        .server
+        .post("/logout")
+        .clear_cookies()
+        .form(&[("retry", retry.as_str())])
+        .await;
+    assert_redirect_to(&again, StatusCode::SEE_OTHER, "/?signed_out=1");
+    let sign_in = lectern::auth::signin::find(&app.state.db, &sid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sign_in.revoked_reason.as_deref(), Some("signed_out"));
+    let sign_outs: i64 = sqlx::query_scalar(
+        "select count(*) from audit_events where event = 'sign_out' and sign_in_id = $1",
+    )
+    .bind(&sid)
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(sign_outs, 1);
+}
+
+#[tokio::test]
+async fn a_crafted_cookie_cannot_smuggle_another_sign_in_into_the_retry_note() {
+    let Some((redis, app)) = spawn_app_on_private_redis().await else {
+        return;
+    };
+    let victim = signed_in(&app).await;
+    let victim_sid = app.state.keys.jwt.verify(&victim.access[0]).unwrap().sid;
+    let paused = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "CLIENT",
+            "PAUSE",
+            "3000",
+            "ALL",
+        ])
+        .output()
+        .unwrap();
+    assert!(paused.status.success());
+    let started = std::time::Instant::now();
+    // A crafted value first, a well-formed id last (the one the session layer reads).
+    let attack = app
+        .server
+        .post("/logout")
+        .clear_cookies()
+        .add_header("HX-Request", "true")
+        .add_header(
+            "Cookie",
+            format!("lectern_session=AAAAAAAAAAAAAAAAAAAAAg|{victim_sid},; lectern_session=AAAAAAAAAAAAAAAAAAAAAA"),
+        )
+        .await;
+    assert_eq!(attack.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry = retry_of(attack.header("hx-redirect").to_str().unwrap());
+    let note = app
+        .state
+        .keys
+        .open(lectern::auth::routes::RETRY_PURPOSE, &retry)
+        .unwrap();
+    assert!(!note.contains(&victim_sid), "{note}");
+    if let Some(rest) = std::time::Duration::from_millis(3300).checked_sub(started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    let replayed = app
+        .server
+        .post("/logout")
+        .clear_cookies()
+        .form(&[("retry", retry.as_str())])
+        .await;
+    assert_redirect_to(&replayed, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_eq!(
+        app.me(&victim.access[0]).await.status_code(),
+        StatusCode::OK,
+        "the victim is still signed in"
+    );
+    assert_eq!(
+        app.get_with_session("/dashboard", &victim.session)
+            .await
+            .status_code(),
+        StatusCode::OK
+    );
 }
