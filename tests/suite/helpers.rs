@@ -170,6 +170,20 @@ pub fn assert_redirect_to(response: &TestResponse, status: StatusCode, location:
     assert_eq!(response.header("location"), location);
 }
 
+/// A 4xx answered with an HTML page (not plain text, not a 5xx).
+pub fn assert_client_error_page(response: &TestResponse) {
+    assert!(
+        response.status_code().is_client_error(),
+        "{}",
+        response.status_code()
+    );
+    let content_type = response.header("content-type");
+    assert!(
+        content_type.to_str().unwrap().starts_with("text/html"),
+        "{content_type:?}"
+    );
+}
+
 /// All `Set-Cookie` header values of a response.
 pub fn set_cookies(response: &TestResponse) -> Vec<String> {
     response
@@ -331,6 +345,25 @@ impl TestApp {
 pub struct PrivateRedis {
     pub child: std::process::Child,
     pub port: u16,
+}
+
+impl PrivateRedis {
+    /// Redis stops answering for `millis` (keeping its data); returns when it answers again.
+    pub fn pause(&self, millis: u64) -> tokio::time::Instant {
+        let paused = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "CLIENT",
+                "PAUSE",
+                &millis.to_string(),
+                "ALL",
+            ])
+            .output()
+            .unwrap();
+        assert!(paused.status.success(), "CLIENT PAUSE failed");
+        tokio::time::Instant::now() + std::time::Duration::from_millis(millis + 300)
+    }
 }
 
 impl Drop for PrivateRedis {

@@ -534,19 +534,7 @@ async fn a_sign_out_that_could_not_be_confirmed_is_finished_by_trying_again() {
     let csrf = app.csrf("/dashboard").await;
 
     // Redis stops answering for a few seconds (it keeps its data).
-    let paused = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "CLIENT",
-            "PAUSE",
-            "4000",
-            "ALL",
-        ])
-        .output()
-        .unwrap();
-    assert!(paused.status.success());
-    let started = std::time::Instant::now();
+    let resumed = redis.pause(4000);
     let first = app
         .server
         .post("/logout")
@@ -563,9 +551,7 @@ async fn a_sign_out_that_could_not_be_confirmed_is_finished_by_trying_again() {
     let retry = page[start..start + page[start..].find('"').unwrap()].to_owned();
     assert_sealed(&app, &retry, old.session.value());
 
-    if let Some(rest) = std::time::Duration::from_millis(4300).checked_sub(started.elapsed()) {
-        tokio::time::sleep(rest).await;
-    }
+    tokio::time::sleep_until(resumed).await;
     // Not confirmed means not done: the old session still works until the retry.
     assert_eq!(
         app.get_with_session("/dashboard", &old.session)
@@ -705,19 +691,7 @@ async fn a_crafted_cookie_cannot_smuggle_another_sign_in_into_the_retry_note() {
     };
     let victim = signed_in(&app).await;
     let victim_sid = app.state.keys.jwt.verify(&victim.access[0]).unwrap().sid;
-    let paused = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "CLIENT",
-            "PAUSE",
-            "3000",
-            "ALL",
-        ])
-        .output()
-        .unwrap();
-    assert!(paused.status.success());
-    let started = std::time::Instant::now();
+    let resumed = redis.pause(3000);
     // A crafted value first, a well-formed id last (the one the session layer reads).
     let attack = app
         .server
@@ -737,9 +711,7 @@ async fn a_crafted_cookie_cannot_smuggle_another_sign_in_into_the_retry_note() {
         .open(lectern::auth::routes::RETRY_PURPOSE, &retry)
         .unwrap();
     assert!(!note.contains(&victim_sid), "{note}");
-    if let Some(rest) = std::time::Duration::from_millis(3300).checked_sub(started.elapsed()) {
-        tokio::time::sleep(rest).await;
-    }
+    tokio::time::sleep_until(resumed).await;
     let replayed = app
         .server
         .post("/logout")
