@@ -23,8 +23,8 @@ use crate::{
         extract::bearer_token,
         ratelimit, refresh,
         refresh::Presented,
-        routes::clear_client_state,
         signin::{self, EndReason},
+        signout::clear_client_state,
     },
     courses,
     error::AppError,
@@ -195,7 +195,7 @@ fn token_response(jar: SignedCookieJar, issued: &signin::Issued) -> Response {
         token_type: "Bearer",
         expires_in: issued.claims.exp - issued.claims.iat,
     };
-    crate::web::no_store((jar, Json(body)).into_response())
+    (jar, Json(body)).into_response()
 }
 
 async fn login(

@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .merge(crate::pages::router())
         .merge(auth::routes::router())
+        .merge(auth::signout::router())
         .merge(crate::courses::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -138,7 +139,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::routes::guard,
+            auth::signout::guard,
         ))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(security_header("content-security-policy", CSP))

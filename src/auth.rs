@@ -11,6 +11,7 @@ pub mod ratelimit;
 pub mod refresh;
 pub mod routes;
 pub mod signin;
+pub mod signout;
 pub mod tokens;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -39,6 +40,21 @@ pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The session store did not answer: a 503, never a pass.
+pub(crate) fn session_error(
+    err: impl std::error::Error + Send + Sync + 'static,
+) -> crate::AppError {
+    crate::AppError::unavailable(anyhow::Error::new(err).context("session store"))
+}
+
+/// axum-login's error, as ours: its session half is the session store not answering.
+pub(crate) fn auth_error(err: axum_login::Error<Backend>) -> crate::AppError {
+    match err {
+        axum_login::Error::Session(e) => session_error(e),
+        axum_login::Error::Backend(e) => e,
+    }
 }
 
 /// Keys derived from `LECTERN_SECRET`, one per purpose, so no two uses share a key.

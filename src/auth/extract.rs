@@ -8,7 +8,7 @@ use axum::{
 use tower_sessions::Session;
 
 use super::{
-    AuthSession, CSRF_KEY, SESSION_COOKIE, SID_KEY, TOUCHED_KEY,
+    AuthSession, CSRF_KEY, SESSION_COOKIE, SID_KEY, TOUCHED_KEY, session_error,
     signin::{self, EndReason},
 };
 use crate::{
@@ -40,10 +40,6 @@ enum Resolved {
     Anonymous {
         ended: Option<&'static str>,
     },
-}
-
-fn session_error(err: tower_sessions::session::Error) -> AppError {
-    AppError::unavailable(anyhow::Error::new(err).context("session store"))
 }
 
 /// Who the session says is asking. `explain`: find out why a session the browser still sends is

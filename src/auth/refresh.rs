@@ -82,24 +82,23 @@ pub enum Presented {
 /// `Current`; the other sees `Reused`.
 pub async fn consume(pool: &Pool, token: &PlainToken, now: i64) -> Result<Presented> {
     let hash = token.hash();
-    let used = sqlx::query(
-        "update refresh_tokens set used_at = $1 where token_hash = $2 and used_at is null",
+    // One round trip on the usual path: the update names the family it used up.
+    let current: Option<String> = sqlx::query(
+        "update refresh_tokens set used_at = $1 where token_hash = $2 and used_at is null
+         returning sign_in_id",
     )
     .bind(now)
     .bind(hash.as_str())
-    .execute(pool)
-    .await?;
-    let sid: Option<String> =
-        sqlx::query("select sign_in_id from refresh_tokens where token_hash = $1")
-            .bind(hash.as_str())
-            .fetch_optional(pool)
-            .await?
-            .map(|row| row.try_get("sign_in_id"))
-            .transpose()?;
-    Ok(match (used.rows_affected(), sid) {
-        (_, None) => Presented::Unknown,
-        (1, Some(sid)) => Presented::Current { sid },
-        (_, Some(sid)) => Presented::Reused { sid },
+    .fetch_optional(pool)
+    .await?
+    .map(|row| row.try_get("sign_in_id"))
+    .transpose()?;
+    if let Some(sid) = current {
+        return Ok(Presented::Current { sid });
+    }
+    Ok(match family_of(pool, token).await? {
+        Some(sid) => Presented::Reused { sid },
+        None => Presented::Unknown,
     })
 }
 

@@ -8,7 +8,7 @@ use crate::{
     AppState,
     audit::{self, Event},
     db::Pool,
-    error::{AppError, Result},
+    error::Result,
     users::User,
     web::{ClientInfo, now},
 };
@@ -158,26 +158,20 @@ pub async fn end(
             .mark_session_ended(session, reason.login_reason(), idle)
             .await?;
     }
-    let ended_now = sqlx::query(
-        "update sign_ins set revoked_at = $1, revoked_reason = $2 where id = $3 and revoked_at is null",
+    // Only the call that flips the row writes the audit row; it learns the learner in passing.
+    let ended_now: Option<String> = sqlx::query(
+        "update sign_ins set revoked_at = $1, revoked_reason = $2
+         where id = $3 and revoked_at is null returning user_id",
     )
     .bind(now())
     .bind(reason.as_str())
     .bind(sid)
-    .execute(&state.db)
+    .fetch_optional(&state.db)
     .await?
-    .rows_affected()
-        == 1;
-    if ended_now {
-        let user_id = find(&state.db, sid).await?.map(|s| s.user_id);
-        audit::record(
-            &state.db,
-            reason.event(),
-            user_id.as_deref(),
-            Some(sid),
-            client,
-        )
-        .await?;
+    .map(|row| row.try_get("user_id"))
+    .transpose()?;
+    if let Some(user_id) = ended_now {
+        audit::record(&state.db, reason.event(), Some(&user_id), Some(sid), client).await?;
         tracing::info!(
             sign_in.id = sid,
             reason = reason.as_str(),
@@ -195,7 +189,7 @@ pub async fn delete_session(state: &AppState, session_id: &str) -> Result<()> {
     };
     tower_sessions::SessionStore::delete(&state.sessions, &id)
         .await
-        .map_err(|e| AppError::unavailable(anyhow::Error::new(e).context("session store")))
+        .map_err(super::session_error)
 }
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<SignIn, sqlx::Error> {
