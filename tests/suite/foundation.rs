@@ -85,6 +85,11 @@ async fn sign_up_signs_the_learner_in_and_lands_on_the_dashboard() {
     let app = spawn_app().await;
     let response = app.sign_up(&unique_email(), PASSWORD).await;
     assert_redirect_to(&response, StatusCode::SEE_OTHER, "/dashboard");
+    assert_eq!(
+        response.header("cache-control"),
+        "no-store",
+        "it sets auth cookies"
+    );
     let session = set_cookie(&response, "lectern_session");
     assert!(
         session.contains("HttpOnly")
@@ -198,6 +203,11 @@ async fn sign_in_redirects_to_a_local_next() {
     app.server.clear_cookies();
     let response = app.sign_in(&email, PASSWORD, "/account").await;
     assert_redirect_to(&response, StatusCode::SEE_OTHER, "/account");
+    assert_eq!(
+        response.header("cache-control"),
+        "no-store",
+        "it sets auth cookies"
+    );
     assert_eq!(
         app.server.get("/account").await.status_code(),
         StatusCode::OK
@@ -431,60 +441,68 @@ async fn the_account_page_shows_the_profile_sign_ins_and_activity() {
     assert!(activity.contains("<td>Signed in</td>"), "{activity}");
 }
 
+/// Runs the `lectern` binary against a test database, with `stdin` as its standard input.
+fn lectern_cli(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lectern"))
+        .args(args)
+        .args(["--database-url", &app.database_url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[tokio::test]
 async fn operators_can_create_and_list_users_from_the_command_line() {
     let app = spawn_app().await;
-    let bin = env!("CARGO_BIN_EXE_lectern");
     let email = unique_email();
-    let mut child = std::process::Command::new(bin)
-        .args([
-            "users",
-            "create",
-            "--email",
-            &email,
-            "--display-name",
-            "Grace",
-            "--database-url",
-            &app.database_url,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let create = [
+        "users",
+        "create",
+        "--email",
+        email.as_str(),
+        "--display-name",
+        "Grace",
+    ];
+    let created = lectern_cli(&app, &create, &format!("{PASSWORD}\n"));
     assert!(
-        out.status.success(),
+        created.status.success(),
         "{}",
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&created.stderr)
     );
-    let list = std::process::Command::new(bin)
-        .args([
-            "users",
-            "list",
-            "--json",
-            "--database-url",
-            &app.database_url,
-        ])
-        .output()
-        .unwrap();
+    let list = lectern_cli(&app, &["users", "list", "--json"], "");
     assert!(String::from_utf8_lossy(&list.stdout).contains(&email));
-    let again = std::process::Command::new(bin)
-        .args([
+    // The same email again, with a valid password: refused for the email, in one line.
+    let again = lectern_cli(&app, &create, &format!("{PASSWORD}\n"));
+    assert!(!again.status.success());
+    let reason = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        reason.contains("already exists") && reason.trim().lines().count() == 1,
+        "{reason}"
+    );
+    let weak = lectern_cli(
+        &app,
+        &[
             "users",
             "create",
             "--email",
-            &email,
+            &unique_email(),
             "--display-name",
-            "Grace",
-            "--database-url",
-            &app.database_url,
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!again.status.success(), "a bad request exits non-zero");
+            "G",
+        ],
+        "short\n",
+    );
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 12 characters"));
     let signed_in = app.sign_in(&email, PASSWORD, "").await;
     assert_redirect_to(&signed_in, StatusCode::SEE_OTHER, "/dashboard");
 }

@@ -273,6 +273,26 @@ impl TestApp {
         (token, response.cookie("lectern_refresh"))
     }
 
+    /// API sign-out with exactly these credentials (either may be absent).
+    pub async fn api_logout(
+        &self,
+        bearer: Option<&str>,
+        refresh: Option<&Cookie<'static>>,
+    ) -> TestResponse {
+        let mut request = self
+            .server
+            .post("/api/v1/auth/logout")
+            .clear_cookies()
+            .do_not_save_cookies();
+        if let Some(token) = bearer {
+            request = request.authorization_bearer(token);
+        }
+        if let Some(cookie) = refresh {
+            request = request.add_cookie(cookie.clone());
+        }
+        request.await
+    }
+
     /// Presents a refresh cookie, and only it.
     pub async fn refresh_with(&self, cookie: &Cookie<'static>) -> TestResponse {
         self.server

@@ -194,13 +194,7 @@ async fn api_logout_answers_204_and_revokes_the_sign_in() {
     let app = spawn_app().await;
     let email = app.signed_up().await;
     let (access, refresh) = app.api_login(&email).await;
-    let response = app
-        .server
-        .post("/api/v1/auth/logout")
-        .clear_cookies()
-        .authorization_bearer(&access)
-        .add_cookie(refresh.clone())
-        .await;
+    let response = app.api_logout(Some(&access), Some(&refresh)).await;
     assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
     assert_cookies_cleared(&response);
     app.assert_api_credentials_refused(&access, &refresh).await;
@@ -211,12 +205,7 @@ async fn api_logout_with_only_the_refresh_cookie_revokes_tokens_it_never_saw() {
     let app = spawn_app().await;
     let email = app.signed_up().await;
     let (access, refresh) = app.api_login(&email).await;
-    let response = app
-        .server
-        .post("/api/v1/auth/logout")
-        .clear_cookies()
-        .add_cookie(refresh)
-        .await;
+    let response = app.api_logout(None, Some(&refresh)).await;
     assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
     assert_eq!(
         app.me(&access).await.status_code(),
@@ -252,12 +241,7 @@ async fn logout_is_idempotent_and_never_an_error_page() {
         (StatusCode::OK, StatusCode::OK)
     );
     for _ in 0..2 {
-        let api = app
-            .server
-            .post("/api/v1/auth/logout")
-            .clear_cookies()
-            .authorization_bearer(&access)
-            .await;
+        let api = app.api_logout(Some(&access), None).await;
         assert_eq!(api.status_code(), StatusCode::NO_CONTENT);
     }
 }
@@ -464,12 +448,7 @@ async fn when_redis_is_lost_sign_out_still_clears_cookies_and_says_it_could_not_
         me.json::<serde_json::Value>()["error"],
         "temporarily_unavailable"
     );
-    let api_logout = app
-        .server
-        .post("/api/v1/auth/logout")
-        .clear_cookies()
-        .authorization_bearer(&old.access[0])
-        .await;
+    let api_logout = app.api_logout(Some(&old.access[0]), None).await;
     assert_eq!(api_logout.status_code(), StatusCode::SERVICE_UNAVAILABLE);
     assert_cookies_cleared(&api_logout);
     let ready = app.server.get("/readyz").await;
@@ -506,12 +485,7 @@ async fn a_cross_site_page_cannot_sign_a_browser_out_or_clear_its_cookies() {
 async fn api_logout_also_deletes_the_browser_session_of_that_sign_in() {
     let app = spawn_app().await;
     let old = signed_in(&app).await;
-    let r = app
-        .server
-        .post("/api/v1/auth/logout")
-        .clear_cookies()
-        .authorization_bearer(&old.access[0])
-        .await;
+    let r = app.api_logout(Some(&old.access[0]), None).await;
     assert_eq!(r.status_code(), StatusCode::NO_CONTENT);
     assert!(
         !app.session_exists(&old.session).await,
@@ -582,7 +556,7 @@ fn assert_sealed(app: &TestApp, retry: &str, session_id: &str) {
     assert!(
         app.state
             .keys
-            .open(lectern::auth::routes::RETRY_PURPOSE, retry)
+            .open(lectern::auth::signout::RETRY_PURPOSE, retry)
             .is_some()
     );
     assert!(!retry.contains(session_id));
@@ -643,7 +617,7 @@ async fn a_sign_out_that_fails_halfway_keeps_what_it_owes_and_the_retry_finishes
     let note = app
         .state
         .keys
-        .open(lectern::auth::routes::RETRY_PURPOSE, &retry)
+        .open(lectern::auth::signout::RETRY_PURPOSE, &retry)
         .unwrap();
     assert!(
         note.contains(&sid),
@@ -708,7 +682,7 @@ async fn a_crafted_cookie_cannot_smuggle_another_sign_in_into_the_retry_note() {
     let note = app
         .state
         .keys
-        .open(lectern::auth::routes::RETRY_PURPOSE, &retry)
+        .open(lectern::auth::signout::RETRY_PURPOSE, &retry)
         .unwrap();
     assert!(!note.contains(&victim_sid), "{note}");
     tokio::time::sleep_until(resumed).await;
