@@ -1,152 +1,102 @@
-//! Building the application: state, router, middleware, server.
+//! Building the application: the router with each group of routes behind the layers its rules
+//! need, and the server around it.
+//!
+//! | routes | behind |
+//! | --- | --- |
+//! | `/dashboard`, `/courses/…`, `/account` | sessions, a live sign-in, the session's CSRF token |
+//! | `/login`, `/register` | sessions, a session or visitor CSRF token |
+//! | `/` and unknown pages | sessions |
+//! | `/logout` | nothing shared: it reads the session itself, whatever state it is in |
+//! | `/api/v1/…` | JSON errors, no-store, cross-site refused |
+//! | `/static/…`, `/healthz`, `/readyz` | nothing: no session is ever read for them |
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, FromRef, MatchedPath},
-    http::{HeaderName, HeaderValue, Request, header},
+    extract::{DefaultBodyLimit, MatchedPath},
+    http::{HeaderName, Request, StatusCode},
     middleware,
+    routing::get,
 };
 use axum_login::AuthManagerLayerBuilder;
 use tokio::net::TcpListener;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    services::ServeDir,
-    set_header::SetResponseHeaderLayer,
     timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 use tower_sessions::{
-    Expiry, MemoryStore, SessionManagerLayer,
+    Expiry, SessionManagerLayer,
     cookie::{SameSite, time::Duration as CookieDuration},
 };
-use tower_sessions_redis_store::RedisStore;
 
 use crate::{
-    auth::{self, Backend, Keys, password::Passwords},
+    auth::csrf,
+    clock::{self, Clock},
     config::Settings,
-    db::{self, Pool},
-    store::{self, Kv, SessionBackend},
+    pages,
+    state::AppState,
+    web::{self, cookies::SESSION_COOKIE},
 };
 
-/// Everything a handler may need, cloned cheaply into each request.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Pool,
-    pub kv: Kv,
-    pub keys: Keys,
-    pub passwords: Passwords,
-    /// The browser-session store, so ending a sign-in can delete its session record.
-    pub sessions: SessionBackend,
-    pub settings: Arc<Settings>,
-}
+/// How long a request may take before it is answered with a 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl FromRef<AppState> for axum_extra::extract::cookie::Key {
-    fn from_ref(state: &AppState) -> Self {
-        state.keys.cookie.clone()
-    }
+fn timeout() -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT)
 }
-
-/// Connects the stores the settings name (chosen once, here) and applies migrations.
-pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
-    let pool = db::connect(&settings.database_url).await?;
-    db::migrate(&pool).await?;
-    let (kv, sessions) = match &settings.redis_url {
-        Some(url) => {
-            let redis = store::connect_redis(url).await?;
-            (
-                Kv::redis(redis.clone(), &settings.key_prefix),
-                SessionBackend::Redis(RedisStore::new(redis)),
-            )
-        }
-        None => {
-            tracing::info!(
-                "REDIS_URL is not set: sessions and revocations are kept in process memory (one instance only)"
-            );
-            (Kv::memory(), SessionBackend::Memory(MemoryStore::default()))
-        }
-    };
-    if settings.secret_generated {
-        tracing::warn!(
-            "LECTERN_SECRET is not set: generated a random one; sessions and tokens end when the process stops"
-        );
-    }
-    let keys = Keys::derive(settings.secret_bytes())?;
-    // Hashing runs on the blocking pool, at most one per core, so sign-in floods queue there.
-    let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let passwords = Passwords::new(cores)?;
-    Ok(AppState {
-        db: pool,
-        kv,
-        keys,
-        passwords,
-        sessions,
-        settings: Arc::new(settings),
-    })
-}
-
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
 /// The router the binary serves and the tests drive.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let session_layer = SessionManagerLayer::new(state.sessions.clone())
-        .with_name(auth::SESSION_COOKIE)
+    let session_layer = SessionManagerLayer::new(state.stores.sessions.clone())
+        .with_name(SESSION_COOKIE)
         .with_path("/")
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_secure(settings.secure_cookies)
-        .with_expiry(Expiry::OnInactivity(CookieDuration::seconds(
-            settings.session_idle.as_secs() as i64,
-        )));
-    let auth_layer = AuthManagerLayerBuilder::new(
-        Backend::new(state.db.clone(), state.passwords.clone()),
-        session_layer,
-    )
-    .build();
+        .with_expiry(Expiry::OnInactivity(CookieDuration::seconds(clock::secs(
+            settings.session_idle,
+        ))));
+    let auth_layer = AuthManagerLayerBuilder::new(state.backend(), session_layer).build();
 
-    let pages = Router::new()
-        .merge(crate::pages::router())
-        .merge(auth::routes::router())
-        .merge(auth::signout::router())
-        .merge(crate::courses::router())
-        .layer(middleware::from_fn_with_state(
+    let learners = Router::new()
+        .merge(pages::courses::router())
+        .merge(pages::account::router())
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::csrf::verify,
+            csrf::learners_only,
         ));
-
-    let static_files = Router::new()
-        .fallback_service(ServeDir::new("static"))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=3600"),
-        ));
+    let forms = pages::sign_in::router().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        csrf::visitors_and_learners::<AppState>,
+    ));
+    let pages = Router::new()
+        .merge(learners)
+        .merge(forms)
+        .merge(pages::home::router())
+        .fallback(pages::home::not_found)
+        .layer(auth_layer)
+        .layer(middleware::from_fn(web::cache::no_store_for_learners))
+        .layer(timeout())
+        .layer(middleware::from_fn(web::failures::as_pages));
+    let sign_out = pages::sign_out::router()
+        .layer(timeout())
+        .layer(middleware::from_fn(web::failures::as_pages));
+    let api = crate::api::router().layer(timeout());
 
     let x_request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let app = Router::new()
         .merge(pages)
-        .nest("/api/v1", crate::api::router())
-        .nest("/static", static_files)
-        .fallback(crate::pages::not_found)
-        .layer(auth_layer)
-        // Inside the guard, so a timeout's bare 503 becomes a page too.
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::signout::guard,
-        ))
-        .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(security_header("content-security-policy", CSP))
-        .layer(security_header("x-content-type-options", "nosniff"))
-        .layer(security_header("referrer-policy", "same-origin"))
-        .layer(security_header("x-frame-options", "DENY"))
-        .layer(security_header("cross-origin-opener-policy", "same-origin"))
+        .merge(sign_out)
+        .merge(pages::health::router())
+        .route("/favicon.ico", get(web::static_files::favicon))
+        .nest("/api/v1", api)
+        .nest("/static", web::static_files::router())
+        .layer(DefaultBodyLimit::max(64 * 1024));
+    web::security::headers(app)
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let path = request
@@ -166,13 +116,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn security_header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::if_not_present(
-        HeaderName::from_static(name),
-        HeaderValue::from_static(value),
-    )
-}
-
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: TcpListener,
@@ -181,9 +124,15 @@ pub struct Application {
 }
 
 impl Application {
+    /// Connects the stores, applies migrations and binds the address, on the real clock.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// As [`Application::build`], with a given clock (tests move a manual one).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let addr = settings.addr;
-        let state = connect(settings).await?;
+        let state = AppState::connect(settings, clock).await?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (LECTERN_ADDR)"))?;

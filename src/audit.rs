@@ -1,7 +1,5 @@
-//! The audit log: every sign-in, sign-out, refresh-token reuse and revocation, with who, which
-//! sign-in, when, from where and with what user agent.
-
-use sqlx::Row;
+//! The audit log: every sign-in, sign-out, refresh-token reuse, timeout and revocation, with
+//! who, which sign-in, when, from where and with what user agent.
 
 use crate::{db::Pool, error::Result, web::ClientInfo};
 
@@ -12,6 +10,10 @@ pub enum Event {
     SignOut,
     RefreshReuse,
     Revoked,
+    /// Ended for want of activity.
+    Idle,
+    /// Ended at its absolute lifetime.
+    Expired,
 }
 
 impl Event {
@@ -21,12 +23,14 @@ impl Event {
             Self::SignOut => "sign_out",
             Self::RefreshReuse => "refresh_reuse",
             Self::Revoked => "revoked",
+            Self::Idle => "idle",
+            Self::Expired => "expired",
         }
     }
 }
 
 /// One row of the log, as shown on the account page.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Entry {
     pub event: String,
     pub sign_in_id: Option<String>,
@@ -37,7 +41,7 @@ pub struct Entry {
 
 impl Entry {
     pub fn when(&self) -> String {
-        crate::web::format_time(self.at)
+        crate::clock::format_time(self.at)
     }
 
     pub fn label(&self) -> &str {
@@ -46,55 +50,54 @@ impl Entry {
             "sign_out" => "Signed out",
             "refresh_reuse" => "Stolen token detected; signed out",
             "revoked" => "Sign-in ended",
+            "idle" => "Signed out after a period of inactivity",
+            "expired" => "Sign-in expired",
             other => other,
         }
     }
 }
 
-pub async fn record(
-    pool: &Pool,
-    event: Event,
-    user_id: Option<&str>,
-    sign_in_id: Option<&str>,
-    client: &ClientInfo,
-) -> Result<()> {
+/// One entry, written by whoever caused it.
+pub struct Record<'a> {
+    pub event: Event,
+    pub user_id: Option<&'a str>,
+    pub sign_in_id: Option<&'a str>,
+    pub client: &'a ClientInfo,
+    pub at: i64,
+}
+
+pub async fn record(pool: &Pool, entry: Record<'_>) -> Result<()> {
     sqlx::query(
         "insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
          values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(uuid::Uuid::new_v4().to_string())
-    .bind(event.as_str())
-    .bind(user_id)
-    .bind(sign_in_id)
-    .bind(crate::web::now())
-    .bind(&client.ip)
-    .bind(&client.user_agent)
+    .bind(entry.event.as_str())
+    .bind(entry.user_id)
+    .bind(entry.sign_in_id)
+    .bind(entry.at)
+    .bind(&entry.client.ip)
+    .bind(&entry.client.user_agent)
     .execute(pool)
     .await?;
-    tracing::info!(event = event.as_str(), user.id = user_id, sign_in.id = sign_in_id, ip = %client.ip, "audit");
+    tracing::info!(
+        event = entry.event.as_str(),
+        user.id = entry.user_id,
+        sign_in.id = entry.sign_in_id,
+        ip = %entry.client.ip,
+        "audit"
+    );
     Ok(())
 }
 
 /// The newest `limit` events of one learner.
 pub async fn recent_for_user(pool: &Pool, user_id: &str, limit: i64) -> Result<Vec<Entry>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select event, sign_in_id, at, ip, user_agent from audit_events
          where user_id = $1 order by at desc limit $2",
     )
     .bind(user_id)
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Entry {
-                event: row.try_get("event")?,
-                sign_in_id: row.try_get("sign_in_id")?,
-                at: row.try_get("at")?,
-                ip: row.try_get("ip")?,
-                user_agent: row.try_get("user_agent")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    .await?)
 }

@@ -4,15 +4,16 @@
 use std::io::BufRead;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, error::ContextKind, error::ErrorKind};
 use serde_json::json;
 
 use crate::{
-    Application,
-    auth::password::Passwords,
+    accounts::{self, CreateError, DisplayName, Email, Password},
+    app::Application,
+    auth::passwords::Passwords,
+    clock::Clock,
     config::{DEFAULT_DATABASE_URL, ServeArgs, Settings},
     db,
-    users::{self, CreateError, DisplayName, Email, Password},
 };
 
 #[derive(Debug, Parser)]
@@ -69,6 +70,39 @@ pub enum UsersCommand {
     },
 }
 
+/// A setting clap refused, in the form every configuration error takes: one line naming the
+/// environment variable (and the flag) and what is wrong with the value. `None` for every other
+/// kind of command-line error, which clap explains itself.
+pub fn setting_error(err: &clap::Error) -> Option<String> {
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let arg = err.get(ContextKind::InvalidArg)?.to_string();
+    let flag = arg
+        .split_whitespace()
+        .next()?
+        .trim_start_matches("--")
+        .to_owned();
+    let command = Cli::command();
+    let env = std::iter::once(&command)
+        .chain(command.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(flag.as_str()))
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())?;
+    let value = err
+        .get(ContextKind::InvalidValue)
+        .map(|v| format!(" {v:?}"))
+        .unwrap_or_default();
+    let why = std::error::Error::source(err)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "not a valid value".to_owned());
+    Some(format!("{env} (--{flag}): invalid value{value}: {why}"))
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(&cli.serve).await,
@@ -121,7 +155,8 @@ async fn users_command(cmd: UsersCommand) -> anyhow::Result<()> {
             let pool = open(&db).await?;
             db::migrate(&pool).await?;
             let hash = Passwords::new(1)?.hash(password.secret()).await?;
-            let user = match users::create(&pool, &email, &name, hash).await {
+            let now = Clock::system().now();
+            let user = match accounts::create(&pool, &email, &name, hash, now).await {
                 Ok(user) => user,
                 Err(CreateError::EmailTaken) => {
                     bail!("an account with email {} already exists", email.as_str())
@@ -144,7 +179,7 @@ async fn users_command(cmd: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::List { json, db } => {
             let pool = open(&db).await?;
             db::migrate(&pool).await?;
-            let all = users::list(&pool).await?;
+            let all = accounts::list(&pool).await?;
             if json {
                 let rows: Vec<_> = all
                     .iter()
@@ -164,11 +199,44 @@ async fn users_command(cmd: UsersCommand) -> anyhow::Result<()> {
                         u.id,
                         u.email,
                         u.display_name,
-                        crate::web::format_time(u.created_at)
+                        crate::clock::format_time(u.created_at)
                     );
                 }
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_setting_names_its_environment_variable() {
+        for (flags, env) in [
+            (
+                vec!["lectern", "--access-ttl", "soon"],
+                "LECTERN_ACCESS_TTL",
+            ),
+            (
+                vec!["lectern", "serve", "--secure-cookies", "maybe"],
+                "LECTERN_SECURE_COOKIES",
+            ),
+            (
+                vec!["lectern", "--clear-site-data", "cache"],
+                "LECTERN_CLEAR_SITE_DATA",
+            ),
+            (vec!["lectern", "--addr", "nowhere"], "LECTERN_ADDR"),
+        ] {
+            let err = Cli::try_parse_from(&flags).err().unwrap();
+            let line = setting_error(&err).unwrap_or_default();
+            assert!(line.starts_with(env), "{flags:?}: {line}");
+            assert_eq!(line.lines().count(), 1);
+        }
+        let unknown = Cli::try_parse_from(["lectern", "--no-such-flag"])
+            .err()
+            .unwrap();
+        assert!(setting_error(&unknown).is_none());
     }
 }

@@ -1,10 +1,11 @@
-//! Settings: every one an environment variable and a `lectern serve` flag (see the README's table).
+//! Settings: every one an environment variable and a `lectern serve` flag (the README's table).
 //!
-//! Raw values arrive as strings so that each error can name the variable it came from.
+//! clap parses each value with the parser named beside it, so a bad value is refused before
+//! anything starts; [`Settings::from_args`] then checks the rules that tie settings together.
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::Args;
+use clap::{Args, builder::BoolishValueParser};
 use secrecy::{ExposeSecret, SecretString};
 
 /// The SQLite file used when `DATABASE_URL` is unset.
@@ -13,40 +14,47 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://lectern.db?mode=rwc";
 /// The raw settings as given on the command line or in the environment.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on (default 127.0.0.1:3000).
     #[arg(long, env = "LECTERN_ADDR")]
-    pub addr: Option<String>,
+    pub addr: Option<SocketAddr>,
     /// `sqlite://...` (default: the file lectern.db) or `postgres://...`.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", value_parser = database_url)]
     pub database_url: Option<String>,
-    /// `redis://...`: sessions, revocations and rate-limit counters move to Redis.
-    #[arg(long, env = "REDIS_URL")]
+    /// `redis://...` (or `redis-cluster://host:port?node=host:port`): sessions, revocations and
+    /// rate-limit counters move to Redis.
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
     pub redis_url: Option<String>,
     /// At least 32 bytes; signs cookies and access tokens.
-    #[arg(long, env = "LECTERN_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
+    #[arg(long, env = "LECTERN_SECRET", hide_env_values = true, value_parser = secret)]
+    pub secret: Option<SecretString>,
     /// `true` or `false` (default: true when REDIS_URL is set).
-    #[arg(long, env = "LECTERN_SECURE_COOKIES")]
-    pub secure_cookies: Option<String>,
+    #[arg(long, env = "LECTERN_SECURE_COOKIES", value_parser = BoolishValueParser::new())]
+    pub secure_cookies: Option<bool>,
     /// Access-token lifetime, e.g. `300`, `5m` (default 5 min).
-    #[arg(long, env = "LECTERN_ACCESS_TTL")]
-    pub access_ttl: Option<String>,
+    #[arg(long, env = "LECTERN_ACCESS_TTL", value_parser = lifetime)]
+    pub access_ttl: Option<Duration>,
     /// Idle timeout of a browser session (default 30 min).
-    #[arg(long, env = "LECTERN_SESSION_IDLE")]
-    pub session_idle: Option<String>,
+    #[arg(long, env = "LECTERN_SESSION_IDLE", value_parser = lifetime)]
+    pub session_idle: Option<Duration>,
     /// Absolute lifetime of a sign-in (default 12 h).
-    #[arg(long, env = "LECTERN_SESSION_ABSOLUTE")]
-    pub session_absolute: Option<String>,
+    #[arg(long, env = "LECTERN_SESSION_ABSOLUTE", value_parser = lifetime)]
+    pub session_absolute: Option<Duration>,
+    /// How long after a rotation the same refresh token still gets an answer (default 10 s; 0: never).
+    #[arg(long, env = "LECTERN_REFRESH_GRACE", value_parser = grace)]
+    pub refresh_grace: Option<Duration>,
     /// Sign-in, sign-up and refresh attempts a minute per IP (default 30; 0 turns limits off).
     #[arg(long, env = "LECTERN_RATE_LIMIT")]
-    pub rate_limit: Option<String>,
+    pub rate_limit: Option<u32>,
     /// Reverse proxies in front of Lectern that append to X-Forwarded-For (default 0: use the
     /// peer address, trust no header).
-    #[arg(long, env = "LECTERN_TRUSTED_PROXIES")]
-    pub trusted_proxies: Option<String>,
+    #[arg(long, env = "LECTERN_TRUSTED_PROXIES", value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub trusted_proxies: Option<u8>,
+    /// What a sign-out's `Clear-Site-Data` names: `cookies,storage` (default) or `storage`.
+    #[arg(long, env = "LECTERN_CLEAR_SITE_DATA", value_parser = clear_site_data)]
+    pub clear_site_data: Option<ClearSiteData>,
 }
 
-/// Validated settings, shared read-only through `AppState`.
+/// Validated settings, shared read-only through the application state.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub addr: SocketAddr,
@@ -59,9 +67,11 @@ pub struct Settings {
     pub access_ttl: Duration,
     pub session_idle: Duration,
     pub session_absolute: Duration,
+    pub refresh_grace: Duration,
     pub rate_limit: u32,
     /// How many proxies' `X-Forwarded-For` entries to trust (0: none).
     pub trusted_proxies: usize,
+    pub clear_site_data: ClearSiteData,
     /// Prefix of every Redis key Lectern writes; tests give each app its own.
     pub key_prefix: String,
 }
@@ -81,205 +91,272 @@ fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Treats an empty value like an unset one.
-fn given(value: &Option<String>) -> Option<&str> {
-    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
-}
-
 impl Settings {
-    /// Validates raw settings; the first bad value stops start-up.
+    /// Applies defaults and the rules that tie settings together.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let addr = given(&args.addr)
-            .unwrap_or("127.0.0.1:3000")
-            .parse::<SocketAddr>()
-            .map_err(|_| invalid("LECTERN_ADDR", "expected host:port such as 127.0.0.1:3000"))?;
-        let database_url = given(&args.database_url)
-            .unwrap_or(DEFAULT_DATABASE_URL)
-            .to_owned();
-        if !(database_url.starts_with("sqlite:")
-            || database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://"))
-        {
-            return Err(invalid(
-                "DATABASE_URL",
-                "expected a sqlite: or postgres:// URL",
-            ));
-        }
-        let redis_url = given(&args.redis_url).map(str::to_owned);
-        if let Some(url) = &redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(invalid("REDIS_URL", "expected a redis:// or rediss:// URL"));
-        }
-        let (secret, secret_generated) = match given(&args.secret) {
-            Some(s) if s.len() >= 32 => (SecretString::from(s.to_owned()), false),
-            Some(_) => return Err(invalid("LECTERN_SECRET", "must be at least 32 bytes")),
+        let redis_url = args.redis_url.clone();
+        let (secret, secret_generated) = match &args.secret {
+            Some(secret) => (secret.clone(), false),
             None if redis_url.is_some() => {
                 return Err(invalid(
                     "LECTERN_SECRET",
                     "required when REDIS_URL is set (instances must share it)",
                 ));
             }
-            None => (SecretString::from(crate::auth::random_token(48)), true),
+            None => (SecretString::from(crate::crypto::random_token(48)), true),
         };
-        let secure_cookies = match given(&args.secure_cookies) {
-            None => redis_url.is_some(),
-            Some(v) => parse_bool(v)
-                .ok_or_else(|| invalid("LECTERN_SECURE_COOKIES", "expected true or false"))?,
-        };
-        let access_ttl = duration("LECTERN_ACCESS_TTL", &args.access_ttl, 300)?;
-        let session_idle = duration("LECTERN_SESSION_IDLE", &args.session_idle, 30 * 60)?;
-        let session_absolute = duration(
-            "LECTERN_SESSION_ABSOLUTE",
-            &args.session_absolute,
-            12 * 3600,
-        )?;
+        let session_idle = args.session_idle.unwrap_or(Duration::from_secs(30 * 60));
+        let session_absolute = args
+            .session_absolute
+            .unwrap_or(Duration::from_secs(12 * 3600));
         if session_idle > session_absolute {
             return Err(invalid(
                 "LECTERN_SESSION_IDLE",
                 "must not be longer than LECTERN_SESSION_ABSOLUTE",
             ));
         }
-        let rate_limit = match given(&args.rate_limit) {
-            None => 30,
-            Some(v) => v
-                .parse::<u32>()
-                .map_err(|_| invalid("LECTERN_RATE_LIMIT", "expected a whole number (0 = off)"))?,
-        };
-        let trusted_proxies = match given(&args.trusted_proxies) {
-            None => 0,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n <= 10)
-                .ok_or_else(|| {
-                    invalid(
-                        "LECTERN_TRUSTED_PROXIES",
-                        "expected a number of proxies from 0 to 10",
-                    )
-                })?,
-        };
         Ok(Self {
-            addr,
-            database_url,
+            addr: args
+                .addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),
+            database_url: args
+                .database_url
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            secure_cookies: args.secure_cookies.unwrap_or(redis_url.is_some()),
             redis_url,
             secret,
             secret_generated,
-            secure_cookies,
-            access_ttl,
+            access_ttl: args.access_ttl.unwrap_or(Duration::from_secs(300)),
             session_idle,
             session_absolute,
-            rate_limit,
-            trusted_proxies,
+            refresh_grace: args.refresh_grace.unwrap_or(Duration::from_secs(10)),
+            rate_limit: args.rate_limit.unwrap_or(30),
+            trusted_proxies: usize::from(args.trusted_proxies.unwrap_or(0)),
+            clear_site_data: args.clear_site_data.unwrap_or_default(),
             key_prefix: "lectern:".to_owned(),
         })
     }
 
     /// The secret's bytes, for key derivation only.
-    pub(crate) fn secret_bytes(&self) -> &[u8] {
+    pub fn secret_bytes(&self) -> &[u8] {
         self.secret.expose_secret().as_bytes()
     }
 }
 
-fn parse_bool(value: &str) -> Option<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
+/// What a sign-out asks the browser to clear. `"cookies"` clears every cookie of the registrable
+/// domain, subdomains included, so a site sharing its domain with others names only `storage`
+/// (the auth cookies are then expired one by one, as they always are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClearSiteData {
+    pub cookies: bool,
+    pub storage: bool,
+}
+
+impl Default for ClearSiteData {
+    fn default() -> Self {
+        Self {
+            cookies: true,
+            storage: true,
+        }
     }
 }
 
-/// Whole seconds (`300`) or a human duration (`5m`, `12h`, `90s`); at least one second.
-fn duration(
-    var: &'static str,
-    value: &Option<String>,
-    default_secs: u64,
-) -> Result<Duration, ConfigError> {
-    let Some(raw) = given(value) else {
-        return Ok(Duration::from_secs(default_secs));
+impl ClearSiteData {
+    /// The header value, e.g. `"cookies", "storage"`.
+    pub fn header_value(self) -> String {
+        let mut parts = Vec::new();
+        if self.cookies {
+            parts.push("\"cookies\"");
+        }
+        if self.storage {
+            parts.push("\"storage\"");
+        }
+        parts.join(", ")
+    }
+}
+
+fn clear_site_data(raw: &str) -> Result<ClearSiteData, String> {
+    let mut value = ClearSiteData {
+        cookies: false,
+        storage: false,
     };
+    for part in raw.split(',').map(|p| p.trim().trim_matches('"')) {
+        match part.to_ascii_lowercase().as_str() {
+            "cookies" => value.cookies = true,
+            "storage" => value.storage = true,
+            "cache" => {
+                return Err(
+                    "\"cache\" is not offered: it stalls Chromium's sign-out for seconds".into(),
+                );
+            }
+            _ => return Err("expected cookies,storage or storage".into()),
+        }
+    }
+    Ok(value)
+}
+
+fn database_url(raw: &str) -> Result<String, String> {
+    let ok = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| raw.starts_with(scheme));
+    ok.then(|| raw.to_owned())
+        .ok_or_else(|| "expected a sqlite: or postgres:// URL".into())
+}
+
+fn redis_url(raw: &str) -> Result<String, String> {
+    let schemes = [
+        "redis://",
+        "rediss://",
+        "redis-cluster://",
+        "rediss-cluster://",
+        "redis-sentinel://",
+        "rediss-sentinel://",
+    ];
+    let ok = schemes.iter().any(|scheme| raw.starts_with(scheme));
+    ok.then(|| raw.to_owned())
+        .ok_or_else(|| "expected a redis://, rediss:// or redis-cluster:// URL".into())
+}
+
+fn secret(raw: &str) -> Result<SecretString, String> {
+    (raw.len() >= 32)
+        .then(|| SecretString::from(raw.to_owned()))
+        .ok_or_else(|| "must be at least 32 bytes".into())
+}
+
+/// Whole seconds (`300`) or a human duration (`5m`, `12h`, `90s`).
+fn duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
     let parsed = match raw.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => humantime::parse_duration(raw)
-            .map_err(|_| invalid(var, "expected a duration such as 300, 5m or 12h"))?,
+            .map_err(|_| "expected a duration such as 300, 5m or 12h".to_owned())?,
     };
-    if parsed < Duration::from_secs(1) || parsed > Duration::from_secs(366 * 24 * 3600) {
-        return Err(invalid(var, "must be between 1 second and a year"));
+    if parsed > Duration::from_secs(366 * 24 * 3600) {
+        return Err("must be at most a year".into());
     }
     Ok(Duration::from_secs(parsed.as_secs()))
 }
 
+/// A lifetime: at least one second.
+fn lifetime(raw: &str) -> Result<Duration, String> {
+    let parsed = duration(raw)?;
+    if parsed < Duration::from_secs(1) {
+        return Err("must be at least one second".into());
+    }
+    Ok(parsed)
+}
+
+/// A grace window: zero turns it off; at most a minute, since it widens what a stolen token buys.
+fn grace(raw: &str) -> Result<Duration, String> {
+    let parsed = duration(raw)?;
+    if parsed > Duration::from_secs(60) {
+        return Err("must be at most 60 seconds".into());
+    }
+    Ok(parsed)
+}
+
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
-    fn args() -> ServeArgs {
-        ServeArgs::default()
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<Settings, String> {
+        let probe = Probe::try_parse_from(std::iter::once("lectern").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Settings::from_args(&probe.args).map_err(|e| e.to_string())
     }
 
     #[test]
     fn defaults_are_the_embedded_shape() {
-        let s = Settings::from_args(&args()).unwrap();
+        let s = parse(&[]).unwrap();
         assert_eq!(s.addr.to_string(), "127.0.0.1:3000");
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
         assert!(s.redis_url.is_none() && s.secret_generated && !s.secure_cookies);
         assert_eq!(s.access_ttl, Duration::from_secs(300));
         assert_eq!(s.session_idle, Duration::from_secs(1800));
         assert_eq!(s.session_absolute, Duration::from_secs(43200));
+        assert_eq!(s.refresh_grace, Duration::from_secs(10));
         assert_eq!(s.rate_limit, 30);
+        assert_eq!(s.clear_site_data, ClearSiteData::default());
     }
 
     #[test]
     fn redis_without_secret_is_refused_and_names_the_variable() {
-        let mut a = args();
-        a.redis_url = Some("redis://127.0.0.1:6379".into());
-        let err = Settings::from_args(&a).unwrap_err();
-        assert_eq!(err.var, "LECTERN_SECRET");
+        let err = parse(&["--redis-url", "redis://127.0.0.1:6379"]).unwrap_err();
+        assert!(err.starts_with("LECTERN_SECRET:"), "{err}");
     }
 
     #[test]
     fn redis_turns_secure_cookies_on_by_default() {
-        let mut a = args();
-        a.redis_url = Some("redis://127.0.0.1:6379".into());
-        a.secret = Some("x".repeat(32));
-        assert!(Settings::from_args(&a).unwrap().secure_cookies);
-        a.secure_cookies = Some("false".into());
-        assert!(!Settings::from_args(&a).unwrap().secure_cookies);
+        let secret = "x".repeat(32);
+        let on = ["--redis-url", "redis://127.0.0.1:6379", "--secret", &secret];
+        assert!(parse(&on).unwrap().secure_cookies);
+        let mut off = on.to_vec();
+        off.extend(["--secure-cookies", "off"]);
+        assert!(!parse(&off).unwrap().secure_cookies);
     }
 
     #[test]
-    fn bad_values_name_their_variable() {
-        type Case = (fn(&mut ServeArgs), &'static str);
-        let cases: [Case; 6] = [
-            (|a| a.secret = Some("short".into()), "LECTERN_SECRET"),
-            (|a| a.access_ttl = Some("soon".into()), "LECTERN_ACCESS_TTL"),
-            (|a| a.rate_limit = Some("-1".into()), "LECTERN_RATE_LIMIT"),
-            (|a| a.addr = Some("nowhere".into()), "LECTERN_ADDR"),
-            (
-                |a| a.database_url = Some("mysql://x".into()),
-                "DATABASE_URL",
-            ),
-            (
-                |a| a.secure_cookies = Some("maybe".into()),
-                "LECTERN_SECURE_COOKIES",
-            ),
-        ];
-        for (set, var) in cases {
-            let mut a = args();
-            set(&mut a);
-            assert_eq!(Settings::from_args(&a).unwrap_err().var, var);
+    fn a_cluster_url_is_accepted() {
+        let secret = "x".repeat(32);
+        let url = "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001";
+        let s = parse(&["--redis-url", url, "--secret", &secret]).unwrap();
+        assert_eq!(s.redis_url.as_deref(), Some(url));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for flags in [
+            ["--secret", "short"],
+            ["--access-ttl", "soon"],
+            ["--access-ttl", "0"],
+            ["--rate-limit", "-1"],
+            ["--addr", "nowhere"],
+            ["--database-url", "mysql://x"],
+            ["--secure-cookies", "maybe"],
+            ["--trusted-proxies", "11"],
+            ["--refresh-grace", "5m"],
+            ["--clear-site-data", "cache"],
+            ["--clear-site-data", "everything"],
+        ] {
+            assert!(parse(&flags).is_err(), "{flags:?}");
         }
     }
 
     #[test]
     fn durations_accept_seconds_and_units() {
-        let mut a = args();
-        a.access_ttl = Some("90".into());
-        a.session_idle = Some("10m".into());
-        a.session_absolute = Some("2h".into());
-        let s = Settings::from_args(&a).unwrap();
+        let s = parse(&[
+            "--access-ttl",
+            "90",
+            "--session-idle",
+            "10m",
+            "--session-absolute",
+            "2h",
+            "--refresh-grace",
+            "0",
+        ])
+        .unwrap();
         assert_eq!(s.access_ttl.as_secs(), 90);
         assert_eq!(s.session_idle.as_secs(), 600);
         assert_eq!(s.session_absolute.as_secs(), 7200);
+        assert_eq!(s.refresh_grace.as_secs(), 0);
+    }
+
+    #[test]
+    fn clear_site_data_can_leave_cookies_alone() {
+        let s = parse(&["--clear-site-data", "storage"]).unwrap();
+        assert_eq!(s.clear_site_data.header_value(), "\"storage\"");
+        assert_eq!(
+            ClearSiteData::default().header_value(),
+            "\"cookies\", \"storage\""
+        );
     }
 }

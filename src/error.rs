@@ -1,25 +1,40 @@
-//! One error type for everything a handler can fail with.
+//! One error type for everything a handler can fail with, and its two faces: an HTML page
+//! (`templates/error.html`) for the site, RFC-style JSON (`{"error", "message"}`) for `/api/v1`.
 //!
-//! Pages render `templates/error.html`; `/api` wraps it in [`crate::api::ApiError`] and answers JSON.
 //! A 5xx is logged once with its cause chain and its detail never reaches the client.
 
 use askama::Template;
+use askama_web::WebTemplate;
 use axum::{
+    Json,
     http::{HeaderValue, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
 };
+use serde_json::json;
 
-/// Errors that users can cause, and the one that they cannot (`Unexpected`).
+use crate::layout::Layout;
+
+/// Errors that users can cause, and the ones they cannot (`Unavailable`, `Unexpected`).
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("the email or password is not right")]
     InvalidCredentials,
     #[error("you need to sign in")]
     Unauthorized,
+    /// RFC 6750: a missing, malformed, forged, expired or revoked bearer token.
+    #[error("the access token is missing, malformed, expired or revoked")]
+    InvalidToken,
+    /// The refresh token is missing, unknown, used or revoked.
+    #[error("the refresh token is missing, invalid, already used or revoked; sign in again")]
+    InvalidGrant,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("not found")]
     NotFound,
+    #[error("this address does not take that method")]
+    MethodNotAllowed,
+    #[error("send a JSON body with Content-Type: application/json")]
+    UnsupportedMediaType,
     #[error("{message}")]
     Validation {
         field: &'static str,
@@ -37,15 +52,41 @@ pub enum AppError {
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
 impl AppError {
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        Self::Unavailable(cause.into())
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidCredentials | Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::InvalidCredentials
+            | Self::Unauthorized
+            | Self::InvalidToken
+            | Self::InvalidGrant => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable code of the JSON face.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Unauthorized | Self::InvalidToken => "invalid_token",
+            Self::InvalidGrant => "invalid_grant",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Validation { .. } => "invalid_request",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable(_) => "temporarily_unavailable",
+            Self::Unexpected(_) => "server_error",
         }
     }
 
@@ -62,7 +103,7 @@ impl AppError {
     }
 
     /// Logs server-side failures once, with their cause chain.
-    pub fn log(&self) {
+    fn log(&self) {
         match self {
             Self::Unavailable(cause) => {
                 tracing::warn!(error = format!("{cause:#}"), "dependency unavailable")
@@ -74,34 +115,26 @@ impl AppError {
         }
     }
 
-    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
-        Self::Unavailable(cause.into())
-    }
-}
-
-impl From<sqlx::Error> for AppError {
-    fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::Unavailable(err.into())
+    /// Headers either face carries.
+    fn decorate(&self, mut response: Response) -> Response {
+        let headers = response.headers_mut();
+        match self {
+            Self::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            other => Self::Unexpected(anyhow::Error::new(other).context("database query")),
+            Self::InvalidToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            _ => {}
         }
+        response
     }
-}
 
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage {
-    layout: crate::web::Layout,
-    status: u16,
-    title: &'static str,
-    message: String,
-}
-
-impl AppError {
-    /// The error page with a given layout (the learner's header when the caller knows them).
-    pub fn into_page(self, layout: crate::web::Layout) -> Response {
+    /// The HTML face, with the learner's header when the caller knows them.
+    pub fn page(self, layout: Layout) -> Response {
         self.log();
         let status = self.status();
         let page = ErrorPage {
@@ -110,21 +143,93 @@ impl AppError {
             title: status.canonical_reason().unwrap_or("Error"),
             message: self.public_message(),
         };
-        let body = page
-            .render()
-            .unwrap_or_else(|_| format!("{} {}", status.as_u16(), page.message));
-        let mut response = (status, Html(body)).into_response();
-        if let Self::RateLimited { retry_after } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        }
-        response
+        self.decorate((status, page).into_response())
+    }
+
+    /// The JSON face.
+    pub fn json(self) -> Response {
+        self.log();
+        let body = json!({ "error": self.code(), "message": self.public_message() });
+        let response = (self.status(), Json(body)).into_response();
+        self.decorate(response)
     }
 }
 
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::Unavailable(anyhow::Error::new(err).context("database"))
+            }
+            other => Self::Unexpected(anyhow::Error::new(other).context("database query")),
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    layout: Layout,
+    status: u16,
+    title: &'static str,
+    message: String,
+}
+
+/// A page handler's error: the HTML face.
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        self.into_page(crate::web::Layout::bare())
+        self.page(Layout::bare())
+    }
+}
+
+/// An API handler's error: the same [`AppError`], answered with its JSON face.
+#[derive(Debug)]
+pub struct ApiError(pub AppError);
+
+impl<E: Into<AppError>> From<E> for ApiError {
+    fn from(err: E) -> Self {
+        Self(err.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.json()
+    }
+}
+
+/// The result type of API handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_5xx_never_shows_its_cause() {
+        let err = AppError::Unexpected(anyhow::anyhow!("secret detail"));
+        assert!(!err.public_message().contains("secret"));
+        let err = AppError::unavailable(anyhow::anyhow!("redis at 10.0.0.1"));
+        assert!(!err.public_message().contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn both_faces_carry_the_status_and_retry_after() {
+        let page = AppError::RateLimited { retry_after: 7 }.page(Layout::bare());
+        assert_eq!(page.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(page.headers()[header::RETRY_AFTER], "7");
+        assert!(
+            page.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap_or("")
+                .starts_with("text/html")
+        );
+        let json = AppError::InvalidToken.json();
+        assert_eq!(json.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            json.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer error="invalid_token""#
+        );
+        assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
     }
 }

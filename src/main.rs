@@ -7,7 +7,16 @@ use lectern::cli::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => match lectern::cli::setting_error(&err) {
+            Some(line) => {
+                eprintln!("lectern: {line}");
+                return ExitCode::from(2);
+            }
+            None => err.exit(),
+        },
+    };
     lectern::telemetry::init();
     match lectern::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

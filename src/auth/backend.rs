@@ -3,11 +3,11 @@
 use axum_login::{AuthUser, AuthnBackend};
 use secrecy::SecretString;
 
-use super::password::Passwords;
+use super::passwords::Passwords;
 use crate::{
+    accounts::{self, Email, User},
     db::Pool,
     error::AppError,
-    users::{self, Email, User},
 };
 
 impl AuthUser for User {
@@ -59,7 +59,7 @@ impl AuthnBackend for Backend {
 
     async fn authenticate(&self, creds: Credentials) -> Result<Option<User>, AppError> {
         let user = match &creds.email {
-            Some(email) => users::find_by_email(&self.pool, email).await?,
+            Some(email) => accounts::find_by_email(&self.pool, email).await?,
             None => None,
         };
         let hash = user.as_ref().map(|u| u.password_hash.clone());
@@ -68,6 +68,6 @@ impl AuthnBackend for Backend {
     }
 
     async fn get_user(&self, user_id: &String) -> Result<Option<User>, AppError> {
-        users::find_by_id(&self.pool, user_id).await
+        accounts::find_by_id(&self.pool, user_id).await
     }
 }

@@ -1,15 +1,19 @@
 //! CSRF protection for every state-changing page request (the JSON API takes none: it accepts only
-//! JSON bodies and its cookie is `SameSite=Strict`).
+//! JSON bodies, refuses cross-site requests, and its cookie is `SameSite=Strict`).
 //!
-//! A signed-in session has a random token, rotated at every sign-in; requests must present it as
-//! the `csrf_token` field or the `X-CSRF-Token` header. Visitors without a session get a stateless
-//! token signed with a key derived from `LECTERN_SECRET` (so the homepage never creates a session
-//! or sets a cookie), and their requests must also come from this origin (Fetch Metadata / Origin).
+//! A signed-in session has a random token, rotated at every sign-in; requests present it as the
+//! `csrf_token` field or the `X-CSRF-Token` header. Visitors get a stateless token signed with a
+//! key derived from `LECTERN_SECRET` (so the homepage never creates a session or sets a cookie),
+//! and their requests must also come from this origin (Fetch Metadata / Origin). That stateless
+//! token is Lectern's own code because no crate offers one that needs no session.
+//!
+//! The rules are route layers: [`learners_only`] on the learner's routes, [`visitors_and_learners`]
+//! on the sign-in and sign-up forms; the sign-out checks its token itself (it must read any body).
 
 use axum::{
-    body::{Body, to_bytes},
-    extract::{Request, State},
-    http::{HeaderMap, Method, header},
+    body::Body,
+    extract::{FromRef, Request, State},
+    http::{HeaderMap, Method, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -19,28 +23,29 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
-use super::{CSRF_KEY, Keys, SESSION_COOKIE, extract::login_required};
-use crate::{AppState, error::AppError, web};
+use super::{CSRF_KEY, CurrentUser, Keys, SignIns};
+use crate::{
+    error::AppError,
+    web::forms::{MAX_FORM_BYTES, form_field},
+};
 
 /// How long a visitor's stateless token stays valid.
 const ANONYMOUS_TTL: i64 = 12 * 3600;
-/// Form bodies larger than this are refused before parsing.
-const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// A fresh per-session token.
 pub fn session_token() -> String {
-    super::random_token(32)
+    crate::crypto::random_token(32)
 }
 
 fn mac(keys: &Keys, issued: i64, nonce: &str) -> Option<Hmac<Sha256>> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(keys.csrf.as_slice()).ok()?;
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(keys.csrf.as_slice()).ok()?;
     mac.update(format!("anonymous|{issued}|{nonce}").as_bytes());
     Some(mac)
 }
 
 /// A stateless token for visitors: `issued.nonce.mac`.
 pub fn anonymous_token(keys: &Keys, now: i64) -> String {
-    let nonce = super::random_token(12);
+    let nonce = crate::crypto::random_token(12);
     let sig = mac(keys, now, &nonce)
         .map(|m| URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
         .unwrap_or_default();
@@ -81,71 +86,103 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether `presented` is `expected`, in constant time.
+pub fn matches(expected: &str, presented: Option<&str>) -> bool {
+    presented.is_some_and(|p| bool::from(expected.as_bytes().ct_eq(p.as_bytes())))
+}
+
+/// The token a request presents: the `X-CSRF-Token` header, or the form's `csrf_token` field.
+pub fn presented(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| form_field(headers, body, "csrf_token"))
+}
+
+/// Whether a visitor's request carries a valid stateless token and comes from this origin.
+pub fn visitor_may(keys: &Keys, headers: &HeaderMap, token: Option<&str>, now: i64) -> bool {
+    same_origin(headers) && token.is_some_and(|t| anonymous_token_valid(keys, t, now))
+}
+
 fn refused() -> Response {
+    tracing::warn!("csrf check failed");
     AppError::Forbidden(
         "This form has expired or did not come from Lectern. Reload the page and try again.",
     )
     .into_response()
 }
 
-/// The middleware: safe methods pass; others need the right token or get 403 and change nothing.
-pub async fn verify(
-    State(state): State<AppState>,
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Buffers the body (at most [`MAX_FORM_BYTES`]) to read the token, and puts it back.
+async fn split(request: Request) -> Result<(Parts, axum::body::Bytes), Response> {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+        Ok(bytes) => Ok((parts, bytes)),
+        Err(_) => Err(AppError::Validation {
+            field: "body",
+            message: "The form is too large.".into(),
+        }
+        .into_response()),
+    }
+}
+
+/// For the learner's routes: no sign-in, no entry (the login page, saying why, for pages and
+/// actions alike); a state change must carry the session's token.
+pub async fn learners_only(current: CurrentUser, request: Request, next: Next) -> Response {
+    if is_safe(request.method()) {
+        return next.run(request).await;
+    }
+    let (parts, bytes) = match split(request).await {
+        Ok(split) => split,
+        Err(response) => return response,
+    };
+    if !matches(&current.csrf, presented(&parts.headers, &bytes).as_deref()) {
+        return refused();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// For the sign-in and sign-up forms: a signed-in learner's session token, or a visitor's
+/// stateless token from this origin.
+pub async fn visitors_and_learners<S>(
+    State(state): State<S>,
     session: Session,
     request: Request,
     next: Next,
-) -> Response {
-    if matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    ) {
+) -> Response
+where
+    S: Send + Sync,
+    Keys: FromRef<S>,
+    SignIns: FromRef<S>,
+{
+    if is_safe(request.method()) {
         return next.run(request).await;
     }
     let expected: Option<String> = match session.get(CSRF_KEY).await {
-        Ok(v) => v,
-        Err(err) => return AppError::unavailable(err).into_response(),
+        Ok(value) => value,
+        Err(err) => return crate::store::sessions::unavailable(err).into_response(),
     };
-    let (parts, body) = request.into_parts();
-    let mut presented = parts
-        .headers
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = match to_bytes(body, MAX_FORM_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return AppError::Validation {
-                field: "body",
-                message: "The form is too large.".into(),
-            }
-            .into_response();
-        }
+    let (parts, bytes) = match split(request).await {
+        Ok(split) => split,
+        Err(response) => return response,
     };
-    if presented.is_none() {
-        presented = web::form_field(&parts.headers, &bytes, "csrf_token");
-    }
-    // A session cookie whose session is gone (idle timeout, ended elsewhere): the learner needs
-    // to sign in again, which is a better answer than a 403 that htmx would silently drop.
-    let expired = expected.is_none() && web::sent_cookie(&parts.headers, SESSION_COOKIE);
-    if expired && !matches!(parts.uri.path(), "/login" | "/register" | "/logout") {
-        return login_required(&parts, Some("expired"));
-    }
-    let ok = match (&expected, &presented) {
-        (Some(expected), Some(presented)) => {
-            bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
-        }
-        (Some(_), None) => false,
-        // No live session: nothing to end on the server, but a cross-site page still may not
-        // clear this browser's cookies.
-        (None, _) if parts.uri.path() == "/logout" => same_origin(&parts.headers),
-        (None, Some(presented)) => {
-            same_origin(&parts.headers)
-                && anonymous_token_valid(&state.keys, presented, crate::web::now())
-        }
-        (None, None) => false,
+    let token = presented(&parts.headers, &bytes);
+    let now = SignIns::from_ref(&state).clock().now();
+    let ok = match &expected {
+        Some(expected) => matches(expected, token.as_deref()),
+        None => visitor_may(
+            &Keys::from_ref(&state),
+            &parts.headers,
+            token.as_deref(),
+            now,
+        ),
     };
     if !ok {
-        tracing::warn!(path = parts.uri.path(), "csrf check failed");
         return refused();
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -159,28 +196,25 @@ mod tests {
     use super::*;
 
     fn keys() -> Keys {
-        Keys::derive(&[7; 32]).unwrap()
+        Keys::derive(&[7; 32])
     }
+
+    const NOW: i64 = 1_900_000_000;
 
     #[test]
     fn an_anonymous_token_verifies_only_with_its_key_and_in_time() {
-        let now = crate::web::now();
-        let token = anonymous_token(&keys(), now);
-        assert!(anonymous_token_valid(&keys(), &token, now));
-        assert!(!anonymous_token_valid(
-            &Keys::derive(&[8; 32]).unwrap(),
-            &token,
-            now
-        ));
+        let token = anonymous_token(&keys(), NOW);
+        assert!(anonymous_token_valid(&keys(), &token, NOW));
+        assert!(!anonymous_token_valid(&Keys::derive(&[8; 32]), &token, NOW));
         assert!(!anonymous_token_valid(
             &keys(),
             &token,
-            now + ANONYMOUS_TTL + 1
+            NOW + ANONYMOUS_TTL + 1
         ));
-        assert!(!anonymous_token_valid(&keys(), "1.2.3", now));
-        assert!(!anonymous_token_valid(&keys(), "", now));
+        assert!(!anonymous_token_valid(&keys(), "1.2.3", NOW));
+        assert!(!anonymous_token_valid(&keys(), "", NOW));
         let tampered = token.replacen('.', "1.", 1);
-        assert!(!anonymous_token_valid(&keys(), &tampered, now));
+        assert!(!anonymous_token_valid(&keys(), &tampered, NOW));
     }
 
     #[test]
@@ -201,5 +235,12 @@ mod tests {
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(!same_origin(&h));
+    }
+
+    #[test]
+    fn tokens_match_exactly() {
+        assert!(matches("abc", Some("abc")));
+        assert!(!matches("abc", Some("abd")));
+        assert!(!matches("abc", None));
     }
 }

@@ -1,195 +1,248 @@
-//! Who is asking: [`CurrentUser`] and [`MaybeUser`] for pages, [`BearerUser`] for `/api/v1`.
+//! Who is asking: [`CurrentUser`], [`MaybeUser`] and [`Viewer`] for pages, [`BearerUser`] for
+//! `/api/v1`.
+//!
+//! Every page request with a session checks its sign-in in the shared store, so a sign-in ended
+//! anywhere (another instance, an operator, a timeout) ends here at once. A sign-in found idle or
+//! past its lifetime is ended then and there, through the one way out.
 
 use axum::{
-    extract::FromRequestParts,
-    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
-    response::{IntoResponse, Redirect, Response},
+    extract::{FromRef, FromRequestParts},
+    http::request::Parts,
+    response::{IntoResponse, Response},
+};
+use axum_extra::{
+    TypedHeader,
+    extract::cookie::CookieJar,
+    headers::{Authorization, authorization::Bearer},
 };
 use tower_sessions::Session;
 
 use super::{
-    AuthSession, CSRF_KEY, SESSION_COOKIE, SID_KEY, TOUCHED_KEY, session_error,
-    signin::{self, EndReason},
+    AuthSession, CSRF_KEY, Keys, SID_KEY, TOUCHED_KEY,
+    sign_ins::{Liveness, SignIns},
+    sign_out::{self, Owed},
 };
 use crate::{
-    AppState,
-    api::ApiError,
-    error::{AppError, Result},
-    users::User,
-    web::{self, now},
+    accounts::User,
+    error::{ApiError, AppError, Result},
+    layout::Layout,
+    store::sessions::unavailable,
+    web::{ClientInfo, TrustedProxies, cookies::SESSION_COOKIE, login_required},
 };
 
-/// A learner with a live sign-in. Rejects with a redirect to the login page.
+/// A learner with a live sign-in. Rejects with the login page (saying why, when the system ended
+/// the sign-in).
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
     pub user: User,
     /// The sign-in this browser session belongs to.
     pub sid: String,
+    /// The browser session's id.
+    pub session_id: String,
     /// This session's CSRF token, for the page's meta tag and forms.
     pub csrf: String,
 }
 
-/// `CurrentUser` when there is one; pages that anyone may see use this.
+impl CurrentUser {
+    /// The page frame for this learner.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            csrf_token: self.csrf.clone(),
+            user_name: Some(self.user.display_name.clone()),
+            ..Layout::default()
+        }
+    }
+}
+
+/// `CurrentUser` when there is one.
 #[derive(Debug, Clone)]
 pub struct MaybeUser(pub Option<CurrentUser>);
+
+/// Whoever is looking at a page anyone may see, with the page frame for them: a learner's, or a
+/// visitor's with a stateless CSRF token (showing a page to a visitor never creates a session).
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub user: Option<CurrentUser>,
+    pub layout: Layout,
+}
 
 /// What the session says about the request.
 enum Resolved {
     SignedIn(CurrentUser),
     /// No sign-in; `ended` says why a session the browser still had is gone.
     Anonymous {
-        ended: Option<&'static str>,
+        ended: Option<String>,
     },
 }
 
 /// Who the session says is asking. `explain`: find out why a session the browser still sends is
 /// gone (only a login redirect uses that, so pages anyone may see skip the lookups).
-async fn resolve(parts: &mut Parts, state: &AppState, explain: bool) -> Result<Resolved> {
+async fn resolve<S>(parts: &mut Parts, state: &S, explain: bool) -> Result<Resolved>
+where
+    S: Send + Sync,
+    SignIns: FromRef<S>,
+    TrustedProxies: FromRef<S>,
+{
     if let Some(cached) = parts.extensions.get::<CurrentUser>() {
         return Ok(Resolved::SignedIn(cached.clone()));
     }
-    let auth = AuthSession::from_request_parts(parts, state)
-        .await
-        .map_err(|(_, msg)| AppError::Unexpected(anyhow::anyhow!("auth layer missing: {msg}")))?;
+    let auth = parts
+        .extensions
+        .get::<AuthSession>()
+        .cloned()
+        .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("the auth layer is missing")))?;
+    let sign_ins = SignIns::from_ref(state);
     let session = auth.session.clone();
     let Some(user) = auth.user else {
-        // A cookie without a session: ended by the system (say why) or expired.
-        let stale = web::cookie_value(&parts.headers, SESSION_COOKIE)
-            .filter(|id| explain && id.parse::<tower_sessions::session::Id>().is_ok());
-        let ended = match stale {
-            // The note holds a `login_reason`; map it back to the static string.
-            Some(id) => Some(match state.kv.session_end_reason(&id).await? {
-                Some(note) if note == EndReason::RefreshReuse.login_reason() => "reuse",
-                Some(_) => "revoked",
-                None => "expired",
-            }),
-            None => web::sent_cookie(&parts.headers, SESSION_COOKIE).then_some("expired"),
-        };
+        if !explain {
+            return Ok(Resolved::Anonymous { ended: None });
+        }
+        let ended = explain_stale_cookie(parts, state, &sign_ins).await?;
         return Ok(Resolved::Anonymous { ended });
     };
-    let sid: Option<String> = session.get(SID_KEY).await.map_err(session_error)?;
-    let live = match &sid {
-        Some(sid) => state.kv.is_live(sid).await?,
-        None => false,
-    };
-    let Some(live_sid) = sid.clone().filter(|_| live) else {
-        // Ended elsewhere (sign-out on another device, refresh-token reuse) or past its absolute
-        // lifetime: delete this browser's session too, and say why.
-        session.flush().await.map_err(session_error)?;
-        let reason = match sid.as_ref().filter(|_| explain) {
-            Some(sid) => signin::find(&state.db, sid)
-                .await?
-                .and_then(|s| s.revoked_reason)
-                .and_then(|r| EndReason::from_stored(&r))
-                .map_or("expired", EndReason::login_reason),
-            None => "expired",
-        };
+    let session_id = session.id().map(|id| id.to_string()).unwrap_or_default();
+    let sid: Option<String> = session.get(SID_KEY).await.map_err(unavailable)?;
+    let Some(sid) = sid else {
+        session.flush().await.map_err(unavailable)?;
         return Ok(Resolved::Anonymous {
-            ended: Some(reason),
+            ended: Some("expired".to_owned()),
         });
     };
-    touch(&session).await?;
-    let csrf = match session
-        .get::<String>(CSRF_KEY)
-        .await
-        .map_err(session_error)?
-    {
+    let reason = match sign_ins.liveness(&sid).await? {
+        Liveness::Live(_) => None,
+        Liveness::Ended(reason) => Some(reason),
+    };
+    if let Some(reason) = reason {
+        // Idle, past its lifetime, or ended elsewhere: end it here too (for a timeout this is
+        // where its tokens, row and audit are settled) and delete this browser's record once.
+        let client = ClientInfo::from_request_parts(parts, state)
+            .await
+            .unwrap_or_else(|never| match never {});
+        let mut owed = Owed::default();
+        owed.add_sid(&sid);
+        // The store no longer has it live, so every credential is refused already; what is left
+        // (revocation entries of a lapsed sign-in, its row, its audit row) is settled here when
+        // it can be, and by the next look otherwise.
+        if let Err(unfinished) =
+            sign_out::end_all(&sign_ins, &owed, Some(&session_id), reason, &client).await
+        {
+            tracing::warn!(error = %unfinished.error, "an ended sign-in could not be settled");
+        }
+        // Deletes this browser's record (once) and makes the layer expire the cookie.
+        session.flush().await.map_err(unavailable)?;
+        return Ok(Resolved::Anonymous {
+            ended: Some(reason.login_reason().to_owned()),
+        });
+    }
+    touch(&session, &sign_ins, &sid).await?;
+    let csrf = match session.get::<String>(CSRF_KEY).await.map_err(unavailable)? {
         Some(token) => token,
         None => {
             let token = super::csrf::session_token();
             session
                 .insert(CSRF_KEY, &token)
                 .await
-                .map_err(session_error)?;
+                .map_err(unavailable)?;
             token
         }
     };
     let current = CurrentUser {
         user,
-        sid: live_sid,
+        sid,
+        session_id,
         csrf,
     };
     parts.extensions.insert(current.clone());
     Ok(Resolved::SignedIn(current))
 }
 
-/// Idle expiry counts only writes, so a session is written at most once a minute to stay alive
-/// without a Redis SET on every page view.
-async fn touch(session: &Session) -> Result<()> {
-    let now = now();
+/// Why a session cookie names no session: the system ended it (its note says why), or its record
+/// expired with sign-ins still bound to it, which are ended now so nothing of them survives.
+async fn explain_stale_cookie<S>(
+    parts: &mut Parts,
+    state: &S,
+    sign_ins: &SignIns,
+) -> Result<Option<String>>
+where
+    S: Send + Sync,
+    TrustedProxies: FromRef<S>,
+{
+    let jar = CookieJar::from_headers(&parts.headers);
+    let Some(session_id) = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
+        return Ok(None);
+    };
+    if session_id.parse::<tower_sessions::session::Id>().is_err() {
+        return Ok(Some("expired".to_owned()));
+    }
+    if let Some(note) = sign_ins.store().session_end_note(&session_id).await? {
+        return Ok(Some(note));
+    }
+    let held = sign_ins.store().sign_ins_of_session(&session_id).await?;
+    let Some(first) = held.first() else {
+        return Ok(Some("expired".to_owned()));
+    };
+    let reason = match sign_ins.liveness(first).await? {
+        Liveness::Ended(reason) => reason,
+        Liveness::Live(_) => super::sign_ins::EndReason::Expired,
+    };
+    let client = ClientInfo::from_request_parts(parts, state)
+        .await
+        .unwrap_or_else(|never| match never {});
+    let mut owed = Owed::default();
+    owed.add_session(&session_id);
+    if let Err(unfinished) = sign_out::end_all(sign_ins, &owed, None, reason, &client).await {
+        tracing::warn!(error = %unfinished.error, "the sign-ins of an expired session could not be ended");
+    }
+    Ok(Some(reason.login_reason().to_owned()))
+}
+
+/// Activity keeps a browser sign-in alive. Idle expiry counts only writes, so the session (and
+/// the sign-in's idle deadline) is written at most once a minute (more often only for idle
+/// timeouts shorter than four minutes), not on every page view.
+async fn touch(session: &Session, sign_ins: &SignIns, sid: &str) -> Result<()> {
+    let now = sign_ins.clock().now();
+    let every = (sign_ins.lifetimes().idle / 4).clamp(0, 60);
     let last: i64 = session
         .get(TOUCHED_KEY)
         .await
-        .map_err(session_error)?
+        .map_err(unavailable)?
         .unwrap_or(0);
-    if now - last >= 60 {
+    if now - last >= every {
         session
             .insert(TOUCHED_KEY, now)
             .await
-            .map_err(session_error)?;
+            .map_err(unavailable)?;
+        sign_ins.touch(sid).await?;
     }
     Ok(())
 }
 
-/// The answer to a page that needs a sign-in: 303 to the login page, or for htmx 401 with
-/// `HX-Redirect`, so htmx navigates instead of swapping a login form into a fragment.
-pub fn login_required(parts: &Parts, reason: Option<&str>) -> Response {
-    let next = return_path(parts);
-    let mut to = format!("/login?next={}", web::query_escape(&next));
-    if let Some(reason) = reason {
-        to.push_str("&reason=");
-        to.push_str(reason);
-    }
-    let response = if web::is_htmx(&parts.headers) {
-        let mut r = StatusCode::UNAUTHORIZED.into_response();
-        if let Ok(v) = HeaderValue::from_str(&to) {
-            r.headers_mut().insert("hx-redirect", v);
-        }
-        r
-    } else {
-        Redirect::to(&to).into_response()
-    };
-    web::no_store(response)
-}
-
-/// Where to come back to after signing in: the page itself for a GET; for anything else (an htmx
-/// enrol, a form post) the page it was sent from, since the action itself cannot be revisited.
-fn return_path(parts: &Parts) -> String {
-    if parts.method == axum::http::Method::GET {
-        return parts
-            .uri
-            .path_and_query()
-            .map_or("/dashboard", |pq| pq.as_str())
-            .to_owned();
-    }
-    ["hx-current-url", "referer"]
-        .iter()
-        .filter_map(|name| parts.headers.get(*name)?.to_str().ok())
-        .filter_map(|value| url::Url::parse(value).ok())
-        .map(|url| match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        })
-        .find(|path| web::local_path(path).is_some())
-        .unwrap_or_else(|| "/dashboard".to_owned())
-}
-
-impl FromRequestParts<AppState> for CurrentUser {
+impl<S> FromRequestParts<S> for CurrentUser
+where
+    S: Send + Sync,
+    SignIns: FromRef<S>,
+    TrustedProxies: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         match resolve(parts, state, true).await {
             Ok(Resolved::SignedIn(user)) => Ok(user),
-            Ok(Resolved::Anonymous { ended }) => Err(login_required(parts, ended)),
+            Ok(Resolved::Anonymous { ended }) => Err(login_required(parts, ended.as_deref()).await),
             Err(err) => Err(err.into_response()),
         }
     }
 }
 
-impl FromRequestParts<AppState> for MaybeUser {
+impl<S> FromRequestParts<S> for MaybeUser
+where
+    S: Send + Sync,
+    SignIns: FromRef<S>,
+    TrustedProxies: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         match resolve(parts, state, false).await {
             Ok(Resolved::SignedIn(user)) => Ok(Self(Some(user))),
             Ok(Resolved::Anonymous { .. }) => Ok(Self(None)),
@@ -198,7 +251,32 @@ impl FromRequestParts<AppState> for MaybeUser {
     }
 }
 
-/// A caller of `/api/v1` with a valid, unrevoked access token.
+impl<S> FromRequestParts<S> for Viewer
+where
+    S: Send + Sync,
+    SignIns: FromRef<S>,
+    Keys: FromRef<S>,
+    TrustedProxies: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let MaybeUser(user) = MaybeUser::from_request_parts(parts, state).await?;
+        let layout = match &user {
+            Some(current) => current.layout(),
+            None => {
+                let now = SignIns::from_ref(state).clock().now();
+                Layout {
+                    csrf_token: super::csrf::anonymous_token(&Keys::from_ref(state), now),
+                    ..Layout::default()
+                }
+            }
+        };
+        Ok(Self { user, layout })
+    }
+}
+
+/// A caller of `/api/v1` with a valid, unrevoked access token of a live sign-in.
 #[derive(Debug, Clone)]
 pub struct BearerUser {
     pub user_id: String,
@@ -206,26 +284,23 @@ pub struct BearerUser {
     pub jti: String,
 }
 
-/// The token of an `Authorization: Bearer` header, if there is one.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-impl FromRequestParts<AppState> for BearerUser {
+impl<S> FromRequestParts<S> for BearerUser
+where
+    S: Send + Sync,
+    SignIns: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers).ok_or(ApiError::InvalidToken)?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let TypedHeader(Authorization(bearer)) =
+            TypedHeader::<Authorization<Bearer>>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| AppError::InvalidToken)?;
         // Signature and claims first: cheap and local. Then one round trip for revocation.
-        let claims = state.keys.jwt.verify(token).ok_or(ApiError::InvalidToken)?;
-        if !state.kv.access_allowed(&claims.sid, &claims.jti).await? {
-            return Err(ApiError::InvalidToken);
-        }
+        let claims = SignIns::from_ref(state)
+            .authorize_bearer(bearer.token())
+            .await?
+            .ok_or(AppError::InvalidToken)?;
         Ok(Self {
             user_id: claims.sub,
             sid: claims.sid,

@@ -2,10 +2,12 @@
 //! PostgreSQL database when `TEST_DATABASE_URL` is set) and its own Redis key prefix (when
 //! `TEST_REDIS_URL` is set), so tests run in parallel without touching each other.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use axum_test::{TestResponse, TestServer};
 use cookie::Cookie;
-use lectern::{AppState, Settings, app, config::ServeArgs, store::SessionBackend};
+use lectern::{AppState, Settings, app, clock::Clock, config::ServeArgs, store::SessionBackend};
 use sqlx::Connection;
 use tower_sessions::{SessionStore, session::Id};
 
@@ -25,6 +27,8 @@ pub struct TestApp {
     pub server: TestServer,
     pub state: AppState,
     pub sessions: SessionBackend,
+    /// The app's clock: tests move it instead of sleeping.
+    pub clock: Clock,
     pub database_url: String,
     pub key_prefix: String,
     _dir: Option<tempfile::TempDir>,
@@ -64,11 +68,11 @@ pub async fn fresh_database() -> (String, Option<tempfile::TempDir>) {
 /// Settings for a test app: fixed secret, insecure cookies (the test client speaks http).
 pub fn test_settings(database_url: &str, key_prefix: &str) -> Settings {
     let args = ServeArgs {
-        addr: Some("127.0.0.1:0".into()),
+        addr: Some("127.0.0.1:0".parse().expect("address")),
         database_url: Some(database_url.to_owned()),
         redis_url: std::env::var("TEST_REDIS_URL").ok(),
         secret: Some(TEST_SECRET.into()),
-        secure_cookies: Some("false".into()),
+        secure_cookies: Some(false),
         ..ServeArgs::default()
     };
     let mut settings = Settings::from_args(&args).expect("test settings");
@@ -99,17 +103,23 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     app
 }
 
-/// A second instance sharing the first one's database and Redis (real services only).
+/// A second instance sharing the first one's database, Redis and clock (real services only).
 pub async fn spawn_peer(first: &TestApp) -> TestApp {
     let settings = test_settings(&first.database_url, &first.key_prefix);
-    build(settings).await
+    build_on(settings, first.clock.clone()).await
 }
 
 async fn build(settings: Settings) -> TestApp {
+    build_on(settings, Clock::manual()).await
+}
+
+async fn build_on(settings: Settings, clock: Clock) -> TestApp {
     let database_url = settings.database_url.clone();
     let key_prefix = settings.key_prefix.clone();
-    let state = app::connect(settings).await.expect("connect the app");
-    let sessions = state.sessions.clone();
+    let state = AppState::connect(settings, clock.clone())
+        .await
+        .expect("connect the app");
+    let sessions = state.stores.sessions.clone();
     let server = TestServer::builder()
         .save_cookies()
         .build(app::router(state.clone()));
@@ -117,6 +127,7 @@ async fn build(settings: Settings) -> TestApp {
         server,
         state,
         sessions,
+        clock,
         database_url,
         key_prefix,
         _dir: None,
@@ -251,11 +262,13 @@ impl TestApp {
             .await
     }
 
-    /// API sign-in: the access token and the refresh cookie.
+    /// API sign-in from a client of its own (no browser cookies): the access token and the
+    /// refresh cookie.
     pub async fn api_login(&self, email: &str) -> (String, Cookie<'static>) {
         let response = self
             .server
             .post("/api/v1/auth/login")
+            .clear_cookies()
             .do_not_save_cookies()
             .json(&serde_json::json!({"email": email, "password": PASSWORD}))
             .await;
@@ -346,7 +359,43 @@ impl TestApp {
 
     /// How many accounts exist.
     pub async fn account_count(&self) -> usize {
-        lectern::users::list(&self.state.db).await.unwrap().len()
+        lectern::accounts::list(&self.state.db).await.unwrap().len()
+    }
+
+    /// Moves the app's clock forward.
+    pub fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+
+    /// The sign-in an access token names.
+    pub fn sid_of(&self, access_token: &str) -> String {
+        self.state
+            .sign_ins
+            .tokens()
+            .verify_ignoring_expiry(access_token)
+            .expect("a token of this app")
+            .sid
+    }
+
+    /// The row of a sign-in.
+    pub async fn sign_in_row(&self, sid: &str) -> lectern::auth::sign_ins::SignIn {
+        self.state
+            .sign_ins
+            .find(sid)
+            .await
+            .unwrap()
+            .expect("a sign-in row")
+    }
+
+    /// An access token obtained through a refresh cookie, with the rotated cookie.
+    pub async fn access_via(&self, refresh: &Cookie<'static>) -> (String, Cookie<'static>) {
+        let r = self.refresh_with(refresh).await;
+        assert_eq!(r.status_code(), StatusCode::OK, "{}", r.text());
+        let token = r.json::<serde_json::Value>()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (token, r.cookie("lectern_refresh"))
     }
 
     /// Whether the session store still holds a record for this cookie.
@@ -423,4 +472,26 @@ pub async fn spawn_app_on_private_redis() -> Option<(PrivateRedis, TestApp)> {
     wait_for_port(port).await;
     let app = spawn_app_with(|s| s.redis_url = Some(format!("redis://127.0.0.1:{port}"))).await;
     Some((redis, app))
+}
+
+/// SQL that makes the database refuse every `op` (`insert`, `update`) on `table`, and the SQL
+/// that lifts it: a real failure halfway through a request, on either database.
+pub fn refuse_writes(app: &TestApp, table: &str, op: &str) -> (String, String) {
+    if app.database_url.starts_with("postgres") {
+        (
+            format!(
+                "create or replace function lectern_refuse() returns trigger language plpgsql as $$ \
+                 begin raise exception 'injected failure'; end $$; \
+                 create trigger refuse_{op} before {op} on {table} for each row execute function lectern_refuse();"
+            ),
+            format!("drop trigger refuse_{op} on {table}"),
+        )
+    } else {
+        (
+            format!(
+                "create trigger refuse_{op} before {op} on {table} begin select raise(abort, 'injected failure'); end;"
+            ),
+            format!("drop trigger refuse_{op}"),
+        )
+    }
 }

@@ -148,45 +148,60 @@ async fn logout_deletes_the_session_record_from_the_store() {
 }
 
 #[tokio::test]
-async fn every_access_token_of_the_sign_in_is_revoked_until_its_own_expiry() {
+async fn every_access_token_is_revoked_until_the_last_moment_it_could_be_accepted() {
     let app = spawn_app().await;
     let old = signed_in(&app).await;
     app.sign_out_htmx().await;
+    let tokens = app.state.sign_ins.tokens();
     for token in &old.access {
-        let claims = app
-            .state
-            .keys
-            .jwt
-            .verify(token)
-            .expect("still validly signed");
-        assert!(
-            app.state
-                .kv
-                .is_revoked(&claims.sid, &claims.jti)
-                .await
-                .unwrap()
-        );
+        let claims = tokens
+            .verify_ignoring_expiry(token)
+            .expect("validly signed");
         let ttl = app
             .state
-            .kv
+            .stores
+            .sign_ins
             .revocation_ttl(&claims.sid, &claims.jti)
             .await
             .unwrap()
-            .unwrap();
-        let remaining = claims.exp - lectern::web::now();
+            .expect("on the revocation list");
+        // Accepted up to exp plus the verifier's leeway: the entry lives that long.
+        let accepted_for = claims.exp + lectern::auth::access_tokens::LEEWAY - app.clock.now();
         assert!(
-            (remaining - 2..=remaining).contains(&ttl),
-            "entry ttl {ttl} vs token life {remaining}"
+            (accepted_for - 2..=accepted_for).contains(&ttl),
+            "entry ttl {ttl} vs accepted for {accepted_for}"
         );
     }
-    let sign_in = lectern::auth::signin::find(
-        &app.state.db,
-        &app.state.keys.jwt.verify(&old.access[0]).unwrap().sid,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let sign_in = app.sign_in_row(&app.sid_of(&old.access[0])).await;
     assert_eq!(sign_in.revoked_reason.as_deref(), Some("signed_out"));
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused_through_its_leeway() {
+    let app = spawn_app_with(|s| s.access_ttl = std::time::Duration::from_secs(60)).await;
+    let old = signed_in(&app).await;
+    app.sign_out_htmx().await;
+    // Past exp, within the leeway: the verifier would accept it, so its revocation must stand.
+    app.advance(60 + 4);
+    let claims = app
+        .state
+        .sign_ins
+        .tokens()
+        .verify(&old.access[1], app.clock.now())
+        .expect("the signature and time alone would still pass");
+    assert!(
+        app.state
+            .stores
+            .sign_ins
+            .revocation_ttl(&claims.sid, &claims.jti)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        app.me(&old.access[1]).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -556,7 +571,7 @@ fn assert_sealed(app: &TestApp, retry: &str, session_id: &str) {
     assert!(
         app.state
             .keys
-            .open(lectern::auth::signout::RETRY_PURPOSE, retry)
+            .open(lectern::auth::sign_out::RETRY_PURPOSE, retry)
             .is_some()
     );
     assert!(!retry.contains(session_id));
@@ -583,23 +598,10 @@ fn retry_of(hx_redirect: &str) -> String {
 async fn a_sign_out_that_fails_halfway_keeps_what_it_owes_and_the_retry_finishes_it() {
     let app = spawn_app().await;
     let old = signed_in(&app).await;
-    let sid = app.state.keys.jwt.verify(&old.access[0]).unwrap().sid;
+    let sid = app.sid_of(&old.access[0]);
     let csrf = app.csrf("/dashboard").await;
     // A real failure: the database refuses to mark sign-ins revoked.
-    let postgres = app.database_url.starts_with("postgres");
-    let (inject, remove) = if postgres {
-        (
-            "create function lectern_refuse() returns trigger language plpgsql as $$ \
-             begin raise exception 'injected failure'; end $$; \
-             create trigger refuse_revoke before update on sign_ins for each row execute function lectern_refuse();",
-            "drop trigger refuse_revoke on sign_ins",
-        )
-    } else {
-        (
-            "create trigger refuse_revoke before update on sign_ins begin select raise(abort, 'injected failure'); end;",
-            "drop trigger refuse_revoke",
-        )
-    };
+    let (inject, remove) = refuse_writes(&app, "sign_ins", "update");
     sqlx::raw_sql(sqlx::AssertSqlSafe(inject))
         .execute(&app.state.db)
         .await
@@ -617,7 +619,7 @@ async fn a_sign_out_that_fails_halfway_keeps_what_it_owes_and_the_retry_finishes
     let note = app
         .state
         .keys
-        .open(lectern::auth::signout::RETRY_PURPOSE, &retry)
+        .open(lectern::auth::sign_out::RETRY_PURPOSE, &retry)
         .unwrap();
     assert!(
         note.contains(&sid),
@@ -626,10 +628,7 @@ async fn a_sign_out_that_fails_halfway_keeps_what_it_owes_and_the_retry_finishes
     // Redis went first, so every credential is already refused...
     assert_everything_refused(&app, &old).await;
     // ...but the record and its audit row are still owed.
-    let sign_in = lectern::auth::signin::find(&app.state.db, &sid)
-        .await
-        .unwrap()
-        .unwrap();
+    let sign_in = app.sign_in_row(&sid).await;
     assert!(sign_in.revoked_at.is_none());
 
     sqlx::raw_sql(sqlx::AssertSqlSafe(remove))
@@ -643,10 +642,7 @@ async fn a_sign_out_that_fails_halfway_keeps_what_it_owes_and_the_retry_finishes
         .form(&[("retry", retry.as_str())])
         .await;
     assert_redirect_to(&again, StatusCode::SEE_OTHER, "/?signed_out=1");
-    let sign_in = lectern::auth::signin::find(&app.state.db, &sid)
-        .await
-        .unwrap()
-        .unwrap();
+    let sign_in = app.sign_in_row(&sid).await;
     assert_eq!(sign_in.revoked_reason.as_deref(), Some("signed_out"));
     let sign_outs: i64 = sqlx::query_scalar(
         "select count(*) from audit_events where event = 'sign_out' and sign_in_id = $1",
@@ -664,7 +660,7 @@ async fn a_crafted_cookie_cannot_smuggle_another_sign_in_into_the_retry_note() {
         return;
     };
     let victim = signed_in(&app).await;
-    let victim_sid = app.state.keys.jwt.verify(&victim.access[0]).unwrap().sid;
+    let victim_sid = app.sid_of(&victim.access[0]);
     let resumed = redis.pause(3000);
     // A crafted value first, a well-formed id last (the one the session layer reads).
     let attack = app
@@ -682,7 +678,7 @@ async fn a_crafted_cookie_cannot_smuggle_another_sign_in_into_the_retry_note() {
     let note = app
         .state
         .keys
-        .open(lectern::auth::signout::RETRY_PURPOSE, &retry)
+        .open(lectern::auth::sign_out::RETRY_PURPOSE, &retry)
         .unwrap();
     assert!(!note.contains(&victim_sid), "{note}");
     tokio::time::sleep_until(resumed).await;

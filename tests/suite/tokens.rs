@@ -248,13 +248,18 @@ async fn bad_bearer_tokens_are_refused_per_rfc_6750() {
 }
 
 #[tokio::test]
-async fn an_expired_token_signed_with_the_real_key_is_refused() {
-    let app = spawn_app_with(|s| s.access_ttl = std::time::Duration::from_secs(1)).await;
+async fn an_access_token_is_accepted_until_exp_plus_leeway_and_refused_after() {
+    let app = spawn_app_with(|s| s.access_ttl = std::time::Duration::from_secs(60)).await;
     let email = app.signed_up().await;
     let (token, _) = app.api_login(&email).await;
     assert_eq!(app.me(&token).await.status_code(), StatusCode::OK);
-    // exp + the 5 s leeway must pass.
-    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    app.advance(60 + 5);
+    assert_eq!(
+        app.me(&token).await.status_code(),
+        StatusCode::OK,
+        "within the leeway"
+    );
+    app.advance(1);
     assert_invalid_token(&app.me(&token).await);
 }
 
@@ -293,7 +298,8 @@ async fn refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_family() {
         .to_owned();
     assert_eq!(app.me(&second_access).await.status_code(), StatusCode::OK);
 
-    // The first token again: theft. 401, and everything of the family dies.
+    // The first token again, after the grace window: theft. 401, and the whole family dies.
+    app.advance(11);
     let reused = app.refresh_with(&first_refresh).await;
     assert_eq!(reused.status_code(), StatusCode::UNAUTHORIZED);
     assert_eq!(reused.json::<serde_json::Value>()["error"], "invalid_grant");
@@ -324,6 +330,7 @@ async fn refresh_reuse_also_ends_the_browser_session_of_that_sign_in() {
         StatusCode::OK
     );
     assert!(app.session_exists(&session).await);
+    app.advance(11);
     assert_eq!(
         app.refresh_with(&refresh).await.status_code(),
         StatusCode::UNAUTHORIZED
@@ -343,45 +350,138 @@ async fn refresh_reuse_also_ends_the_browser_session_of_that_sign_in() {
     assert!(login.text().contains("refresh token was used twice"));
 }
 
+async fn reuse_rows(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from audit_events where event = 'refresh_reuse'")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn two_refreshes_racing_with_one_token_yield_at_most_one_new_token() {
+async fn two_tabs_refreshing_at_once_both_stay_signed_in() {
     let app = spawn_app().await;
     let email = app.signed_up().await;
-    let (_, refresh) = app.api_login(&email).await;
+    let (first_access, refresh) = app.api_login(&email).await;
+    let sid = app.sid_of(&first_access);
     let (a, b) = tokio::join!(app.refresh_with(&refresh), app.refresh_with(&refresh));
-    let winners = [&a, &b]
-        .iter()
-        .filter(|r| r.status_code() == StatusCode::OK)
-        .count();
-    assert!(winners <= 1, "both refreshes succeeded");
-    let refused: Vec<_> = [&a, &b]
-        .into_iter()
-        .filter(|r| r.status_code() != StatusCode::OK)
-        .collect();
-    assert!(
-        !refused.is_empty(),
-        "the second presentation must be refused"
-    );
-    for r in &refused {
-        assert_eq!(r.status_code(), StatusCode::UNAUTHORIZED);
-        assert_eq!(r.json::<serde_json::Value>()["error"], "invalid_grant");
+    for r in [&a, &b] {
+        assert_eq!(r.status_code(), StatusCode::OK, "{}", r.text());
+        let token = r.json::<serde_json::Value>()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(app.sid_of(&token), sid, "the same sign-in");
+        assert_eq!(app.me(&token).await.status_code(), StatusCode::OK);
+        // Each refresh cookie handed out keeps working.
+        assert_eq!(
+            app.refresh_with(&r.cookie("lectern_refresh"))
+                .await
+                .status_code(),
+            StatusCode::OK
+        );
     }
-    let reuse_rows: i64 =
-        sqlx::query_scalar("select count(*) from audit_events where event = 'refresh_reuse'")
+    assert_eq!(reuse_rows(&app).await, 0, "no theft was seen");
+    assert_eq!(app.me(&first_access).await.status_code(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn within_the_grace_window_a_rotated_token_answers_again_and_after_it_is_theft() {
+    let app = spawn_app_with(|s| s.refresh_grace = std::time::Duration::from_secs(10)).await;
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    let (_, rotated) = app.access_via(&refresh).await;
+    // A lost response: the same token again within the window.
+    app.advance(10);
+    let (again, sibling) = app.access_via(&refresh).await;
+    assert_eq!(app.sid_of(&again), app.sid_of(&access));
+    assert_eq!(reuse_rows(&app).await, 0);
+    // After the window, reuse is theft: the whole family dies, grace children included.
+    app.advance(1);
+    let theft = app.refresh_with(&refresh).await;
+    assert_eq!(theft.status_code(), StatusCode::UNAUTHORIZED);
+    assert_eq!(theft.json::<serde_json::Value>()["error"], "invalid_grant");
+    assert_eq!(reuse_rows(&app).await, 1);
+    for token in [&access, &again] {
+        assert_invalid_token(&app.me(token).await);
+    }
+    for cookie in [&rotated, &sibling] {
+        assert_eq!(
+            app.refresh_with(cookie).await.status_code(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_no_grace_window_a_second_presentation_is_theft() {
+    let app = spawn_app_with(|s| s.refresh_grace = std::time::Duration::ZERO).await;
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    app.access_via(&refresh).await;
+    let reused = app.refresh_with(&refresh).await;
+    assert_eq!(reused.status_code(), StatusCode::UNAUTHORIZED);
+    assert_invalid_token(&app.me(&access).await);
+    assert_eq!(reuse_rows(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_refresh_that_fails_part_way_consumes_nothing_and_its_retry_is_not_theft() {
+    let Some((redis, app)) = spawn_app_on_private_redis().await else {
+        return;
+    };
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    let resumed = redis.pause(2500);
+    let failed = app.refresh_with(&refresh).await;
+    assert_eq!(failed.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        failed.json::<serde_json::Value>()["error"],
+        "temporarily_unavailable"
+    );
+    assert!(failed.maybe_cookie("lectern_refresh").is_none());
+    tokio::time::sleep_until(resumed).await;
+    // Past any grace window: the retry is a first use, not a reuse.
+    app.advance(11);
+    let retried = app.refresh_with(&refresh).await;
+    assert_eq!(retried.status_code(), StatusCode::OK, "{}", retried.text());
+    assert_eq!(reuse_rows(&app).await, 0);
+    assert_eq!(app.me(&access).await.status_code(), StatusCode::OK);
+    let used: i64 =
+        sqlx::query_scalar("select count(*) from refresh_tokens where used_at is not null")
             .fetch_one(&app.state.db)
             .await
             .unwrap();
-    assert_eq!(reuse_rows, 1, "exactly one theft response");
-    // Whatever won is now dead too: the second presentation was reuse.
-    for response in [&a, &b] {
-        if response.status_code() == StatusCode::OK {
-            let token = response.json::<serde_json::Value>()["access_token"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            assert_invalid_token(&app.me(&token).await);
-        }
-    }
+    assert_eq!(used, 1, "only the retry used the token up");
+}
+
+#[tokio::test]
+async fn a_refresh_whose_database_write_fails_consumes_nothing() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    let (inject, remove) = refuse_writes(&app, "refresh_tokens", "insert");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(inject))
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let failed = app.refresh_with(&refresh).await;
+    assert!(
+        failed.status_code().is_server_error(),
+        "{}",
+        failed.status_code()
+    );
+    assert!(failed.json::<serde_json::Value>()["error"].is_string());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(remove))
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    app.advance(11);
+    assert_eq!(
+        app.refresh_with(&refresh).await.status_code(),
+        StatusCode::OK
+    );
+    assert_eq!(reuse_rows(&app).await, 0);
+    assert_eq!(app.me(&access).await.status_code(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -1,13 +1,16 @@
 //! Access tokens: short-lived JWTs, HS256 only (pinned: a token naming any other algorithm,
 //! including `none`, is refused before its signature is looked at).
+//!
+//! jsonwebtoken checks signature, algorithm, issuer and audience; expiry is checked here against
+//! the application's clock, so tests move time instead of waiting for it.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 pub const ISSUER: &str = "lectern";
 pub const AUDIENCE: &str = "lectern-api";
-/// Clock skew tolerated on `exp`, in seconds.
-pub const LEEWAY: u64 = 5;
+/// Clock skew tolerated on `exp` (and `iat`), in seconds.
+pub const LEEWAY: i64 = 5;
 
 /// The claims of a Lectern access token. `sid` names the sign-in, never the session cookie.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -21,33 +24,38 @@ pub struct Claims {
     pub sid: String,
 }
 
-/// Signing and verification keys plus the two validation rules.
-pub struct JwtKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    strict: Validation,
-    /// For logout only: a token that has expired still names the sign-in to end.
-    ignoring_expiry: Validation,
+impl Claims {
+    /// The last moment a verifier accepts this token: its `exp` plus the leeway. Its revocation
+    /// entry must live at least this long.
+    pub fn accepted_until(&self) -> i64 {
+        self.exp + LEEWAY
+    }
 }
 
-impl JwtKeys {
+/// Signing and verification keys plus the validation rules.
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl AccessTokens {
     pub fn new(key: &[u8; 32]) -> Self {
-        let mut strict = Validation::new(Algorithm::HS256);
-        strict.set_issuer(&[ISSUER]);
-        strict.set_audience(&[AUDIENCE]);
-        strict.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
-        strict.leeway = LEEWAY;
-        let mut ignoring_expiry = strict.clone();
-        ignoring_expiry.validate_exp = false;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        // Time is the application's clock's (see `verify`).
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         Self {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
-            strict,
-            ignoring_expiry,
+            validation,
         }
     }
 
-    /// Signs a new token for `user_id` under sign-in `sid`, valid for `ttl_secs`.
+    /// Signs a new token for `user_id` under sign-in `sid`, valid for `ttl_secs` from `now`.
     pub fn issue(
         &self,
         user_id: &str,
@@ -57,7 +65,7 @@ impl JwtKeys {
     ) -> anyhow::Result<(String, Claims)> {
         let claims = Claims {
             sub: user_id.to_owned(),
-            jti: super::random_token(16),
+            jti: crate::crypto::random_token(16),
             iat: now,
             exp: now + ttl_secs,
             iss: ISSUER.to_owned(),
@@ -68,16 +76,16 @@ impl JwtKeys {
         Ok((token, claims))
     }
 
-    /// Checks signature, algorithm, issuer, audience and expiry. Revocation is the caller's next step.
-    pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.strict)
-            .ok()
-            .map(|data| data.claims)
+    /// Checks signature, algorithm, issuer, audience and, at `now`, expiry (with the leeway).
+    /// Revocation is the caller's next step.
+    pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
+        self.verify_ignoring_expiry(token)
+            .filter(|c| now <= c.accepted_until() && c.iat <= now + LEEWAY)
     }
 
-    /// As `verify`, but an expired token still answers (logout uses this to find the sign-in).
+    /// As `verify`, but an expired token still answers: a sign-out uses this to find the sign-in.
     pub fn verify_ignoring_expiry(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.ignoring_expiry)
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .ok()
             .map(|data| data.claims)
     }
@@ -89,19 +97,17 @@ mod tests {
 
     use super::*;
 
-    fn keys(byte: u8) -> JwtKeys {
-        JwtKeys::new(&[byte; 32])
+    fn keys(byte: u8) -> AccessTokens {
+        AccessTokens::new(&[byte; 32])
     }
 
-    fn now() -> i64 {
-        crate::web::now()
-    }
+    const NOW: i64 = 1_900_000_000;
 
     #[test]
     fn an_issued_token_verifies_with_all_claims() {
         let k = keys(1);
-        let (token, claims) = k.issue("u1", "s1", now(), 300).unwrap();
-        let verified = k.verify(&token).unwrap();
+        let (token, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
+        let verified = k.verify(&token, NOW).unwrap();
         assert_eq!(verified, claims);
         assert_eq!(
             (verified.iss.as_str(), verified.aud.as_str()),
@@ -112,46 +118,54 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_token_is_refused_but_still_names_its_sign_in_for_logout() {
+    fn a_token_is_accepted_until_exp_plus_leeway_and_no_longer() {
         let k = keys(1);
-        let (token, _) = k.issue("u1", "s1", now() - 600, 300).unwrap();
-        assert!(k.verify(&token).is_none());
-        assert_eq!(k.verify_ignoring_expiry(&token).unwrap().sid, "s1");
+        let (token, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
+        assert!(k.verify(&token, NOW + 300 + LEEWAY).is_some());
+        assert!(k.verify(&token, NOW + 300 + LEEWAY + 1).is_none());
+        assert_eq!(claims.accepted_until(), NOW + 300 + LEEWAY);
+        assert_eq!(
+            k.verify_ignoring_expiry(&token).unwrap().sid,
+            "s1",
+            "an expired token still names its sign-in for a sign-out"
+        );
+        assert!(k.verify(&token, NOW - 60).is_none(), "issued in the future");
     }
 
     #[test]
     fn a_token_signed_with_another_key_is_refused() {
-        let (token, _) = keys(2).issue("u1", "s1", now(), 300).unwrap();
-        assert!(keys(1).verify(&token).is_none());
+        let (token, _) = keys(2).issue("u1", "s1", NOW, 300).unwrap();
+        assert!(keys(1).verify(&token, NOW).is_none());
         assert!(keys(1).verify_ignoring_expiry(&token).is_none());
     }
 
     #[test]
     fn a_tampered_payload_is_refused() {
         let k = keys(1);
-        let (token, claims) = k.issue("u1", "s1", now(), 300).unwrap();
+        let (token, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         let mut forged = claims.clone();
         forged.sub = "someone-else".into();
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
         let tampered = format!("{}.{}.{}", parts[0], payload, parts[2]);
-        assert!(k.verify(&tampered).is_none());
+        assert!(k.verify(&tampered, NOW).is_none());
     }
 
     #[test]
     fn alg_none_and_other_algorithms_are_refused() {
         let k = keys(1);
-        let (token, claims) = k.issue("u1", "s1", now(), 300).unwrap();
+        let (token, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
         let payload = token.split('.').nth(1).unwrap();
         for alg in ["none", "HS512", "RS256", "ES256"] {
             let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
             assert!(
-                k.verify(&format!("{header}.{payload}.")).is_none(),
+                k.verify(&format!("{header}.{payload}."), NOW).is_none(),
                 "{alg} with no signature"
             );
             let sig = token.split('.').nth(2).unwrap();
             assert!(
-                k.verify(&format!("{header}.{payload}.{sig}")).is_none(),
+                k.verify(&format!("{header}.{payload}.{sig}"), NOW)
+                    .is_none(),
                 "{alg} relabelled"
             );
         }
@@ -162,13 +176,13 @@ mod tests {
             &EncodingKey::from_secret(&[1; 32]),
         )
         .unwrap();
-        assert!(k.verify(&other).is_none());
+        assert!(k.verify(&other, NOW).is_none());
     }
 
     #[test]
     fn wrong_issuer_or_audience_is_refused() {
         let k = keys(1);
-        let (_, claims) = k.issue("u1", "s1", now(), 300).unwrap();
+        let (_, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
         for (iss, aud) in [("someone", AUDIENCE), (ISSUER, "another-api")] {
             let c = Claims {
                 iss: iss.into(),
@@ -181,7 +195,7 @@ mod tests {
                 &EncodingKey::from_secret(&[1; 32]),
             )
             .unwrap();
-            assert!(k.verify(&token).is_none(), "iss={iss} aud={aud}");
+            assert!(k.verify(&token, NOW).is_none(), "iss={iss} aud={aud}");
         }
     }
 
@@ -189,7 +203,7 @@ mod tests {
     fn garbage_is_refused() {
         let k = keys(1);
         for bad in ["", "a.b.c", "not a token", &"x".repeat(20_000)] {
-            assert!(k.verify(bad).is_none());
+            assert!(k.verify(bad, NOW).is_none());
         }
     }
 }

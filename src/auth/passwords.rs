@@ -1,5 +1,6 @@
 //! Password hashing with argon2id, off the async threads and with bounded concurrency, so a flood
-//! of sign-ins queues for hashing instead of starving page views.
+//! of sign-ins queues for hashing instead of starving page views. The caller's tracing span is
+//! carried into the blocking task.
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ impl Passwords {
     }
 
     /// Hashes a new password into a PHC string.
+    #[tracing::instrument(name = "password.hash", skip_all)]
     pub async fn hash(&self, password: SecretString) -> Result<String> {
         let argon2 = self.argon2.clone();
         self.run(move || {
@@ -54,6 +56,7 @@ impl Passwords {
 
     /// Verifies `password` against `hash`, or against the dummy hash when there is no account,
     /// taking the same time either way. Only `Some(hash)` that matches returns true.
+    #[tracing::instrument(name = "password.verify", skip_all)]
     pub async fn verify(&self, password: SecretString, hash: Option<String>) -> Result<bool> {
         let argon2 = self.argon2.clone();
         let dummy = self.dummy_hash.clone();
@@ -80,7 +83,8 @@ impl Passwords {
             .acquire()
             .await
             .map_err(|e| AppError::Unexpected(e.into()))?;
-        tokio::task::spawn_blocking(work)
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(work))
             .await
             .map_err(|e| AppError::Unexpected(anyhow::Error::new(e).context("password task")))?
     }

@@ -1,6 +1,7 @@
-//! The browser's way in: `/register` and `/login`. The way out is [`super::signout`].
+//! The browser's way in: `/register` and `/login`. The way out is [`super::sign_out`].
 
 use askama::Template;
+use askama_web::WebTemplate;
 use axum::{
     Router,
     extract::State,
@@ -12,71 +13,88 @@ use axum_extra::extract::cookie::SignedCookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{
-    AuthSession, CSRF_KEY, CurrentUser, MaybeUser, SID_KEY, TOUCHED_KEY, auth_error,
-    backend::Credentials,
-    csrf, ratelimit, refresh, session_error,
-    signin::{self, EndReason},
-};
 use crate::{
-    AppState,
+    accounts::{self, CreateError, DisplayName, Email, Password, User},
+    auth::{
+        AuthSession, CSRF_KEY, CurrentUser, SID_KEY, TOUCHED_KEY, Viewer, auth_error,
+        backend::Credentials,
+        csrf, refresh_tokens,
+        sign_ins::{EndReason, Kind},
+        sign_out::{self, Owed},
+    },
     error::{AppError, Result},
-    users::{self, CreateError, DisplayName, Email, Password, User},
-    web::{self, ClientInfo, Layout, Notice, PageForm, PageQuery, now},
+    layout::{Layout, Notice},
+    state::AppState,
+    store::sessions::unavailable,
+    web::{ClientInfo, PageForm, PageQuery, local_path},
 };
 
+/// The forms anyone may post; `app` puts them behind `csrf::visitors_and_learners`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/register", get(register_page).post(register))
         .route("/login", get(login_page).post(login))
 }
 
-/// Turns an authenticated learner's browser session into a new sign-in: ends any sign-in it had,
-/// cycles the session id (axum-login only does so when the session had no user yet), starts the
-/// sign-in, stores its id and a fresh CSRF token in the session, and sets the refresh cookie.
+/// Turns a browser session into a new sign-in: ends any sign-in it had, cycles the session id
+/// (axum-login only does so when the session had no user yet, and a fixed id would let a planted
+/// cookie ride the sign-in), starts the sign-in, stores its id and a fresh CSRF token in the
+/// session, binds the two, and sets the refresh cookie.
+#[tracing::instrument(name = "sign_in.establish", skip_all)]
 async fn establish(
     state: &AppState,
     auth: &mut AuthSession,
-    previous: Option<CurrentUser>,
+    previous: Option<&CurrentUser>,
     user: &User,
     client: &ClientInfo,
     jar: SignedCookieJar,
 ) -> Result<SignedCookieJar> {
     if let Some(previous) = previous {
-        signin::end(state, &previous.sid, EndReason::Replaced, client).await?;
+        // The session layer deletes the old record itself when the id is cycled below.
+        let mut owed = Owed::default();
+        owed.add_sid(&previous.sid);
+        sign_out::end_all(
+            &state.sign_ins,
+            &owed,
+            Some(&previous.session_id),
+            EndReason::Replaced,
+            client,
+        )
+        .await
+        .map_err(|unfinished| unfinished.error)?;
     }
     if auth.session.id().is_some() {
-        auth.session.cycle_id().await.map_err(session_error)?;
+        auth.session.cycle_id().await.map_err(unavailable)?;
     }
-    let started = signin::start(state, user, client).await?;
+    let started = state.sign_ins.start(user, client, Kind::Browser).await?;
     auth.login(user).await.map_err(auth_error)?;
     let session = &auth.session;
     session
         .insert(SID_KEY, &started.sid)
         .await
-        .map_err(session_error)?;
+        .map_err(unavailable)?;
     session
         .insert(CSRF_KEY, csrf::session_token())
         .await
-        .map_err(session_error)?;
+        .map_err(unavailable)?;
     session
-        .insert(TOUCHED_KEY, now())
+        .insert(TOUCHED_KEY, state.clock.now())
         .await
-        .map_err(session_error)?;
-    // Save now so the session has its (new) id, and record it: ending this sign-in from anywhere
-    // (API logout, refresh-token reuse) then deletes this browser session, not just its marker.
-    session.save().await.map_err(session_error)?;
+        .map_err(unavailable)?;
+    // Save now so the session has its (new) id, and bind it: ending this sign-in from anywhere
+    // then deletes this browser session, and a sign-out from this browser finds the sign-in
+    // even after the session record itself has expired.
+    session.save().await.map_err(unavailable)?;
     if let Some(id) = session.id() {
         state
-            .kv
+            .sign_ins
             .bind_session(&started.sid, &id.to_string(), started.expires_at)
             .await?;
     }
-    let max_age = started.expires_at - now();
-    Ok(refresh::set_cookie(
+    Ok(refresh_tokens::set_cookie(
         jar,
         &started.refresh,
-        max_age,
+        started.expires_at - state.clock.now(),
         state.settings.secure_cookies,
     ))
 }
@@ -98,7 +116,7 @@ struct RegisterErrors {
     password: Option<String>,
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "auth/register.html")]
 struct RegisterPage {
     layout: Layout,
@@ -107,31 +125,28 @@ struct RegisterPage {
     errors: RegisterErrors,
 }
 
-async fn register_page(
-    State(state): State<AppState>,
-    MaybeUser(current): MaybeUser,
-) -> Result<Response> {
-    if current.is_some() {
-        return Ok(Redirect::to("/dashboard").into_response());
+async fn register_page(viewer: Viewer) -> Response {
+    if viewer.user.is_some() {
+        return Redirect::to("/dashboard").into_response();
     }
-    let page = RegisterPage {
-        layout: Layout::new(&state, None),
+    RegisterPage {
+        layout: viewer.layout,
         email: String::new(),
         display_name: String::new(),
         errors: RegisterErrors::default(),
-    };
-    Ok(web::render(&page)?.into_response())
+    }
+    .into_response()
 }
 
 async fn register(
     State(state): State<AppState>,
     mut auth: AuthSession,
-    MaybeUser(current): MaybeUser,
+    viewer: Viewer,
     client: ClientInfo,
     jar: SignedCookieJar,
     PageForm(form): PageForm<RegisterForm>,
 ) -> Result<Response> {
-    ratelimit::per_ip(&state, "register", &client).await?;
+    state.limits.per_ip("register", &client).await?;
     let email = Email::parse(&form.email);
     let display_name = DisplayName::parse(&form.display_name);
     let password = Password::parse(form.password.expose_secret().to_owned());
@@ -142,18 +157,19 @@ async fn register(
     };
     let rerender = |errors: RegisterErrors| {
         let page = RegisterPage {
-            layout: Layout::new(&state, current.as_ref()),
+            layout: viewer.layout.clone(),
             email: form.email.trim().to_owned(),
             display_name: form.display_name.trim().to_owned(),
             errors,
         };
-        web::render_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
+        Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
     };
     let (Ok(email), Ok(display_name), Ok(password)) = (email, display_name, password) else {
         return rerender(errors);
     };
     let hash = state.passwords.hash(password.secret()).await?;
-    let user = match users::create(&state.db, &email, &display_name, hash).await {
+    let created = accounts::create(&state.db, &email, &display_name, hash, state.clock.now()).await;
+    let user = match created {
         Ok(user) => user,
         Err(CreateError::EmailTaken) => {
             errors.email = Some(CreateError::EmailTaken.to_string());
@@ -162,7 +178,7 @@ async fn register(
         Err(CreateError::Other(err)) => return Err(err),
     };
     tracing::info!(user.id = %user.id, "account created");
-    let jar = establish(&state, &mut auth, current, &user, &client, jar).await?;
+    let jar = establish(&state, &mut auth, viewer.user.as_ref(), &user, &client, jar).await?;
     Ok((jar, Redirect::to("/dashboard")).into_response())
 }
 
@@ -183,7 +199,7 @@ pub struct LoginForm {
     next: String,
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "auth/login.html")]
 struct LoginPage {
     layout: Layout,
@@ -195,6 +211,9 @@ struct LoginPage {
 /// Plain words for why the system, not the learner, ended a sign-in.
 fn reason_notice(reason: &str) -> Option<Notice> {
     let text = match reason {
+        "idle" => {
+            "You were signed out because there was no activity for a while. Please sign in again."
+        }
         "expired" => "Your session expired. Please sign in again.",
         "revoked" => {
             "You were signed out from another device or by an administrator. Please sign in again."
@@ -211,56 +230,52 @@ fn reason_notice(reason: &str) -> Option<Notice> {
 }
 
 fn safe_next(next: Option<&str>) -> String {
-    next.and_then(web::local_path)
-        .unwrap_or("/dashboard")
-        .to_owned()
+    next.and_then(local_path).unwrap_or("/dashboard").to_owned()
 }
 
-async fn login_page(
-    State(state): State<AppState>,
-    MaybeUser(current): MaybeUser,
-    PageQuery(query): PageQuery<LoginQuery>,
-) -> Result<Response> {
+async fn login_page(viewer: Viewer, PageQuery(query): PageQuery<LoginQuery>) -> Response {
     let next = safe_next(query.next.as_deref());
-    if current.is_some() {
-        return Ok(Redirect::to(&next).into_response());
+    if viewer.user.is_some() {
+        return Redirect::to(&next).into_response();
     }
-    let mut layout = Layout::new(&state, None);
+    let mut layout = viewer.layout;
     layout.notice = query.reason.as_deref().and_then(reason_notice);
-    let page = LoginPage {
+    LoginPage {
         layout,
         email: String::new(),
         next,
         error: None,
-    };
-    Ok(web::render(&page)?.into_response())
+    }
+    .into_response()
 }
 
 async fn login(
     State(state): State<AppState>,
     mut auth: AuthSession,
-    MaybeUser(current): MaybeUser,
+    viewer: Viewer,
     client: ClientInfo,
     jar: SignedCookieJar,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response> {
-    ratelimit::per_ip(&state, "login", &client).await?;
+    state.limits.per_ip("login", &client).await?;
     let next = safe_next(Some(&form.next));
     let creds = Credentials::new(&form.email, form.password);
-    let email = creds.email.clone();
-    ratelimit::account_open(&state, email.as_ref()).await?;
+    let attempt = state
+        .limits
+        .sign_in_attempt(creds.email.as_ref(), &client)
+        .await?;
     let Some(user) = auth.authenticate(creds).await.map_err(auth_error)? else {
-        ratelimit::account_failed(&state, email.as_ref()).await?;
         tracing::info!(ip = %client.ip, "sign-in refused");
         let page = LoginPage {
-            layout: Layout::new(&state, current.as_ref()),
+            layout: viewer.layout,
             email: form.email.trim().to_owned(),
             next,
             // One message: it must not say which of the two was wrong.
             error: Some(AppError::InvalidCredentials.to_string()),
         };
-        return web::render_with(StatusCode::UNAUTHORIZED, &page);
+        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
     };
-    let jar = establish(&state, &mut auth, current, &user, &client, jar).await?;
+    attempt.succeeded().await?;
+    let jar = establish(&state, &mut auth, viewer.user.as_ref(), &user, &client, jar).await?;
     Ok((jar, Redirect::to(&next)).into_response())
 }

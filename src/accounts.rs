@@ -3,17 +3,32 @@
 use std::fmt;
 
 use secrecy::SecretString;
-use sqlx::Row;
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::{db::Pool, error::Result};
 
-/// A normalised email address: trimmed and lowercased, so uniqueness is case-insensitive.
+/// An email address as a person reads it: Unicode-normalised (NFKC), trimmed and lowercased, so
+/// two spellings of one address are one account. Control and invisible format characters
+/// (zero-width spaces and joiners, direction marks, soft hyphens) are refused, not stripped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
+fn invisible(c: char) -> bool {
+    c.is_control() || c.general_category() == GeneralCategory::Format
+}
+
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let email = raw.trim().to_lowercase();
+        let raw = raw.trim();
+        if raw.chars().any(invisible) {
+            return Err(
+                "Your email address contains an invisible or control character. Type it again without it."
+                    .into(),
+            );
+        }
+        let folded: String = raw.nfkc().collect::<String>().to_lowercase();
+        let email: String = folded.nfkc().collect();
         if email.is_empty() {
             return Err("Enter your email address.".into());
         }
@@ -28,7 +43,7 @@ impl Email {
             && !domain.starts_with('.')
             && !domain.ends_with('.')
             && !domain.contains('@')
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+            && !email.chars().any(|c| c.is_whitespace() || invisible(c));
         if !valid {
             return Err("Enter an email address like name@example.com.".into());
         }
@@ -40,23 +55,23 @@ impl Email {
     }
 }
 
-/// How a learner is shown to others: 1 to 50 characters, no control characters.
+/// How a learner is shown to others: 1 to 50 characters, NFC, no control or format characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
 impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let name = raw.trim();
+        let name: String = raw.trim().nfc().collect();
         if name.is_empty() {
             return Err("Enter the name other learners will see.".into());
         }
         if name.chars().count() > 50 {
             return Err("Keep your display name to 50 characters or fewer.".into());
         }
-        if name.chars().any(char::is_control) {
-            return Err("Your display name cannot contain control characters.".into());
+        if name.chars().any(invisible) {
+            return Err("Your display name cannot contain control or invisible characters.".into());
         }
-        Ok(Self(name.to_owned()))
+        Ok(Self(name))
     }
 
     pub fn as_str(&self) -> &str {
@@ -92,7 +107,7 @@ impl fmt::Debug for Password {
 }
 
 /// A learner as the rest of the app sees them.
-#[derive(Clone)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct User {
     pub id: String,
     pub email: String,
@@ -104,7 +119,7 @@ pub struct User {
 
 impl User {
     pub fn member_since(&self) -> String {
-        crate::web::format_time(self.created_at)
+        crate::clock::format_time(self.created_at)
     }
 }
 
@@ -118,43 +133,30 @@ impl fmt::Debug for User {
     }
 }
 
-fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        display_name: row.try_get("display_name")?,
-        password_hash: row.try_get("password_hash")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
 pub async fn find_by_email(pool: &Pool, email: &Email) -> Result<Option<User>> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "select id, email, display_name, password_hash, created_at from users where email = $1",
     )
     .bind(email.as_str())
     .fetch_optional(pool)
-    .await?;
-    Ok(row.as_ref().map(user_from_row).transpose()?)
+    .await?)
 }
 
 pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "select id, email, display_name, password_hash, created_at from users where id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
-    .await?;
-    Ok(row.as_ref().map(user_from_row).transpose()?)
+    .await?)
 }
 
 pub async fn list(pool: &Pool) -> Result<Vec<User>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select id, email, display_name, password_hash, created_at from users order by created_at, email",
     )
     .fetch_all(pool)
-    .await?;
-    Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    .await?)
 }
 
 /// Why an account could not be created.
@@ -172,13 +174,14 @@ pub async fn create(
     email: &Email,
     display_name: &DisplayName,
     password_hash: String,
+    now: i64,
 ) -> Result<User, CreateError> {
     let user = User {
         id: uuid::Uuid::new_v4().to_string(),
         email: email.as_str().to_owned(),
         display_name: display_name.as_str().to_owned(),
         password_hash,
-        created_at: crate::web::now(),
+        created_at: now,
     };
     let inserted = sqlx::query(
         "insert into users (id, email, display_name, password_hash, created_at)
@@ -211,6 +214,30 @@ mod tests {
     }
 
     #[test]
+    fn two_spellings_of_one_address_are_one_email() {
+        let nfc = Email::parse("jos\u{e9}@example.com").unwrap();
+        let nfd = Email::parse("jose\u{301}@example.com").unwrap();
+        assert_eq!(nfc, nfd);
+        let fullwidth = Email::parse("\u{ff21}da@example.com").unwrap();
+        assert_eq!(fullwidth.as_str(), "ada@example.com");
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_with_a_reason() {
+        for bad in [
+            "ada\u{200b}@example.com",
+            "ada\u{200d}@example.com",
+            "\u{feff}ada@example.com",
+            "ada\u{ad}@example.com",
+            "ada\u{202e}@example.com",
+            "ada\u{7}@example.com",
+        ] {
+            let err = Email::parse(bad).unwrap_err();
+            assert!(err.contains("invisible"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn malformed_emails_are_refused() {
         for bad in [
             "",
@@ -231,6 +258,7 @@ mod tests {
         assert!(DisplayName::parse("   ").is_err());
         assert!(DisplayName::parse(&"x".repeat(51)).is_err());
         assert!(DisplayName::parse("a\u{7}b").is_err());
+        assert!(DisplayName::parse("a\u{200b}b").is_err());
     }
 
     #[test]

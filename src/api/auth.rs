@@ -1,0 +1,181 @@
+//! Signing in, refreshing and signing out through the API.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use axum_extra::{
+    TypedHeader,
+    extract::cookie::{CookieJar, SignedCookieJar},
+    headers::{Authorization, authorization::Bearer},
+};
+use serde::{Deserialize, Serialize};
+
+use super::ApiJson;
+use crate::{
+    auth::{
+        backend::Credentials,
+        refresh_tokens,
+        sign_ins::{EndReason, Issued, Kind, Refresh},
+        sign_out::{self, Owed, clear_client_state},
+    },
+    error::{ApiError, ApiResult, AppError},
+    state::AppState,
+    web::{ClientInfo, cookies::SESSION_COOKIE},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginBody {
+    email: String,
+    password: secrecy::SecretString,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+}
+
+fn token_response(jar: SignedCookieJar, issued: &Issued) -> Response {
+    let body = TokenResponse {
+        access_token: issued.token.clone(),
+        token_type: "Bearer",
+        expires_in: issued.claims.exp - issued.claims.iat,
+    };
+    (jar, Json(body)).into_response()
+}
+
+async fn login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    jar: SignedCookieJar,
+    cookies: CookieJar,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> ApiResult<Response> {
+    state.limits.per_ip("login", &client).await?;
+    let creds = Credentials::new(&body.email, body.password);
+    let attempt = state
+        .limits
+        .sign_in_attempt(creds.email.as_ref(), &client)
+        .await?;
+    let backend = state.backend();
+    let Some(user) = axum_login::AuthnBackend::authenticate(&backend, creds).await? else {
+        return Err(AppError::InvalidCredentials.into());
+    };
+    attempt.succeeded().await?;
+    let started = state.sign_ins.start(&user, &client, Kind::Api).await?;
+    // A page's script signing in beside its browser session: bind the two, so that the
+    // browser's sign-out (with or without JavaScript) ends this sign-in too.
+    if let Some(session_id) = cookies.get(SESSION_COOKIE).map(|c| c.value().to_owned())
+        && state.stores.sessions.find(&session_id).await?.is_some()
+    {
+        state
+            .sign_ins
+            .bind_session(&started.sid, &session_id, started.expires_at)
+            .await?;
+    }
+    let issued = state
+        .sign_ins
+        .issue_access_token(&user.id, &started.sid)
+        .await?;
+    let jar = refresh_tokens::set_cookie(
+        jar,
+        &started.refresh,
+        started.expires_at - state.clock.now(),
+        state.settings.secure_cookies,
+    );
+    Ok(token_response(jar, &issued))
+}
+
+/// Rotates the refresh token. A used token presented again after the grace window was copied:
+/// its whole family is revoked, through the one way out.
+async fn refresh(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    jar: SignedCookieJar,
+) -> ApiResult<Response> {
+    state.limits.per_ip("refresh", &client).await?;
+    let token = refresh_tokens::from_jar(&jar).ok_or(AppError::InvalidGrant)?;
+    match state.sign_ins.refresh(&token).await? {
+        Refresh::Rotated {
+            issued,
+            next,
+            expires_at,
+        } => {
+            let jar = refresh_tokens::set_cookie(
+                jar,
+                &next,
+                expires_at - state.clock.now(),
+                state.settings.secure_cookies,
+            );
+            Ok(token_response(jar, &issued))
+        }
+        Refresh::Refused => Err(AppError::InvalidGrant.into()),
+        Refresh::Reused { sid } => {
+            tracing::warn!(sign_in.id = %sid, ip = %client.ip, "refresh token reused: revoking its family");
+            let mut owed = Owed::default();
+            owed.add_sid(&sid);
+            sign_out::end_all(
+                &state.sign_ins,
+                &owed,
+                None,
+                EndReason::RefreshReuse,
+                &client,
+            )
+            .await
+            .map_err(|unfinished| unfinished.error)?;
+            Err(AppError::InvalidGrant.into())
+        }
+    }
+}
+
+/// Ends every sign-in the caller presents a credential of: the bearer token's (even expired),
+/// the refresh cookie's family, and the browser session's. Always 204 with the cookies cleared,
+/// unless the revocation could not be confirmed (503, cookies cleared all the same).
+async fn logout(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    bearer: Option<TypedHeader<Authorization<Bearer>>>,
+    jar: SignedCookieJar,
+    cookies: CookieJar,
+) -> Response {
+    let outcome = async {
+        let mut owed = Owed::default();
+        if let Some(TypedHeader(Authorization(bearer))) = &bearer
+            && let Some(claims) = state
+                .sign_ins
+                .tokens()
+                .verify_ignoring_expiry(bearer.token())
+        {
+            owed.add_sid(&claims.sid);
+        }
+        if let Some(token) = refresh_tokens::from_jar(&jar)
+            && let Some(presented) = refresh_tokens::find(&state.db, &token).await?
+        {
+            owed.add_sid(&presented.sign_in_id);
+        }
+        if let Some(session) = cookies.get(SESSION_COOKIE) {
+            owed.add_session(session.value());
+        }
+        sign_out::end_all(&state.sign_ins, &owed, None, EndReason::SignedOut, &client)
+            .await
+            .map_err(|unfinished| unfinished.error)
+    }
+    .await;
+    let response = match outcome {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => ApiError(err).into_response(),
+    };
+    clear_client_state(response, state.client_state())
+}

@@ -1,0 +1,109 @@
+//! Rate limits on sign-in, sign-up and refresh: `LECTERN_RATE_LIMIT` attempts a minute per
+//! address, and a fifth of that in sign-in attempts a minute per account *from one address*.
+//! Counters are taken atomically before the password is checked, so parallel attempts cannot
+//! exceed a limit, and a successful sign-in takes its attempt back. Keyed by account and address,
+//! the account limit slows an attacker at one address and never refuses the owner's correct
+//! password from another. Counters live in the shared store, so every instance counts together;
+//! this is Lectern's own code because the limits must be shared across instances (in Redis).
+
+use std::sync::Arc;
+
+use crate::{
+    accounts::Email,
+    clock::Clock,
+    error::{AppError, Result},
+    store::{RateCounters, WINDOW_SECS},
+    web::ClientInfo,
+};
+
+#[derive(Clone)]
+pub struct RateLimits {
+    counters: Arc<dyn RateCounters>,
+    clock: Clock,
+    /// Attempts a minute per address; 0 turns every limit off.
+    limit: u32,
+}
+
+/// A sign-in attempt counted against an account at one address.
+#[must_use = "a successful sign-in takes its attempt back"]
+pub struct Attempt {
+    counted: Option<(String, i64)>,
+    counters: Arc<dyn RateCounters>,
+}
+
+impl Attempt {
+    /// The password was right: the attempt does not count as a failure.
+    pub async fn succeeded(self) -> Result<()> {
+        match &self.counted {
+            Some((bucket, window)) => self.counters.undo(bucket, *window).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl RateLimits {
+    pub fn new(counters: Arc<dyn RateCounters>, clock: Clock, limit: u32) -> Self {
+        Self {
+            counters,
+            clock,
+            limit,
+        }
+    }
+
+    /// The current window's start and the seconds until it ends.
+    fn window(&self) -> (i64, u64) {
+        let now = self.clock.now();
+        let start = now - now.rem_euclid(WINDOW_SECS);
+        (
+            start,
+            u64::try_from(start + WINDOW_SECS - now).unwrap_or(60),
+        )
+    }
+
+    async fn take(&self, bucket: &str, limit: u64) -> Result<(String, i64)> {
+        let (window, retry_after) = self.window();
+        let count = self.counters.hit(bucket, window).await?;
+        if count > limit {
+            return Err(AppError::RateLimited { retry_after });
+        }
+        Ok((bucket.to_owned(), window))
+    }
+
+    /// Counts one attempt of `action` from this client's address; refuses past the limit.
+    pub async fn per_ip(&self, action: &str, client: &ClientInfo) -> Result<()> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        self.take(&format!("{action}:ip:{}", client.ip), u64::from(self.limit))
+            .await
+            .inspect_err(|_| tracing::warn!(action, ip = %client.ip, "rate limit reached"))
+            .map(drop)
+    }
+
+    /// Counts one sign-in attempt against `email` from this client's address, before the
+    /// password is checked; refuses past a fifth of the limit. Accounts are keyed by a hash of
+    /// the email, so the store holds no addresses.
+    pub async fn sign_in_attempt(
+        &self,
+        email: Option<&Email>,
+        client: &ClientInfo,
+    ) -> Result<Attempt> {
+        let counters = self.counters.clone();
+        let (Some(email), true) = (email, self.limit > 0) else {
+            return Ok(Attempt {
+                counted: None,
+                counters,
+            });
+        };
+        let account = &crate::crypto::sha256_hex(email.as_str().as_bytes())[..24];
+        let bucket = format!("signin:acct:{account}:ip:{}", client.ip);
+        let limit = u64::from(self.limit / 5).max(1);
+        let counted = self.take(&bucket, limit).await.inspect_err(
+            |_| tracing::warn!(ip = %client.ip, "per-account sign-in limit reached"),
+        )?;
+        Ok(Attempt {
+            counted: Some(counted),
+            counters,
+        })
+    }
+}

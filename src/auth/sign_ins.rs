@@ -1,0 +1,448 @@
+//! The life of a sign-in record: started by every successful sign-in, kept live by activity,
+//! rotated through its refresh tokens, and ended by exactly one routine ([`SignIns::end`]) whether
+//! the learner signed out, it idled or ran out, a refresh token was reused, or it was revoked.
+
+use std::sync::Arc;
+
+use super::{
+    access_tokens::{AccessTokens, Claims},
+    refresh_tokens::{self, PlainToken},
+};
+use crate::{
+    accounts::User,
+    audit::{self, Event},
+    clock::{self, Clock},
+    db::Pool,
+    error::Result,
+    store::{Ended, SessionBackend, SignInStore, Standing},
+    web::ClientInfo,
+};
+
+/// How long things live, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub access_ttl: i64,
+    pub idle: i64,
+    pub absolute: i64,
+    pub refresh_grace: i64,
+}
+
+impl Lifetimes {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            access_ttl: clock::secs(settings.access_ttl),
+            idle: clock::secs(settings.session_idle),
+            absolute: clock::secs(settings.session_absolute),
+            refresh_grace: clock::secs(settings.refresh_grace),
+        }
+    }
+}
+
+/// A row of `sign_ins`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SignIn {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub ip: String,
+    pub user_agent: String,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+}
+
+impl SignIn {
+    pub fn started(&self) -> String {
+        clock::format_time(self.created_at)
+    }
+}
+
+/// Where a sign-in was made: a browser form (it idles with its browser session) or the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Browser,
+    Api,
+}
+
+/// A sign-in just started: its id and the first refresh token of its family.
+#[derive(Debug)]
+pub struct Started {
+    pub sid: String,
+    pub expires_at: i64,
+    pub refresh: PlainToken,
+}
+
+/// An access token just issued, as the API returns it.
+#[derive(Debug)]
+pub struct Issued {
+    pub token: String,
+    pub claims: Claims,
+}
+
+/// Why a sign-in ended; stored in `sign_ins.revoked_reason` and told to the login page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    SignedOut,
+    RefreshReuse,
+    /// The same browser signed in again.
+    Replaced,
+    Revoked,
+    /// No activity for the idle timeout.
+    Idle,
+    /// The absolute lifetime ran out.
+    Expired,
+}
+
+impl EndReason {
+    const ALL: [Self; 6] = [
+        Self::SignedOut,
+        Self::RefreshReuse,
+        Self::Replaced,
+        Self::Revoked,
+        Self::Idle,
+        Self::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignedOut => "signed_out",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::Replaced => "replaced",
+            Self::Revoked => "revoked",
+            Self::Idle => "idle",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// The reason as stored in `sign_ins.revoked_reason`.
+    pub fn from_stored(stored: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == stored)
+    }
+
+    /// What the login page is told (`/login?reason=`) when a browser still sends its session.
+    pub fn login_reason(self) -> &'static str {
+        match self {
+            Self::RefreshReuse => "reuse",
+            Self::Idle => "idle",
+            Self::Expired => "expired",
+            Self::SignedOut | Self::Replaced | Self::Revoked => "revoked",
+        }
+    }
+
+    fn event(self) -> Event {
+        match self {
+            Self::SignedOut => Event::SignOut,
+            Self::RefreshReuse => Event::RefreshReuse,
+            Self::Replaced | Self::Revoked => Event::Revoked,
+            Self::Idle => Event::Idle,
+            Self::Expired => Event::Expired,
+        }
+    }
+}
+
+/// Whether a sign-in is live and, if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    Live(Standing),
+    Ended(EndReason),
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug)]
+pub enum Refresh {
+    /// A new access token and refresh token of the same sign-in.
+    Rotated {
+        issued: Issued,
+        next: PlainToken,
+        expires_at: i64,
+    },
+    /// Unknown token, or its sign-in is over: refused, nothing changes.
+    Refused,
+    /// A used token presented again after the grace window: it was copied.
+    Reused { sid: String },
+}
+
+/// The sign-in service: the records, their liveness in the shared store, and their tokens.
+#[derive(Clone)]
+pub struct SignIns {
+    db: Pool,
+    store: Arc<dyn SignInStore>,
+    sessions: SessionBackend,
+    tokens: Arc<AccessTokens>,
+    clock: Clock,
+    lifetimes: Lifetimes,
+}
+
+impl SignIns {
+    pub fn new(
+        db: Pool,
+        store: Arc<dyn SignInStore>,
+        sessions: SessionBackend,
+        tokens: Arc<AccessTokens>,
+        clock: Clock,
+        lifetimes: Lifetimes,
+    ) -> Self {
+        Self {
+            db,
+            store,
+            sessions,
+            tokens,
+            clock,
+            lifetimes,
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    pub fn store(&self) -> &dyn SignInStore {
+        self.store.as_ref()
+    }
+
+    pub fn sessions(&self) -> &SessionBackend {
+        &self.sessions
+    }
+
+    pub fn tokens(&self) -> &AccessTokens {
+        &self.tokens
+    }
+
+    /// Starts a sign-in for `user`: the record, the live marker, the first refresh token, the
+    /// audit row.
+    #[tracing::instrument(name = "sign_in.start", skip_all, fields(user.id = %user.id, sign_in.id))]
+    pub async fn start(&self, user: &User, client: &ClientInfo, kind: Kind) -> Result<Started> {
+        let sid = crate::crypto::random_token(16);
+        tracing::Span::current().record("sign_in.id", sid.as_str());
+        let now = self.clock.now();
+        let expires_at = now + self.lifetimes.absolute;
+        sqlx::query(
+            "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&sid)
+        .bind(&user.id)
+        .bind(now)
+        .bind(expires_at)
+        .bind(&client.ip)
+        .bind(&client.user_agent)
+        .execute(&self.db)
+        .await?;
+        let standing = Standing {
+            user_id: user.id.clone(),
+            expires_at,
+            idle_until: (kind == Kind::Browser).then_some(now + self.lifetimes.idle),
+        };
+        self.store.mark_live(&sid, &standing).await?;
+        let refresh = refresh_tokens::insert(&self.db, &sid, now).await?;
+        audit::record(
+            &self.db,
+            audit::Record {
+                event: Event::SignIn,
+                user_id: Some(&user.id),
+                sign_in_id: Some(&sid),
+                client,
+                at: now,
+            },
+        )
+        .await?;
+        Ok(Started {
+            sid,
+            expires_at,
+            refresh,
+        })
+    }
+
+    /// Records that a browser session holds this sign-in, so that signing that browser out (or
+    /// ending the sign-in from anywhere) reaches both.
+    pub async fn bind_session(&self, sid: &str, session_id: &str, expires_at: i64) -> Result<()> {
+        self.store.bind_session(sid, session_id, expires_at).await
+    }
+
+    /// Issues an access token under `sid` and records its `jti`, so ending the sign-in revokes
+    /// it without the client having to present it.
+    pub async fn issue_access_token(&self, user_id: &str, sid: &str) -> Result<Issued> {
+        let (token, claims) =
+            self.tokens
+                .issue(user_id, sid, self.clock.now(), self.lifetimes.access_ttl)?;
+        self.store
+            .record_access_token(sid, &claims.jti, claims.accepted_until())
+            .await?;
+        Ok(Issued { token, claims })
+    }
+
+    /// The bearer check: a valid token whose sign-in is live and which is not revoked.
+    pub async fn authorize_bearer(&self, token: &str) -> Result<Option<Claims>> {
+        let Some(claims) = self.tokens.verify(token, self.clock.now()) else {
+            return Ok(None);
+        };
+        let allowed = self.store.access_allowed(&claims.sid, &claims.jti).await?;
+        Ok(allowed.then_some(claims))
+    }
+
+    /// Whether a sign-in is live now; if not, why it is over.
+    pub async fn liveness(&self, sid: &str) -> Result<Liveness> {
+        if let Some(standing) = self.store.standing(sid).await? {
+            return Ok(Liveness::Live(standing));
+        }
+        let row = self.find(sid).await?;
+        let now = self.clock.now();
+        let reason = match row {
+            Some(row) => match row
+                .revoked_reason
+                .as_deref()
+                .and_then(EndReason::from_stored)
+            {
+                Some(reason) => reason,
+                None if row.expires_at <= now => EndReason::Expired,
+                // Not ended by anyone and not past its lifetime: its idle time ran out.
+                None => EndReason::Idle,
+            },
+            None => EndReason::Expired,
+        };
+        Ok(Liveness::Ended(reason))
+    }
+
+    /// Keeps a browser sign-in alive for another idle period.
+    pub async fn touch(&self, sid: &str) -> Result<()> {
+        self.store
+            .touch(sid, self.clock.now() + self.lifetimes.idle)
+            .await
+    }
+
+    /// Ends a sign-in, as one: every access token issued under it goes on the revocation list
+    /// until the last moment it could be accepted, it stops being live (every instance checks
+    /// that on every request), and its row is marked revoked, which also kills its refresh
+    /// family. Returns the browser sessions bound to it, which the caller deletes (see
+    /// [`super::sign_out`]). Idempotent.
+    ///
+    /// The store goes first: every check reads it, so when it cannot be reached nothing is
+    /// half-done and the caller can say so; a retry repeats the whole routine.
+    #[tracing::instrument(name = "sign_in.end", skip_all, fields(sign_in.id = sid, reason = reason.as_str()))]
+    pub async fn end(&self, sid: &str, reason: EndReason, client: &ClientInfo) -> Result<Ended> {
+        let ended = self.store.end(sid).await?;
+        let now = self.clock.now();
+        // Only the call that flips the row writes the audit row; it learns the learner in passing.
+        let flipped: Option<String> = sqlx::query_scalar(
+            "update sign_ins set revoked_at = $1, revoked_reason = $2
+             where id = $3 and revoked_at is null returning user_id",
+        )
+        .bind(now)
+        .bind(reason.as_str())
+        .bind(sid)
+        .fetch_optional(&self.db)
+        .await?;
+        if let Some(user_id) = flipped {
+            audit::record(
+                &self.db,
+                audit::Record {
+                    event: reason.event(),
+                    user_id: Some(&user_id),
+                    sign_in_id: Some(sid),
+                    client,
+                    at: now,
+                },
+            )
+            .await?;
+            tracing::info!(revoked_tokens = ended.access_tokens, "sign-in ended");
+        }
+        Ok(ended)
+    }
+
+    pub async fn find(&self, sid: &str) -> Result<Option<SignIn>> {
+        Ok(sqlx::query_as(
+            "select id, user_id, created_at, expires_at, ip, user_agent, revoked_at, revoked_reason
+             from sign_ins where id = $1",
+        )
+        .bind(sid)
+        .fetch_optional(&self.db)
+        .await?)
+    }
+
+    /// A learner's sign-ins that still work, newest first: not revoked, not past their lifetime,
+    /// and live in the shared store (idled-out sign-ins, and all of them after the store lost its
+    /// data, are not).
+    pub async fn live_for_user(&self, user_id: &str) -> Result<Vec<SignIn>> {
+        let rows: Vec<SignIn> = sqlx::query_as(
+            "select id, user_id, created_at, expires_at, ip, user_agent, revoked_at, revoked_reason
+             from sign_ins where user_id = $1 and revoked_at is null and expires_at > $2
+             order by created_at desc",
+        )
+        .bind(user_id)
+        .bind(self.clock.now())
+        .fetch_all(&self.db)
+        .await?;
+        let sids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let standings = self.store.standings(&sids).await?;
+        Ok(rows
+            .into_iter()
+            .zip(standings)
+            .filter_map(|(row, standing)| standing.map(|_| row))
+            .collect())
+    }
+
+    /// Presents a refresh token. A rotation is all or nothing: the token is used up and its
+    /// successor stored in one transaction, after everything that can fail first (the liveness
+    /// check, the new access token), so a failure consumes nothing and a retry is not reuse.
+    /// Within the grace window after a rotation the same token gets another answer of the same
+    /// sign-in (two tabs at once, a lost response); after it, reuse is theft.
+    #[tracing::instrument(name = "sign_in.refresh", skip_all, fields(sign_in.id))]
+    pub async fn refresh(&self, token: &PlainToken) -> Result<Refresh> {
+        let Some(presented) = refresh_tokens::find(&self.db, token).await? else {
+            return Ok(Refresh::Refused);
+        };
+        let sid = presented.sign_in_id.clone();
+        tracing::Span::current().record("sign_in.id", sid.as_str());
+        let now = self.clock.now();
+        let grace = self.lifetimes.refresh_grace;
+        let within_grace = |used_at: i64| grace > 0 && now - used_at <= grace;
+        if let Some(used_at) = presented.used_at
+            && !within_grace(used_at)
+        {
+            return Ok(Refresh::Reused { sid });
+        }
+        if presented.revoked_at.is_some() || presented.expires_at <= now {
+            return Ok(Refresh::Refused);
+        }
+        if self.store.standing(&sid).await?.is_none() {
+            return Ok(Refresh::Refused);
+        }
+        let issued = self.issue_access_token(&presented.user_id, &sid).await?;
+        let next = match presented.used_at {
+            // Within grace: a sibling successor; the used token stays used.
+            Some(_) => refresh_tokens::insert(&self.db, &sid, now).await?,
+            None => match refresh_tokens::rotate(&self.db, token, &sid, now).await? {
+                Some(next) => next,
+                // Another request used it a moment ago.
+                None if within_grace(now) => refresh_tokens::insert(&self.db, &sid, now).await?,
+                None => return Ok(Refresh::Reused { sid }),
+            },
+        };
+        Ok(Refresh::Rotated {
+            issued,
+            next,
+            expires_at: presented.expires_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_reasons_read_back_and_tell_the_login_page_why() {
+        for reason in EndReason::ALL {
+            assert_eq!(EndReason::from_stored(reason.as_str()), Some(reason));
+        }
+        assert_eq!(EndReason::from_stored("something else"), None);
+        assert_eq!(EndReason::RefreshReuse.login_reason(), "reuse");
+        assert_eq!(EndReason::Idle.login_reason(), "idle");
+        assert_eq!(EndReason::Expired.login_reason(), "expired");
+        assert_eq!(EndReason::SignedOut.login_reason(), "revoked");
+    }
+}

@@ -1,0 +1,52 @@
+//! The homepage (the course catalog) and the page for addresses that name nothing.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{Router, extract::State, routing::get};
+use serde::Deserialize;
+
+use crate::{
+    auth::Viewer,
+    courses::{self, Course},
+    error::{AppError, Result},
+    layout::{Layout, Notice},
+    state::AppState,
+    web::PageQuery,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/", get(home))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HomeQuery {
+    signed_out: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    layout: Layout,
+    courses: Vec<Course>,
+}
+
+async fn home(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    PageQuery(query): PageQuery<HomeQuery>,
+) -> Result<HomePage> {
+    let user_id = viewer.user.as_ref().map(|c| c.user.id.as_str());
+    let courses = courses::catalog(&state.db, user_id).await?;
+    let mut layout = viewer.layout;
+    if query.signed_out.is_some() && viewer.user.is_none() {
+        layout.notice = Some(Notice::success("You are signed out."));
+        layout.signed_out = true;
+    }
+    Ok(HomePage { layout, courses })
+}
+
+/// Unknown pages: a 404 page with the learner's own header (name and Sign out) when signed in.
+pub async fn not_found(viewer: Viewer) -> axum::response::Response {
+    AppError::NotFound.page(viewer.layout)
+}

@@ -1,0 +1,171 @@
+//! `POST /logout`, and the page that says so when a sign-out could not be confirmed.
+//!
+//! This router sits outside the session layers: a sign-out reads the cookie and the session
+//! record itself, so it works whatever state the session is in (live, idled out, expired, gone)
+//! and whatever body it is sent, and nothing saves the record back after it is deleted.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Router,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use axum_extra::extract::cookie::CookieJar;
+use axum_htmx::{HxRedirect, HxRequest};
+use serde::Deserialize;
+
+use crate::{
+    auth::{
+        CSRF_KEY, SID_KEY, csrf,
+        sign_ins::EndReason,
+        sign_out::{self, Owed, clear_client_state},
+    },
+    error::AppError,
+    layout::Layout,
+    state::AppState,
+    web::{
+        ClientInfo, PageQuery,
+        cookies::SESSION_COOKIE,
+        forms::{MAX_FORM_BYTES, form_field, read_prefix},
+        query_escape, redirect,
+    },
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/logout", post(logout))
+        .route("/logout/unconfirmed", get(logout_unconfirmed))
+}
+
+/// Where the learner lands after signing out; the query shows the notice (a flash cookie would be
+/// wiped by `Clear-Site-Data: "cookies"` in the same response).
+pub const SIGNED_OUT_HOME: &str = "/?signed_out=1";
+
+/// Signs this browser out: every sign-in its session holds, plus what a retry note still owes.
+/// A session cookie whose record still exists needs its CSRF token; without one the request must
+/// come from this origin, so a cross-site page can neither sign a learner out nor clear cookies.
+async fn logout(
+    State(state): State<AppState>,
+    cookies: CookieJar,
+    HxRequest(htmx): HxRequest,
+    client: ClientInfo,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // Any body at all: read what fits and never refuse for the rest.
+    let body = read_prefix(body, MAX_FORM_BYTES).await;
+    let now = state.clock.now();
+    let mut owed = form_field(&headers, &body, "retry")
+        .and_then(|sealed| Owed::open(&state.keys, &sealed, now))
+        .unwrap_or_default();
+    let session_id = cookies.get(SESSION_COOKIE).map(|c| c.value().to_owned());
+    let record = match &session_id {
+        Some(id) => match state.stores.sessions.find(id).await {
+            Ok(record) => record,
+            Err(err) if csrf::same_origin(&headers) => {
+                owed.add_session(id);
+                return unconfirmed(&state, htmx, &owed, err);
+            }
+            Err(_) => return refused(),
+        },
+        None => None,
+    };
+    let read = |key: &str| {
+        record
+            .as_ref()
+            .and_then(|r| r.data.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let allowed = match read(CSRF_KEY) {
+        Some(expected) => csrf::matches(&expected, csrf::presented(&headers, &body).as_deref()),
+        None => csrf::same_origin(&headers),
+    };
+    if !allowed {
+        return refused();
+    }
+    if let Some(id) = &session_id {
+        owed.add_session(id);
+    }
+    if let Some(sid) = read(SID_KEY) {
+        owed.add_sid(&sid);
+    }
+    match sign_out::end_all(&state.sign_ins, &owed, None, EndReason::SignedOut, &client).await {
+        Ok(()) => clear_client_state(redirect(htmx, SIGNED_OUT_HOME), state.client_state()),
+        Err(unfinished) => unconfirmed(&state, htmx, &unfinished.owed, unfinished.error),
+    }
+}
+
+/// A refused sign-out changes nothing, cookies included.
+fn refused() -> Response {
+    tracing::warn!("sign-out refused: csrf check failed");
+    AppError::Forbidden(
+        "This sign-out did not come from a Lectern page. Reload the page and try again.",
+    )
+    .into_response()
+}
+
+/// A sign-out the server could not confirm: 503 (htmx is sent to the page that says so), with the
+/// browser's cookies and storage cleared all the same, and what is still owed sealed into the page
+/// so that trying again finishes it. Never that it succeeded.
+fn unconfirmed(state: &AppState, htmx: bool, owed: &Owed, cause: AppError) -> Response {
+    tracing::warn!(error = %cause, "sign-out could not be confirmed");
+    let retry = owed.seal(&state.keys, state.clock.now());
+    let response = if htmx {
+        let to = format!("/logout/unconfirmed?retry={}", query_escape(&retry));
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            HxRedirect(to),
+            "Sign-out not confirmed",
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            unconfirmed_page(state, retry),
+        )
+            .into_response()
+    };
+    clear_client_state(response, state.client_state())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "auth/logout_unconfirmed.html")]
+struct LogoutUnconfirmedPage {
+    layout: Layout,
+    retry: String,
+}
+
+fn unconfirmed_page(state: &AppState, retry: String) -> LogoutUnconfirmedPage {
+    let token = csrf::anonymous_token(&state.keys, state.clock.now());
+    LogoutUnconfirmedPage {
+        layout: Layout::visitor(token),
+        retry,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RetryQuery {
+    retry: String,
+}
+
+async fn logout_unconfirmed(
+    State(state): State<AppState>,
+    PageQuery(query): PageQuery<RetryQuery>,
+) -> Response {
+    let retry = Owed::open(&state.keys, &query.retry, state.clock.now())
+        .map(|_| query.retry)
+        .unwrap_or_default();
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        unconfirmed_page(&state, retry),
+    )
+        .into_response();
+    crate::web::cache::set_no_store(&mut response);
+    response
+}

@@ -1,0 +1,139 @@
+//! The state every handler shares, assembled once from the layers below: the database, the
+//! stores of the chosen shape, the keys, the clock and the services built on them. Handlers and
+//! extractors take the part they need (`State<SignIns>`, ...) through `FromRef`.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::{
+    auth::{
+        AccessTokens, Backend, Keys, SignIns, passwords::Passwords, rate_limit::RateLimits,
+        sign_ins::Lifetimes, sign_out::ClientState,
+    },
+    clock::Clock,
+    config::Settings,
+    db::{self, Pool},
+    store::{self, SessionBackend, Stores},
+    web::TrustedProxies,
+};
+
+/// Everything a handler may need, cloned cheaply into each request.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Pool,
+    pub clock: Clock,
+    pub settings: Arc<Settings>,
+    pub keys: Keys,
+    pub passwords: Passwords,
+    pub stores: Stores,
+    pub sign_ins: SignIns,
+    pub limits: RateLimits,
+}
+
+impl AppState {
+    /// Connects the stores the settings name (chosen once, here) and applies migrations.
+    pub async fn connect(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
+        let pool = db::connect(&settings.database_url).await?;
+        db::migrate(&pool).await?;
+        let stores = match &settings.redis_url {
+            Some(url) => {
+                let redis = store::redis::connect(url).await?;
+                let shared = Arc::new(store::redis::RedisStore::new(
+                    redis.clone(),
+                    &settings.key_prefix,
+                    clock.clone(),
+                ));
+                Stores {
+                    sign_ins: shared.clone(),
+                    counters: shared,
+                    sessions: SessionBackend::redis(redis),
+                    redis: true,
+                }
+            }
+            None => {
+                tracing::info!(
+                    "REDIS_URL is not set: sessions and revocations are kept in process memory (one instance only)"
+                );
+                let shared = Arc::new(store::memory::MemoryStore::new(clock.clone()));
+                Stores {
+                    sign_ins: shared.clone(),
+                    counters: shared,
+                    sessions: SessionBackend::memory(),
+                    redis: false,
+                }
+            }
+        };
+        if settings.secret_generated {
+            tracing::warn!(
+                "LECTERN_SECRET is not set: generated a random one; sessions and tokens end when the process stops"
+            );
+        }
+        let keys = Keys::derive(settings.secret_bytes());
+        // Hashing runs on the blocking pool, at most one per core, so sign-in floods queue there.
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let passwords = Passwords::new(cores)?;
+        let sign_ins = SignIns::new(
+            pool.clone(),
+            stores.sign_ins.clone(),
+            stores.sessions.clone(),
+            Arc::new(AccessTokens::new(&keys.jwt)),
+            clock.clone(),
+            Lifetimes::from_settings(&settings),
+        );
+        let limits = RateLimits::new(stores.counters.clone(), clock.clone(), settings.rate_limit);
+        Ok(Self {
+            db: pool,
+            clock,
+            settings: Arc::new(settings),
+            keys,
+            passwords,
+            stores,
+            sign_ins,
+            limits,
+        })
+    }
+
+    /// axum-login's backend over this state's database and hasher.
+    pub fn backend(&self) -> Backend {
+        Backend::new(self.db.clone(), self.passwords.clone())
+    }
+
+    /// How sign-out responses clear the browser.
+    pub fn client_state(&self) -> ClientState {
+        ClientState {
+            secure_cookies: self.settings.secure_cookies,
+            clear_site_data: self.settings.clear_site_data,
+        }
+    }
+}
+
+impl FromRef<AppState> for SignIns {
+    fn from_ref(state: &AppState) -> Self {
+        state.sign_ins.clone()
+    }
+}
+
+impl FromRef<AppState> for Keys {
+    fn from_ref(state: &AppState) -> Self {
+        state.keys.clone()
+    }
+}
+
+impl FromRef<AppState> for axum_extra::extract::cookie::Key {
+    fn from_ref(state: &AppState) -> Self {
+        state.keys.cookie.clone()
+    }
+}
+
+impl FromRef<AppState> for TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        TrustedProxies(state.settings.trusted_proxies)
+    }
+}
+
+impl FromRef<AppState> for RateLimits {
+    fn from_ref(state: &AppState) -> Self {
+        state.limits.clone()
+    }
+}

@@ -1,0 +1,75 @@
+//! Every Redis key Lectern writes, built here and only here. `{...}` is a Redis Cluster hash tag:
+//! the keys one request reads or writes together share a slot.
+
+use std::sync::Arc;
+
+/// Builds keys under one prefix (`lectern:`; tests give each app its own).
+#[derive(Clone, Debug)]
+pub struct RedisKeys {
+    prefix: Arc<str>,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    fn sign_in(&self, sid: &str, part: &str) -> String {
+        format!("{}{{{sid}}}:{part}", self.prefix)
+    }
+
+    /// `lectern:{<sid>}:live`: the sign-in is live (value `user|expires_at|idle_until`).
+    pub fn live(&self, sid: &str) -> String {
+        self.sign_in(sid, "live")
+    }
+
+    /// `lectern:{<sid>}:jtis`: the access tokens issued under it, scored by when they stop being accepted.
+    pub fn jtis(&self, sid: &str) -> String {
+        self.sign_in(sid, "jtis")
+    }
+
+    /// `lectern:{<sid>}:revoked:<jti>`: a revoked access token.
+    pub fn revoked(&self, sid: &str, jti: &str) -> String {
+        self.sign_in(sid, &format!("revoked:{jti}"))
+    }
+
+    /// `lectern:{<sid>}:sessions`: the browser sessions that hold the sign-in.
+    pub fn sessions(&self, sid: &str) -> String {
+        self.sign_in(sid, "sessions")
+    }
+
+    /// `lectern:{session:<id>}:sign_ins`: the sign-ins a browser session holds.
+    pub fn session_sign_ins(&self, session_id: &str) -> String {
+        format!("{}{{session:{session_id}}}:sign_ins", self.prefix)
+    }
+
+    /// `lectern:{session:<id>}:ended`: why the system ended that browser session.
+    pub fn session_ended(&self, session_id: &str) -> String {
+        format!("{}{{session:{session_id}}}:ended", self.prefix)
+    }
+
+    /// `lectern:{rl:<bucket>}:<window>`: a rate-limit counter for one minute.
+    pub fn counter(&self, bucket: &str, window: i64) -> String {
+        format!("{}{{rl:{bucket}}}:{window}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_sign_ins_keys_share_a_hash_tag() {
+        let k = RedisKeys::new("lectern:");
+        assert_eq!(k.live("abc"), "lectern:{abc}:live");
+        assert_eq!(k.revoked("abc", "j1"), "lectern:{abc}:revoked:j1");
+        assert_eq!(k.jtis("abc"), "lectern:{abc}:jtis");
+        assert_eq!(k.session_ended("s1"), "lectern:{session:s1}:ended");
+        assert_eq!(
+            k.counter("login:ip:1.2.3.4", 60),
+            "lectern:{rl:login:ip:1.2.3.4}:60"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! The embedded shape's stores, in process memory. Every entry carries its deadline on the
+//! application's clock and expired entries are swept, so memory stays bounded by what is live.
+//!
+//! Expiry is kept by hand because it must follow the application's clock (tests move it), which
+//! no in-memory cache crate takes from outside.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
+
+use async_trait::async_trait;
+
+use super::{Ended, RateCounters, SignInStore, Standing, WINDOW_SECS};
+use crate::{clock::Clock, error::Result};
+
+/// Both stores of the embedded shape.
+#[derive(Default)]
+pub struct MemoryStore {
+    clock: Clock,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    live: HashMap<String, Standing>,
+    /// sid -> issued (jti, accepted_until)
+    jtis: HashMap<String, Vec<(String, i64)>>,
+    /// (sid, jti) -> until
+    revoked: HashMap<(String, String), i64>,
+    /// sid -> (browser sessions, until)
+    sessions: HashMap<String, (HashSet<String>, i64)>,
+    /// browser session -> (sign-ins, until)
+    session_sign_ins: HashMap<String, (HashSet<String>, i64)>,
+    /// browser session -> (why it was ended, until)
+    ended: HashMap<String, (String, i64)>,
+    /// (bucket, window) -> count
+    counters: HashMap<(String, i64), u64>,
+    writes: u64,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            state: Mutex::default(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State, i64) -> T) -> T {
+        let now = self.clock.now();
+        // A poisoned lock only means another request panicked mid-update; the maps stay usable.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.writes += 1;
+        if state.writes.is_multiple_of(512) {
+            state.sweep(now);
+        }
+        f(&mut state, now)
+    }
+
+    /// Number of entries held after a sweep, for the boundedness test.
+    pub fn len(&self) -> usize {
+        self.with(|s, now| {
+            s.sweep(now);
+            s.live.len()
+                + s.jtis.len()
+                + s.revoked.len()
+                + s.sessions.len()
+                + s.session_sign_ins.len()
+                + s.ended.len()
+                + s.counters.len()
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl State {
+    fn sweep(&mut self, now: i64) {
+        self.live.retain(|_, s| s.live_at(now));
+        self.jtis.retain(|_, issued| {
+            issued.retain(|(_, until)| *until > now);
+            !issued.is_empty()
+        });
+        self.revoked.retain(|_, until| *until > now);
+        self.sessions.retain(|_, (_, until)| *until > now);
+        self.session_sign_ins.retain(|_, (_, until)| *until > now);
+        self.ended.retain(|_, (_, until)| *until > now);
+        self.counters
+            .retain(|(_, window), _| *window + WINDOW_SECS > now);
+    }
+
+    fn standing(&self, sid: &str, now: i64) -> Option<Standing> {
+        self.live.get(sid).filter(|s| s.live_at(now)).cloned()
+    }
+}
+
+fn bind(map: &mut HashMap<String, (HashSet<String>, i64)>, key: &str, member: &str, until: i64) {
+    let entry = map
+        .entry(key.to_owned())
+        .or_insert_with(|| (HashSet::new(), until));
+    entry.0.insert(member.to_owned());
+    entry.1 = entry.1.max(until);
+}
+
+#[async_trait]
+impl SignInStore for MemoryStore {
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn mark_live(&self, sid: &str, standing: &Standing) -> Result<()> {
+        self.with(|s, _| s.live.insert(sid.to_owned(), standing.clone()));
+        Ok(())
+    }
+
+    async fn touch(&self, sid: &str, idle_until: i64) -> Result<()> {
+        self.with(|s, now| {
+            if let Some(standing) = s.live.get_mut(sid).filter(|st| st.live_at(now)) {
+                standing.idle_until = Some(idle_until);
+            }
+        });
+        Ok(())
+    }
+
+    async fn standing(&self, sid: &str) -> Result<Option<Standing>> {
+        Ok(self.with(|s, now| s.standing(sid, now)))
+    }
+
+    async fn standings(&self, sids: &[String]) -> Result<Vec<Option<Standing>>> {
+        Ok(self.with(|s, now| sids.iter().map(|sid| s.standing(sid, now)).collect()))
+    }
+
+    async fn record_access_token(&self, sid: &str, jti: &str, accepted_until: i64) -> Result<()> {
+        self.with(|s, _| {
+            s.jtis
+                .entry(sid.to_owned())
+                .or_default()
+                .push((jti.to_owned(), accepted_until));
+        });
+        Ok(())
+    }
+
+    async fn access_allowed(&self, sid: &str, jti: &str) -> Result<bool> {
+        Ok(self.with(|s, now| {
+            let revoked = s
+                .revoked
+                .get(&(sid.to_owned(), jti.to_owned()))
+                .is_some_and(|until| *until > now);
+            s.standing(sid, now).is_some() && !revoked
+        }))
+    }
+
+    async fn revocation_ttl(&self, sid: &str, jti: &str) -> Result<Option<i64>> {
+        Ok(self.with(|s, now| {
+            s.revoked
+                .get(&(sid.to_owned(), jti.to_owned()))
+                .filter(|until| **until > now)
+                .map(|until| until - now)
+        }))
+    }
+
+    async fn bind_session(&self, sid: &str, session_id: &str, until: i64) -> Result<()> {
+        self.with(|s, _| {
+            bind(&mut s.sessions, sid, session_id, until);
+            bind(&mut s.session_sign_ins, session_id, sid, until);
+        });
+        Ok(())
+    }
+
+    async fn sign_ins_of_session(&self, session_id: &str) -> Result<Vec<String>> {
+        Ok(self.with(|s, now| {
+            s.session_sign_ins
+                .get(session_id)
+                .filter(|(_, until)| *until > now)
+                .map(|(sids, _)| sids.iter().cloned().collect())
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn end(&self, sid: &str) -> Result<Ended> {
+        Ok(self.with(|s, now| {
+            s.live.remove(sid);
+            let mut access_tokens = 0;
+            for (jti, until) in s.jtis.remove(sid).unwrap_or_default() {
+                if until > now {
+                    s.revoked.insert((sid.to_owned(), jti), until);
+                    access_tokens += 1;
+                }
+            }
+            let sessions = s
+                .sessions
+                .remove(sid)
+                .filter(|(_, until)| *until > now)
+                .map(|(ids, _)| ids.into_iter().collect())
+                .unwrap_or_default();
+            Ended {
+                access_tokens,
+                sessions,
+            }
+        }))
+    }
+
+    async fn note_session_ended(&self, session_id: &str, reason: &str, until: i64) -> Result<()> {
+        self.with(|s, _| {
+            s.ended
+                .insert(session_id.to_owned(), (reason.to_owned(), until))
+        });
+        Ok(())
+    }
+
+    async fn session_end_note(&self, session_id: &str) -> Result<Option<String>> {
+        Ok(self.with(|s, now| {
+            s.ended
+                .get(session_id)
+                .filter(|(_, until)| *until > now)
+                .map(|(reason, _)| reason.clone())
+        }))
+    }
+}
+
+#[async_trait]
+impl RateCounters for MemoryStore {
+    async fn hit(&self, bucket: &str, window: i64) -> Result<u64> {
+        Ok(self.with(|s, _| {
+            let count = s.counters.entry((bucket.to_owned(), window)).or_insert(0);
+            *count += 1;
+            *count
+        }))
+    }
+
+    async fn undo(&self, bucket: &str, window: i64) -> Result<()> {
+        self.with(|s, _| {
+            if let Some(count) = s.counters.get_mut(&(bucket.to_owned(), window)) {
+                *count = count.saturating_sub(1);
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn expired_entries_are_swept() {
+        let clock = Clock::manual();
+        let store = MemoryStore::new(clock.clone());
+        let now = clock.now();
+        let standing = Standing {
+            user_id: "u".into(),
+            expires_at: now + 10,
+            idle_until: None,
+        };
+        store.mark_live("s", &standing).await.unwrap();
+        store.record_access_token("s", "j", now + 10).await.unwrap();
+        store.bind_session("s", "b", now + 10).await.unwrap();
+        store.hit("bucket", now - now % 60).await.unwrap();
+        assert!(!store.is_empty());
+        clock.advance(Duration::from_secs(120));
+        assert!(store.is_empty());
+    }
+}

@@ -1,0 +1,40 @@
+//! The libraries under Lectern (the session layer, axum-login, the request timeout) answer a
+//! failure with a bare 5xx of their own. These layers, one on each router, turn such an answer
+//! into Lectern's: a 503 page for the site, JSON for the API. A lost store fails closed, clearly.
+
+use axum::{
+    extract::Request,
+    http::header,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use crate::error::AppError;
+
+fn is_bare_failure(response: &Response) -> bool {
+    response.status().is_server_error() && !response.headers().contains_key(header::CONTENT_TYPE)
+}
+
+fn cause() -> AppError {
+    AppError::unavailable(anyhow::anyhow!(
+        "the session store, the user lookup or the request timed out"
+    ))
+}
+
+/// For pages.
+pub async fn as_pages(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if is_bare_failure(&response) {
+        return cause().into_response();
+    }
+    response
+}
+
+/// For the API.
+pub async fn as_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if is_bare_failure(&response) {
+        return cause().json();
+    }
+    response
+}

@@ -1,0 +1,113 @@
+//! Form and query extractors whose rejections are error pages, and the lenient body reading a
+//! sign-out needs (it must work whatever the body holds).
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{HeaderMap, header, request::Parts},
+};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+
+use crate::error::AppError;
+
+/// Form bodies larger than this are refused before parsing (and cut here where they must not be).
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// `axum::Form` whose rejection (wrong content type, undecodable body) is an error page.
+pub struct PageForm<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for PageForm<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        axum::Form::<T>::from_request(req, state)
+            .await
+            .map(|axum::Form(value)| Self(value))
+            .map_err(|rejection| AppError::Validation {
+                field: "form",
+                message: rejection.body_text(),
+            })
+    }
+}
+
+/// `axum::extract::Query` whose rejection is an error page.
+pub struct PageQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for PageQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| AppError::Validation {
+                field: "query",
+                message: rejection.body_text(),
+            })
+    }
+}
+
+/// Reads at most `limit` bytes of a body and stops there: a larger or broken body yields what
+/// arrived, never an error.
+pub async fn read_prefix(body: Body, limit: usize) -> Bytes {
+    let mut body = body;
+    let mut buf = Vec::new();
+    while buf.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = limit - buf.len();
+                    buf.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    Bytes::from(buf)
+}
+
+/// Whether the body is `application/x-www-form-urlencoded`.
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// One field of a form body, read leniently (malformed escapes are decoded as far as they go);
+/// other bodies have no fields.
+pub fn form_field(headers: &HeaderMap, body: &[u8], name: &str) -> Option<String> {
+    if !is_form(headers) {
+        return None;
+    }
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_prefix_is_read_whatever_the_size() {
+        let body = Body::from("a".repeat(100));
+        assert_eq!(read_prefix(body, 10).await.len(), 10);
+        let body = Body::from("short");
+        assert_eq!(&read_prefix(body, 10).await[..], b"short");
+    }
+
+    #[test]
+    fn form_fields_survive_malformed_neighbours() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let body = b"csrf_token=abc&junk=%%%ZZ&x";
+        assert_eq!(form_field(&h, body, "csrf_token").as_deref(), Some("abc"));
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert_eq!(form_field(&h, body, "csrf_token"), None);
+    }
+}
