@@ -33,7 +33,7 @@ use tower_sessions::{
 };
 
 use crate::{
-    auth::csrf,
+    auth::guards,
     clock::{self, Clock},
     config::Settings,
     pages,
@@ -67,11 +67,11 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::account::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            csrf::learners_only,
+            guards::learners_only,
         ));
     let forms = pages::sign_in::router().route_layer(middleware::from_fn_with_state(
         state.clone(),
-        csrf::visitors_and_learners::<AppState>,
+        guards::visitors_and_learners::<AppState>,
     ));
     let pages = Router::new()
         .merge(learners)

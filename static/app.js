@@ -81,10 +81,43 @@
     });
   }
 
-  // A page restored from the back-forward cache must be re-checked by the server.
+  // A page restored from the back/forward cache was not asked for again: Chromium keeps even
+  // no-store pages there for a while, and Safari drops BroadcastChannel messages to them. Ask the
+  // server whether the session still stands (an htmx-style request to a learner's page answers
+  // 401 with HX-Redirect when it does not) and leave for the login page if it is gone.
+  function recheckSession() {
+    var here = window.location.pathname + window.location.search;
+    var leave = function (to) {
+      clearClientState();
+      window.location.replace(to || "/login?next=" + encodeURIComponent(here));
+    };
+    if (typeof window.fetch !== "function") {
+      window.location.reload();
+      return;
+    }
+    window
+      .fetch("/dashboard", {
+        method: "HEAD",
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { "HX-Request": "true" }
+      })
+      .then(function (response) {
+        if (response.status === 401) {
+          var to = response.headers.get("HX-Redirect") || "";
+          var reason = /[?&]reason=([a-z_]+)/.exec(to);
+          leave("/login?next=" + encodeURIComponent(here) + (reason ? "&reason=" + reason[1] : ""));
+        }
+      })
+      .catch(function () {
+        // Offline: show nothing stale either; the reload asks again.
+        window.location.reload();
+      });
+  }
+
   window.addEventListener("pageshow", function (event) {
     if (event.persisted && isAuthenticatedPage()) {
-      window.location.reload();
+      recheckSession();
     }
   });
 

@@ -7,27 +7,17 @@
 //! and their requests must also come from this origin (Fetch Metadata / Origin). That stateless
 //! token is Lectern's own code because no crate offers one that needs no session.
 //!
-//! The rules are route layers: [`learners_only`] on the learner's routes, [`visitors_and_learners`]
-//! on the sign-in and sign-up forms; the sign-out checks its token itself (it must read any body).
+//! The rules are applied as route layers by [`super::guards`]; the sign-out checks its token
+//! itself (it must read any body).
 
-use axum::{
-    body::Body,
-    extract::{FromRef, Request, State},
-    http::{HeaderMap, Method, header, request::Parts},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
+use axum::http::{HeaderMap, header};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use tower_sessions::Session;
 
-use super::{CSRF_KEY, CurrentUser, Keys, SignIns};
-use crate::{
-    error::AppError,
-    web::forms::{MAX_FORM_BYTES, form_field},
-};
+use super::Keys;
+use crate::web::forms::form_field;
 
 /// How long a visitor's stateless token stays valid.
 const ANONYMOUS_TTL: i64 = 12 * 3600;
@@ -103,90 +93,6 @@ pub fn presented(headers: &HeaderMap, body: &[u8]) -> Option<String> {
 /// Whether a visitor's request carries a valid stateless token and comes from this origin.
 pub fn visitor_may(keys: &Keys, headers: &HeaderMap, token: Option<&str>, now: i64) -> bool {
     same_origin(headers) && token.is_some_and(|t| anonymous_token_valid(keys, t, now))
-}
-
-fn refused() -> Response {
-    tracing::warn!("csrf check failed");
-    AppError::Forbidden(
-        "This form has expired or did not come from Lectern. Reload the page and try again.",
-    )
-    .into_response()
-}
-
-fn is_safe(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// Buffers the body (at most [`MAX_FORM_BYTES`]) to read the token, and puts it back.
-async fn split(request: Request) -> Result<(Parts, axum::body::Bytes), Response> {
-    let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
-        Ok(bytes) => Ok((parts, bytes)),
-        Err(_) => Err(AppError::Validation {
-            field: "body",
-            message: "The form is too large.".into(),
-        }
-        .into_response()),
-    }
-}
-
-/// For the learner's routes: no sign-in, no entry (the login page, saying why, for pages and
-/// actions alike); a state change must carry the session's token.
-pub async fn learners_only(current: CurrentUser, request: Request, next: Next) -> Response {
-    if is_safe(request.method()) {
-        return next.run(request).await;
-    }
-    let (parts, bytes) = match split(request).await {
-        Ok(split) => split,
-        Err(response) => return response,
-    };
-    if !matches(&current.csrf, presented(&parts.headers, &bytes).as_deref()) {
-        return refused();
-    }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
-}
-
-/// For the sign-in and sign-up forms: a signed-in learner's session token, or a visitor's
-/// stateless token from this origin.
-pub async fn visitors_and_learners<S>(
-    State(state): State<S>,
-    session: Session,
-    request: Request,
-    next: Next,
-) -> Response
-where
-    S: Send + Sync,
-    Keys: FromRef<S>,
-    SignIns: FromRef<S>,
-{
-    if is_safe(request.method()) {
-        return next.run(request).await;
-    }
-    let expected: Option<String> = match session.get(CSRF_KEY).await {
-        Ok(value) => value,
-        Err(err) => return crate::store::sessions::unavailable(err).into_response(),
-    };
-    let (parts, bytes) = match split(request).await {
-        Ok(split) => split,
-        Err(response) => return response,
-    };
-    let token = presented(&parts.headers, &bytes);
-    let now = SignIns::from_ref(&state).clock().now();
-    let ok = match &expected {
-        Some(expected) => matches(expected, token.as_deref()),
-        None => visitor_may(
-            &Keys::from_ref(&state),
-            &parts.headers,
-            token.as_deref(),
-            now,
-        ),
-    };
-    if !ok {
-        return refused();
-    }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
 }
 
 #[cfg(test)]

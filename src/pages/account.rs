@@ -13,7 +13,7 @@ use crate::{
     state::AppState,
 };
 
-/// The learner's routes; `app` puts them behind `csrf::learners_only`.
+/// The learner's routes; `app` puts them behind `guards::learners_only`.
 pub fn router() -> Router<AppState> {
     Router::new().route("/account", get(account))
 }

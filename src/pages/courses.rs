@@ -18,7 +18,7 @@ use crate::{
     state::AppState,
 };
 
-/// The learner's routes; `app` puts them behind `csrf::learners_only`.
+/// The learner's routes; `app` puts them behind `guards::learners_only`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/dashboard", get(dashboard))

@@ -29,7 +29,7 @@ use crate::{
     web::{ClientInfo, PageForm, PageQuery, local_path},
 };
 
-/// The forms anyone may post; `app` puts them behind `csrf::visitors_and_learners`.
+/// The forms anyone may post; `app` puts them behind `guards::visitors_and_learners`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/register", get(register_page).post(register))

@@ -144,11 +144,7 @@ impl SignInStore for RedisStore {
                 .await
                 .map_err(unavailable)?;
         }
-        let values: Vec<Option<String>> = if sids.len() == 1 {
-            vec![pipe.all().await.map_err(unavailable)?]
-        } else {
-            pipe.all().await.map_err(unavailable)?
-        };
+        let values: Vec<Option<String>> = pipe.all().await.map_err(unavailable)?;
         Ok(values.into_iter().map(|v| self.live(v)).collect())
     }
 

@@ -1,4 +1,6 @@
-//! End to end in a real browser: headless Chromium over WebDriver (chromedriver).
+//! End to end in a real browser: headless Chromium over WebDriver (chromedriver), against the
+//! built binary started from an empty directory (in the production shape when `TEST_REDIS_URL`
+//! and `TEST_DATABASE_URL` are set).
 //!
 //! Skipped, saying why, when no chromedriver is found; `LECTERN_E2E_REQUIRED=1` (set by `.ci/run`)
 //! turns the skip into a failure. Screenshots of each step go to `target/e2e/`.
@@ -9,12 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::http::StatusCode;
 use fantoccini::{Client, ClientBuilder, Locator, wd::Capabilities};
-use lectern::Application;
 use serde_json::json;
 
 use crate::helpers::{
-    PASSWORD, find_on_path, free_port, fresh_database, test_settings, unique_email,
+    PASSWORD, RunningBinary, TEST_SECRET, find_on_path, free_port, fresh_database, http_get,
+    unique_email,
 };
 
 /// Kills chromedriver when the test ends, however it ends.
@@ -111,8 +114,17 @@ async fn our_storage_keys(client: &Client) -> Vec<String> {
     serde_json::from_value(keys).unwrap()
 }
 
-#[tokio::test]
-async fn signing_out_in_the_browser_leaves_nothing_behind() {
+/// Everything a browser test runs against: the binary, chromedriver and a Chromium session.
+struct Stack {
+    client: Client,
+    base: String,
+    _server: RunningBinary,
+    _driver: Driver,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// `None` (the test says it skipped) where no chromedriver exists, which CI does not allow.
+async fn stack() -> Option<Stack> {
     let driver_path = std::env::var_os("CHROMEDRIVER")
         .map(PathBuf::from)
         .filter(|p| p.is_file())
@@ -125,48 +137,54 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
         eprintln!(
             "skipped: browser suite needs chromedriver on PATH (apt-get install chromium chromium-driver)"
         );
-        return;
+        return None;
     };
-
-    // The app on a real port.
-    crate::helpers::quiet_logs();
-    let (database_url, _db_dir) = fresh_database().await;
-    let prefix = format!("lectern:test:{}:", uuid::Uuid::new_v4().simple());
-    let app = Application::build(test_settings(&database_url, &prefix))
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-
-    let (_driver, webdriver) = start_driver(&driver_path).await;
+    // The binary, from an empty directory, on a database of its own.
+    let workdir = tempfile::tempdir().unwrap();
+    let (database_url, db_dir) = fresh_database().await;
+    let mut env = vec![
+        ("DATABASE_URL", database_url),
+        ("LECTERN_SECRET", TEST_SECRET.to_owned()),
+        ("LECTERN_SECURE_COOKIES", "false".to_owned()),
+    ];
+    if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
+        env.push(("REDIS_URL", redis));
+    }
+    let server = RunningBinary::start(workdir.path(), &env).await;
+    let (driver, webdriver) = start_driver(&driver_path).await;
     let profile = tempfile::tempdir().unwrap();
     let client = browser(&webdriver, profile.path()).await;
-    let shots = Shots::new();
+    let mut dirs = vec![workdir, profile];
+    dirs.extend(db_dir);
+    Some(Stack {
+        client,
+        base: server.base.clone(),
+        _server: server,
+        _driver: driver,
+        _dirs: dirs,
+    })
+}
 
-    // Sign up and land on the dashboard.
+/// Signs up through the form and lands on the dashboard; returns the email.
+async fn sign_up(client: &Client, base: &str, shots: Option<&Shots>) -> String {
+    let email = unique_email();
     client.goto(&format!("{base}/register")).await.unwrap();
-    client
-        .find(Locator::Id("email"))
-        .await
-        .unwrap()
-        .send_keys(&unique_email())
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("display_name"))
-        .await
-        .unwrap()
-        .send_keys("Ada")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    shots.take(&client, "01-register").await;
+    for (id, value) in [
+        ("email", email.as_str()),
+        ("display_name", "Ada"),
+        ("password", PASSWORD),
+    ] {
+        client
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    if let Some(shots) = shots {
+        shots.take(client, "01-register").await;
+    }
     client
         .find(Locator::Css("main form button[type=submit]"))
         .await
@@ -174,8 +192,48 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
         .click()
         .await
         .unwrap();
-    let url = wait_for_url(&client, 10, |u| u.ends_with("/dashboard")).await;
+    let url = wait_for_url(client, 10, |u| u.ends_with("/dashboard")).await;
     assert!(url.ends_with("/dashboard"), "after sign-up: {url}");
+    email
+}
+
+/// Runs `body` as an async script; it calls `done(value)` with its answer.
+async fn run_async(client: &Client, body: &str, args: Vec<serde_json::Value>) -> serde_json::Value {
+    let script = format!("const done = arguments[arguments.length - 1]; {body}");
+    client.execute_async(&script, args).await.unwrap()
+}
+
+async fn api_me_status(base: &str, token: &str) -> StatusCode {
+    let bearer = format!("Bearer {token}");
+    http_get(&format!("{base}/api/v1/me"), &[("authorization", &bearer)])
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn signing_out_in_the_browser_leaves_nothing_behind() {
+    let Some(stack) = stack().await else {
+        return;
+    };
+    let (client, base) = (&stack.client, stack.base.as_str());
+    let shots = Shots::new();
+
+    // Sign up and land on the dashboard.
+    let email = sign_up(client, base, Some(&shots)).await;
+
+    // A script on the page also signs in through the API: a second sign-in in this browser,
+    // whose refresh cookie replaces the form's.
+    let api_token = run_async(
+        client,
+        "fetch('/api/v1/auth/login', {method: 'POST', headers: {'Content-Type': 'application/json'},
+           body: JSON.stringify({email: arguments[0], password: arguments[1]})})
+         .then(r => r.json()).then(j => done(j.access_token || ''), e => done(''));",
+        vec![json!(email), json!(PASSWORD)],
+    )
+    .await;
+    let api_token = api_token.as_str().unwrap_or_default().to_owned();
+    assert!(!api_token.is_empty(), "the page's API sign-in");
+    assert_eq!(api_me_status(base, &api_token).await, StatusCode::OK);
 
     // Enrol with htmx (CSRF header from our script), then see it.
     client
@@ -190,7 +248,7 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
         .for_element(Locator::Css("#more-courses .badge"))
         .await
         .unwrap();
-    shots.take(&client, "02-dashboard-enrolled").await;
+    shots.take(client, "02-dashboard-enrolled").await;
 
     // Something of ours in storage, as a page might leave it.
     client
@@ -201,7 +259,7 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
         )
         .await
         .unwrap();
-    assert_eq!(our_storage_keys(&client).await.len(), 3);
+    assert_eq!(our_storage_keys(client).await.len(), 3);
 
     // A second tab on the dashboard.
     let first_tab = client.window().await.unwrap();
@@ -230,7 +288,7 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
         .click()
         .await
         .unwrap();
-    let url = wait_for_url(&client, 10, |u| u.contains("signed_out=1")).await;
+    let url = wait_for_url(client, 10, |u| u.contains("signed_out=1")).await;
     let elapsed = clicked.elapsed();
     println!(
         "e2e: click on \"Sign out\" to the homepage took {} ms",
@@ -249,7 +307,7 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
             .unwrap()
             .contains("You are signed out.")
     );
-    shots.take(&client, "03-signed-out-home").await;
+    shots.take(client, "03-signed-out-home").await;
 
     // No lectern_ cookie, nothing of ours in storage.
     let cookies = client.get_all_cookies().await.unwrap();
@@ -260,9 +318,14 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
         .collect();
     assert!(ours.is_empty(), "cookies left: {ours:?}");
     assert!(
-        our_storage_keys(&client).await.is_empty(),
+        our_storage_keys(client).await.is_empty(),
         "storage left: {:?}",
-        our_storage_keys(&client).await
+        our_storage_keys(client).await
+    );
+    // The sign-out ended the page's API sign-in too, whose refresh cookie it never saw.
+    assert_eq!(
+        api_me_status(base, &api_token).await,
+        StatusCode::UNAUTHORIZED
     );
 
     // Back does not show authenticated content: the entries before the homepage are the dashboard
@@ -270,9 +333,9 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
     // which sends the browser to the login page. (Chromium may skip the entry that navigated away
     // by script, so either page may be the one Back reaches.)
     client.back().await.unwrap();
-    let url = wait_for_url(&client, 10, |u| u.contains("/login?next=")).await;
+    let url = wait_for_url(client, 10, |u| u.contains("/login?next=")).await;
     let page = client.source().await.unwrap();
-    shots.take(&client, "04-after-back").await;
+    shots.take(client, "04-after-back").await;
     println!("e2e: Back after sign-out landed on {url}");
     assert!(url.contains("/login?next=%2F"), "Back went to {url}");
     for content in [
@@ -285,19 +348,86 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
 
     // The other tab left for the homepage by itself.
     client.switch_to_window(second_tab).await.unwrap();
-    let url = wait_for_url(&client, 10, |u| u.contains("signed_out=1")).await;
-    shots.take(&client, "05-second-tab").await;
+    let url = wait_for_url(client, 10, |u| u.contains("signed_out=1")).await;
+    shots.take(client, "05-second-tab").await;
     assert!(url.contains("signed_out=1"), "second tab is still on {url}");
     assert!(!client.source().await.unwrap().contains("More courses"));
 
     // Reloading the dashboard goes to the login page.
     client.goto(&format!("{base}/dashboard")).await.unwrap();
-    let url = wait_for_url(&client, 10, |u| u.contains("/login")).await;
-    shots.take(&client, "06-dashboard-reload").await;
+    let url = wait_for_url(client, 10, |u| u.contains("/login")).await;
+    shots.take(client, "06-dashboard-reload").await;
     assert!(
         url.contains("/login?next=%2Fdashboard"),
         "dashboard after sign-out: {url}"
     );
 
-    client.close().await.unwrap();
+    client.clone().close().await.unwrap();
+}
+
+/// Fires what a browser fires when it shows a page from its back/forward cache.
+async fn restore_from_bfcache(client: &Client) {
+    client
+        .execute(
+            "window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}));",
+            vec![],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_page_restored_from_the_back_forward_cache_leaves_when_the_session_is_gone() {
+    let Some(stack) = stack().await else {
+        return;
+    };
+    let (client, base) = (&stack.client, stack.base.as_str());
+    sign_up(client, base, None).await;
+    client.goto(&format!("{base}/account")).await.unwrap();
+
+    // While the session stands, a restored page stays.
+    restore_from_bfcache(client).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("/account")
+    );
+
+    // Signed out behind the page's back (no message reaches it, as Safari drops them for
+    // cached pages), then restored: it asks the server and leaves for the login page.
+    let status = run_async(
+        client,
+        "fetch('/logout', {method: 'POST', headers: {'HX-Request': 'true',
+           'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}})
+         .then(r => done(r.status), e => done(0));",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, json!(200));
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("/account")
+    );
+    restore_from_bfcache(client).await;
+    let url = wait_for_url(client, 10, |u| u.contains("/login")).await;
+    assert!(
+        url.contains("/login?next=%2Faccount"),
+        "restored page went to {url}"
+    );
+    assert!(
+        !client
+            .source()
+            .await
+            .unwrap()
+            .contains("Where you are signed in")
+    );
+    client.clone().close().await.unwrap();
 }

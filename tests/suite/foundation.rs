@@ -284,7 +284,7 @@ async fn the_csrf_token_rotates_at_sign_in() {
 }
 
 #[tokio::test]
-async fn failed_sign_ins_are_limited_per_account() {
+async fn failed_sign_ins_are_limited_per_account_at_one_address() {
     let mut app = spawn_app_with(|s| s.rate_limit = 10).await;
     let email = app.signed_up().await;
     app.server.clear_cookies();
@@ -696,4 +696,234 @@ async fn oversized_bodies_are_refused_with_a_clear_error_and_change_nothing() {
     );
     assert!(json.json::<serde_json::Value>()["error"].is_string());
     assert_eq!(app.account_count().await, 0);
+}
+
+// ---- limits that slow attackers and never lock the owner out ----
+
+/// An API sign-in from a given client address (behind one trusted proxy).
+async fn api_sign_in_from(app: &TestApp, ip: &str, email: &str, password: &str) -> StatusCode {
+    app.server
+        .post("/api/v1/auth/login")
+        .clear_cookies()
+        .do_not_save_cookies()
+        .add_header("X-Forwarded-For", ip.to_owned())
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .await
+        .status_code()
+}
+
+#[tokio::test]
+async fn wrong_passwords_from_one_address_never_lock_the_owner_out_from_another() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit = 10;
+        s.trusted_proxies = 1;
+    })
+    .await;
+    let email = app.signed_up().await;
+    let mut attacker = Vec::new();
+    for _ in 0..5 {
+        attacker
+            .push(api_sign_in_from(&app, "203.0.113.9", &email, "wrong password entirely").await);
+    }
+    assert_eq!(
+        attacker,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ],
+        "the attacker is slowed to a fifth of the limit"
+    );
+    assert_eq!(
+        api_sign_in_from(&app, "198.51.100.1", &email, PASSWORD).await,
+        StatusCode::OK,
+        "the owner, from elsewhere"
+    );
+    let visitor_token = csrf_from(&app.server.get("/login").clear_cookies().await.text());
+    let form = app
+        .server
+        .post("/login")
+        .clear_cookies()
+        .add_header("X-Forwarded-For", "198.51.100.2")
+        .form(&[
+            ("csrf_token", visitor_token.as_str()),
+            ("email", email.as_str()),
+            ("password", PASSWORD),
+        ])
+        .await;
+    assert_redirect_to(&form, StatusCode::SEE_OTHER, "/dashboard");
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_cannot_exceed_the_account_limit() {
+    let app = spawn_app_with(|s| s.rate_limit = 10).await;
+    let email = app.signed_up().await;
+    let attempts =
+        (0..8).map(|_| api_sign_in_from(&app, "ignored", &email, "wrong password entirely"));
+    let statuses = futures::future::join_all(attempts).await;
+    let refused = |code| statuses.iter().filter(|s| **s == code).count();
+    assert_eq!(refused(StatusCode::UNAUTHORIZED), 2, "{statuses:?}");
+    assert_eq!(refused(StatusCode::TOO_MANY_REQUESTS), 6, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn correct_passwords_do_not_count_against_the_account_limit() {
+    let app = spawn_app_with(|s| s.rate_limit = 10).await;
+    let email = app.signed_up().await;
+    assert_eq!(
+        api_sign_in_from(&app, "ignored", &email, "wrong password entirely").await,
+        StatusCode::UNAUTHORIZED
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            api_sign_in_from(&app, "ignored", &email, PASSWORD).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        api_sign_in_from(&app, "ignored", &email, "wrong password entirely").await,
+        StatusCode::UNAUTHORIZED,
+        "one failure so far, the second is still answered"
+    );
+}
+
+// ---- nothing of a learner is stored by a cache ----
+
+#[tokio::test]
+async fn every_response_rendered_for_a_signed_in_learner_is_not_stored() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let token = app.csrf("/dashboard").await;
+    let not_found = app.server.get("/no/such/page").await;
+    assert_eq!(not_found.status_code(), StatusCode::NOT_FOUND);
+    assert!(not_found.text().contains(">Sign out</button>"));
+    let rerendered = app
+        .server
+        .post("/register")
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("email", "not-an-email"),
+            ("display_name", ""),
+            ("password", "short"),
+        ])
+        .await;
+    assert_eq!(rerendered.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+    let refused = app
+        .server
+        .post("/login")
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("email", email.as_str()),
+            ("password", "wrong password entirely"),
+        ])
+        .await;
+    assert_eq!(refused.status_code(), StatusCode::UNAUTHORIZED);
+    let redirected = app.server.get("/login?next=/account").await;
+    assert_eq!(redirected.status_code(), StatusCode::SEE_OTHER);
+    for (what, response) in [
+        ("404 page", &not_found),
+        ("form with errors", &rerendered),
+        ("refused sign-in", &refused),
+        ("redirect", &redirected),
+    ] {
+        assert_eq!(response.header("cache-control"), "no-store", "{what}");
+    }
+    let (access, _) = app.api_login(&email).await;
+    for path in ["/api/v1/me", "/api/v1/me/courses"] {
+        let response = app
+            .server
+            .get(path)
+            .clear_cookies()
+            .authorization_bearer(&access)
+            .await;
+        assert_eq!(response.status_code(), StatusCode::OK);
+        assert_eq!(response.header("cache-control"), "no-store", "{path}");
+    }
+    // A visitor's catalog, on the other hand, is the same for everyone.
+    let visitor = app.server.get("/").clear_cookies().await;
+    assert!(visitor.maybe_header("cache-control").is_none());
+}
+
+// ---- one account per email as a person reads it ----
+
+#[tokio::test]
+async fn one_address_spelled_two_ways_is_one_account() {
+    let app = spawn_app().await;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let composed = format!("jos\u{e9}-{tag}@example.com");
+    let decomposed = format!("jose\u{301}-{tag}@EXAMPLE.com");
+    assert_redirect_to(
+        &app.sign_up(&composed, PASSWORD).await,
+        StatusCode::SEE_OTHER,
+        "/dashboard",
+    );
+    let mut app = app;
+    app.server.clear_cookies();
+    let again = app.sign_up(&decomposed, PASSWORD).await;
+    assert_eq!(again.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(again.text().contains("already exists"));
+    assert_eq!(app.account_count().await, 1);
+    assert_redirect_to(
+        &app.sign_in(&decomposed, PASSWORD, "").await,
+        StatusCode::SEE_OTHER,
+        "/dashboard",
+    );
+    assert_eq!(
+        api_sign_in_from(&app, "ignored", &decomposed, PASSWORD).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_email_with_an_invisible_character_is_refused_beside_the_field() {
+    let app = spawn_app().await;
+    for email in [
+        format!("ada\u{200b}{}@example.com", uuid::Uuid::new_v4().simple()),
+        format!("\u{feff}ada{}@example.com", uuid::Uuid::new_v4().simple()),
+        format!("ada\u{202e}{}@example.com", uuid::Uuid::new_v4().simple()),
+    ] {
+        let response = app.sign_up(&email, PASSWORD).await;
+        assert_eq!(response.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        let html = response.text();
+        let field = &html[html
+            .find(r#"id="email-error""#)
+            .expect("an error beside the email field")..];
+        assert!(field.contains("invisible"), "{field}");
+    }
+    assert_eq!(app.account_count().await, 0);
+}
+
+// ---- the account page lists what still works ----
+
+/// The rows of the account page's "Where you are signed in" table.
+fn sign_in_rows(html: &str) -> usize {
+    let table = &html[html.find(r#"id="sign-ins""#).unwrap()..];
+    let body = &table[table.find("<tbody>").unwrap()..table.find("</tbody>").unwrap()];
+    body.matches("<tr").count()
+}
+
+#[tokio::test]
+async fn the_account_page_lists_only_sign_ins_that_still_work() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        let (access, _) = app.api_login(&email).await;
+        sids.push(app.sid_of(&access));
+    }
+    assert_eq!(sign_in_rows(&app.server.get("/account").await.text()), 4);
+    // The shared store loses two of them (a Redis restart): those no longer work anywhere...
+    for sid in &sids[..2] {
+        app.state.stores.sign_ins.end(sid).await.unwrap();
+    }
+    // ...and are not listed, though their rows were never revoked.
+    let html = app.server.get("/account").await.text();
+    assert_eq!(
+        sign_in_rows(&html),
+        2,
+        "this browser and the one API sign-in left"
+    );
+    assert!(html.contains("This browser"));
 }

@@ -495,3 +495,70 @@ pub fn refuse_writes(app: &TestApp, table: &str, op: &str) -> (String, String) {
         )
     }
 }
+
+/// The built `lectern` binary, started as users start it: a process of its own, in `dir`, with
+/// only the environment given (and `PATH`). Killed when dropped.
+pub struct RunningBinary {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl RunningBinary {
+    pub async fn start(dir: &std::path::Path, env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lectern"));
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LECTERN_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start the lectern binary");
+        let running = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        wait_for_port(port).await;
+        running
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET with extra headers: status, headers, body.
+pub async fn http_get(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+    let mut request = axum::http::Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}

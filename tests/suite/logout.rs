@@ -701,3 +701,280 @@ async fn a_crafted_cookie_cannot_smuggle_another_sign_in_into_the_retry_note() {
         StatusCode::OK
     );
 }
+
+// ---- credentials that outlived a sign-out ----
+
+/// A form sign-in's credentials: the session cookie, the refresh cookie it was given, and an
+/// access token obtained with a copy of that refresh cookie (as a page's script would).
+async fn form_sign_in(app: &TestApp) -> SignedIn {
+    let email = app.signed_up().await;
+    let response = app.sign_in(&email, PASSWORD, "").await;
+    let session = response.cookie("lectern_session");
+    let (access, refresh) = app.access_via(&response.cookie("lectern_refresh")).await;
+    SignedIn {
+        session,
+        refresh,
+        access: vec![access],
+    }
+}
+
+/// A sign-out as the plain form sends it, with exactly this session cookie.
+async fn sign_out_with(
+    app: &TestApp,
+    session: &Cookie<'static>,
+    csrf: &str,
+) -> axum_test::TestResponse {
+    app.server
+        .post("/logout")
+        .clear_cookies()
+        .add_cookie(session.clone())
+        .form(&[("csrf_token", csrf)])
+        .await
+}
+
+#[tokio::test]
+async fn a_session_that_idled_out_is_still_signed_out_with_all_its_credentials() {
+    let app = spawn_app_with(|s| s.session_idle = std::time::Duration::from_secs(60)).await;
+    let old = form_sign_in(&app).await;
+    let csrf = app.csrf("/dashboard").await;
+    app.advance(61);
+    // Idle: nothing of the sign-in works any more, even before the learner presses Sign out.
+    app.assert_api_credentials_refused(&old.access[0], &old.refresh)
+        .await;
+    let response = sign_out_with(&app, &old.session, &csrf).await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_cookies_cleared(&response);
+    assert_everything_refused(&app, &old).await;
+    assert!(!app.session_exists(&old.session).await);
+    let row = app.sign_in_row(&app.sid_of(&old.access[0])).await;
+    assert!(
+        row.revoked_at.is_some(),
+        "the sign-in is ended, not left to lapse"
+    );
+}
+
+#[tokio::test]
+async fn a_sign_out_with_a_cookie_whose_session_record_expired_still_ends_its_sign_in() {
+    let app = spawn_app_with(|s| s.session_idle = std::time::Duration::from_secs(60)).await;
+    let old = form_sign_in(&app).await;
+    // The store expired the record on its own; the browser still holds the cookie.
+    app.advance(61);
+    let id: tower_sessions::session::Id = old.session.value().parse().unwrap();
+    tower_sessions::SessionStore::delete(&app.sessions, &id)
+        .await
+        .unwrap();
+    let response = app
+        .server
+        .post("/logout")
+        .clear_cookies()
+        .add_cookie(old.session.clone())
+        .await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_everything_refused(&app, &old).await;
+    let row = app.sign_in_row(&app.sid_of(&old.access[0])).await;
+    assert_eq!(row.revoked_reason.as_deref(), Some("signed_out"));
+}
+
+#[tokio::test]
+async fn a_page_view_with_an_expired_record_says_idle_and_ends_its_sign_in() {
+    let app = spawn_app_with(|s| s.session_idle = std::time::Duration::from_secs(60)).await;
+    let old = form_sign_in(&app).await;
+    app.advance(61);
+    let id: tower_sessions::session::Id = old.session.value().parse().unwrap();
+    tower_sessions::SessionStore::delete(&app.sessions, &id)
+        .await
+        .unwrap();
+    let page = app.get_with_session("/dashboard", &old.session).await;
+    assert_redirect_to(
+        &page,
+        StatusCode::SEE_OTHER,
+        "/login?next=%2Fdashboard&reason=idle",
+    );
+    let row = app.sign_in_row(&app.sid_of(&old.access[0])).await;
+    assert_eq!(row.revoked_reason.as_deref(), Some("idle"));
+    app.assert_api_credentials_refused(&old.access[0], &old.refresh)
+        .await;
+}
+
+/// A browser signed in by form whose page also signed in through the API (the browser then
+/// holds the API sign-in's refresh cookie in place of the form's).
+async fn browser_with_two_sign_ins(app: &TestApp) -> (SignedIn, SignedIn) {
+    let form = form_sign_in(app).await;
+    let email = app.signed_up_email_of(&form.access[0]).await;
+    let response = app
+        .server
+        .post("/api/v1/auth/login")
+        .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+        .await;
+    assert_eq!(response.status_code(), StatusCode::OK);
+    let access = response.json::<serde_json::Value>()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let api = SignedIn {
+        session: form.session.clone(),
+        refresh: response.cookie("lectern_refresh"),
+        access: vec![access],
+    };
+    assert_ne!(app.sid_of(&api.access[0]), app.sid_of(&form.access[0]));
+    (form, api)
+}
+
+impl TestApp {
+    async fn signed_up_email_of(&self, access: &str) -> String {
+        self.me(access).await.json::<serde_json::Value>()["email"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_sign_out_without_javascript_ends_every_sign_in_the_browser_holds() {
+    let app = spawn_app().await;
+    let (form, api) = browser_with_two_sign_ins(&app).await;
+    let token = app.csrf("/dashboard").await;
+    let response = app
+        .server
+        .post("/logout")
+        .form(&[("csrf_token", token.as_str())])
+        .await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_everything_refused(&app, &form).await;
+    app.assert_api_credentials_refused(&api.access[0], &api.refresh)
+        .await;
+}
+
+#[tokio::test]
+async fn an_htmx_sign_out_ends_every_sign_in_the_browser_holds() {
+    let app = spawn_app().await;
+    let (form, api) = browser_with_two_sign_ins(&app).await;
+    let response = app.sign_out_htmx().await;
+    assert_eq!(response.header("hx-redirect"), "/?signed_out=1");
+    assert_everything_refused(&app, &form).await;
+    app.assert_api_credentials_refused(&api.access[0], &api.refresh)
+        .await;
+}
+
+#[tokio::test]
+async fn an_api_sign_out_from_the_browser_ends_its_session_too() {
+    let app = spawn_app().await;
+    let (form, api) = browser_with_two_sign_ins(&app).await;
+    let response = app
+        .server
+        .post("/api/v1/auth/logout")
+        .add_cookie(api.refresh.clone())
+        .await;
+    assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
+    assert_cookies_cleared(&response);
+    assert_everything_refused(&app, &form).await;
+    app.assert_api_credentials_refused(&api.access[0], &api.refresh)
+        .await;
+}
+
+#[tokio::test]
+async fn a_sign_out_signs_out_whatever_its_body() {
+    let app = spawn_app().await;
+    let huge = "x".repeat(300 * 1024);
+    type Body = (&'static str, Vec<u8>);
+    let bodies: Vec<(&str, Body)> = vec![
+        (
+            "oversized form",
+            (
+                "application/x-www-form-urlencoded",
+                format!("junk={huge}").into_bytes(),
+            ),
+        ),
+        (
+            "malformed form",
+            (
+                "application/x-www-form-urlencoded",
+                b"%%%&=&csrf=%ZZ\xff".to_vec(),
+            ),
+        ),
+        (
+            "json",
+            ("application/json", br#"{"not": "a form""#.to_vec()),
+        ),
+        (
+            "binary",
+            ("application/octet-stream", vec![0, 159, 146, 150]),
+        ),
+    ];
+    for (what, (content_type, body)) in bodies {
+        let old = signed_in(&app).await;
+        let token = app.csrf("/dashboard").await;
+        let response = app
+            .server
+            .post("/logout")
+            .add_header("HX-Request", "true")
+            .add_header("X-CSRF-Token", token)
+            .content_type(content_type)
+            .bytes(body.into())
+            .await;
+        assert_eq!(response.status_code(), StatusCode::OK, "{what}");
+        assert_eq!(response.header("hx-redirect"), "/?signed_out=1", "{what}");
+        assert_everything_refused(&app, &old).await;
+    }
+    // A plain form whose token comes first and whose tail is oversized and broken.
+    let old = signed_in(&app).await;
+    let token = app.csrf("/dashboard").await;
+    let response = app
+        .server
+        .post("/logout")
+        .content_type("application/x-www-form-urlencoded")
+        .bytes(
+            format!("csrf_token={token}&pad={huge}%%%")
+                .into_bytes()
+                .into(),
+        )
+        .await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_everything_refused(&app, &old).await;
+    // The API's sign-out too.
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    let response = app
+        .server
+        .post("/api/v1/auth/logout")
+        .clear_cookies()
+        .authorization_bearer(&access)
+        .add_cookie(refresh.clone())
+        .content_type("text/plain")
+        .bytes(huge.into_bytes().into())
+        .await;
+    assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
+    app.assert_api_credentials_refused(&access, &refresh).await;
+}
+
+#[tokio::test]
+async fn the_sign_out_changes_an_http_only_cookie_so_no_browser_keeps_the_page_cached() {
+    let app = spawn_app().await;
+    signed_in(&app).await;
+    let response = app.sign_out_htmx().await;
+    // Chromium evicts back/forward-cached pages when a cookie changes; the session cookie's
+    // removal is that change, HttpOnly like the cookie itself.
+    let session = set_cookie(&response, "lectern_session");
+    assert!(
+        session.contains("HttpOnly") && session.contains("Max-Age=0"),
+        "{session}"
+    );
+}
+
+#[tokio::test]
+async fn clear_site_data_can_name_storage_only_and_the_auth_cookies_still_go() {
+    let app = spawn_app_with(|s| {
+        s.clear_site_data = lectern::config::ClearSiteData {
+            cookies: false,
+            storage: true,
+        };
+    })
+    .await;
+    let old = signed_in(&app).await;
+    let response = app.sign_out_htmx().await;
+    assert_eq!(response.header("clear-site-data"), r#""storage""#);
+    for name in ["lectern_session", "lectern_refresh"] {
+        assert!(set_cookie(&response, name).contains("Max-Age=0"), "{name}");
+    }
+    assert_everything_refused(&app, &old).await;
+}

@@ -5,8 +5,11 @@
     reason = "a test that cannot unwrap should fail loudly"
 )]
 
+mod binary;
 mod browser;
 mod foundation;
 mod helpers;
+mod layers;
 mod logout;
+mod stores;
 mod tokens;

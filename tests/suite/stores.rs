@@ -1,0 +1,286 @@
+//! One conformance suite for the store traits, run against every implementation: process memory
+//! always, Redis when `TEST_REDIS_URL` is set. Time is the manual clock's; the Redis TTL checks
+//! read Redis's own clock, so they run before the clock moves.
+
+use std::{sync::Arc, time::Duration};
+
+use lectern::{
+    clock::Clock,
+    store::{RateCounters, SignInStore, Standing, memory::MemoryStore, redis::RedisStore},
+};
+
+struct Subject {
+    name: &'static str,
+    sign_ins: Arc<dyn SignInStore>,
+    counters: Arc<dyn RateCounters>,
+    clock: Clock,
+}
+
+/// Every implementation, each with its own manual clock (and its own key prefix on Redis).
+async fn subjects() -> Vec<Subject> {
+    let clock = Clock::manual();
+    let memory = Arc::new(MemoryStore::new(clock.clone()));
+    let mut all = vec![Subject {
+        name: "memory",
+        sign_ins: memory.clone(),
+        counters: memory,
+        clock,
+    }];
+    if let Ok(url) = std::env::var("TEST_REDIS_URL") {
+        let clock = Clock::manual();
+        let pool = lectern::store::redis::connect(&url).await.unwrap();
+        let prefix = format!("lectern:test:{}:", uuid::Uuid::new_v4().simple());
+        let redis = Arc::new(RedisStore::new(pool, &prefix, clock.clone()));
+        all.push(Subject {
+            name: "redis",
+            sign_ins: redis.clone(),
+            counters: redis,
+            clock,
+        });
+    }
+    all
+}
+
+fn sid() -> String {
+    lectern::crypto::random_token(16)
+}
+
+fn browser(now: i64) -> Standing {
+    Standing {
+        user_id: "user-1".into(),
+        expires_at: now + 3600,
+        idle_until: Some(now + 60),
+    }
+}
+
+#[tokio::test]
+async fn a_live_sign_in_reads_back_until_its_idle_deadline() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let sid = sid();
+        let standing = browser(now);
+        s.sign_ins.mark_live(&sid, &standing).await.unwrap();
+        assert_eq!(
+            s.sign_ins.standing(&sid).await.unwrap(),
+            Some(standing.clone()),
+            "{}",
+            s.name
+        );
+        s.clock.advance(Duration::from_secs(60));
+        assert_eq!(s.sign_ins.standing(&sid).await.unwrap(), None, "{}", s.name);
+    }
+}
+
+#[tokio::test]
+async fn touching_moves_the_idle_deadline_but_never_past_the_absolute_one() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let sid = sid();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        s.clock.advance(Duration::from_secs(50));
+        s.sign_ins.touch(&sid, now + 110).await.unwrap();
+        s.clock.advance(Duration::from_secs(50));
+        let standing = s.sign_ins.standing(&sid).await.unwrap();
+        assert_eq!(
+            standing.map(|st| st.idle_until),
+            Some(Some(now + 110)),
+            "{}",
+            s.name
+        );
+        s.sign_ins.touch(&sid, now + 99_999).await.unwrap();
+        s.clock.advance(Duration::from_secs(3500));
+        assert_eq!(s.sign_ins.standing(&sid).await.unwrap(), None, "{}", s.name);
+    }
+}
+
+#[tokio::test]
+async fn touching_never_revives_an_ended_sign_in() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let sid = sid();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        s.sign_ins.end(&sid).await.unwrap();
+        s.sign_ins.touch(&sid, now + 600).await.unwrap();
+        assert_eq!(s.sign_ins.standing(&sid).await.unwrap(), None, "{}", s.name);
+    }
+}
+
+#[tokio::test]
+async fn ending_revokes_every_token_that_could_still_be_accepted_until_that_moment() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let sid = sid();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        s.sign_ins
+            .record_access_token(&sid, "j1", now + 305)
+            .await
+            .unwrap();
+        s.sign_ins
+            .record_access_token(&sid, "j2", now + 120)
+            .await
+            .unwrap();
+        assert!(s.sign_ins.access_allowed(&sid, "j1").await.unwrap());
+        assert_eq!(s.sign_ins.revocation_ttl(&sid, "j1").await.unwrap(), None);
+        let ended = s.sign_ins.end(&sid).await.unwrap();
+        assert_eq!(ended.access_tokens, 2, "{}", s.name);
+        let ttl = s
+            .sign_ins
+            .revocation_ttl(&sid, "j1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!((303..=305).contains(&ttl), "{}: ttl {ttl}", s.name);
+        assert!(!s.sign_ins.access_allowed(&sid, "j1").await.unwrap());
+        assert_eq!(
+            s.sign_ins.end(&sid).await.unwrap().access_tokens,
+            0,
+            "{}: ending twice is harmless",
+            s.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_of_a_lapsed_sign_in_is_refused_without_being_revoked() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let sid = sid();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        s.sign_ins
+            .record_access_token(&sid, "j1", now + 305)
+            .await
+            .unwrap();
+        s.clock.advance(Duration::from_secs(61));
+        assert!(
+            !s.sign_ins.access_allowed(&sid, "j1").await.unwrap(),
+            "{}",
+            s.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bound_session_finds_its_sign_ins_and_ending_one_names_the_session() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let (form, api) = (sid(), sid());
+        for sid in [&form, &api] {
+            s.sign_ins.mark_live(sid, &browser(now)).await.unwrap();
+            s.sign_ins
+                .bind_session(sid, "browser-session", now + 3600)
+                .await
+                .unwrap();
+        }
+        let mut held = s
+            .sign_ins
+            .sign_ins_of_session("browser-session")
+            .await
+            .unwrap();
+        held.sort();
+        let mut expected = vec![form.clone(), api.clone()];
+        expected.sort();
+        assert_eq!(held, expected, "{}", s.name);
+        let ended = s.sign_ins.end(&form).await.unwrap();
+        assert_eq!(
+            ended.sessions,
+            vec!["browser-session".to_owned()],
+            "{}",
+            s.name
+        );
+        assert!(
+            s.sign_ins
+                .sign_ins_of_session("no-such-session")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn standings_of_many_sign_ins_come_back_in_order() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let (a, b, c) = (sid(), sid(), sid());
+        s.sign_ins.mark_live(&a, &browser(now)).await.unwrap();
+        s.sign_ins.mark_live(&c, &browser(now)).await.unwrap();
+        let standings = s
+            .sign_ins
+            .standings(&[a.clone(), b.clone(), c.clone()])
+            .await
+            .unwrap();
+        let live: Vec<bool> = standings.iter().map(Option::is_some).collect();
+        assert_eq!(live, [true, false, true], "{}", s.name);
+        assert!(s.sign_ins.standings(&[]).await.unwrap().is_empty());
+        let one = s
+            .sign_ins
+            .standings(std::slice::from_ref(&b))
+            .await
+            .unwrap();
+        assert_eq!(one, vec![None], "{}", s.name);
+    }
+}
+
+#[tokio::test]
+async fn a_session_end_note_reads_back_until_it_expires() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        s.sign_ins
+            .note_session_ended("s1", "reuse", now + 60)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.sign_ins.session_end_note("s1").await.unwrap().as_deref(),
+            Some("reuse"),
+            "{}",
+            s.name
+        );
+        assert_eq!(s.sign_ins.session_end_note("s2").await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn rate_counters_count_per_bucket_and_window_and_take_back() {
+    for s in subjects().await {
+        let window = s.clock.now() / 60 * 60;
+        let bucket = format!("test:{}", uuid::Uuid::new_v4().simple());
+        assert_eq!(s.counters.hit(&bucket, window).await.unwrap(), 1);
+        assert_eq!(s.counters.hit(&bucket, window).await.unwrap(), 2);
+        s.counters.undo(&bucket, window).await.unwrap();
+        assert_eq!(
+            s.counters.hit(&bucket, window).await.unwrap(),
+            2,
+            "{}",
+            s.name
+        );
+        assert_eq!(s.counters.hit(&bucket, window + 60).await.unwrap(), 1);
+        assert_eq!(s.counters.hit("another", window).await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn parallel_hits_are_each_counted_once() {
+    for s in subjects().await {
+        let window = s.clock.now() / 60 * 60;
+        let bucket = format!("test:{}", uuid::Uuid::new_v4().simple());
+        let hits = (0..20).map(|_| s.counters.hit(&bucket, window));
+        let mut counts: Vec<u64> = futures_counts(hits).await;
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=20).collect::<Vec<_>>(), "{}", s.name);
+    }
+}
+
+async fn futures_counts<F>(hits: impl Iterator<Item = F>) -> Vec<u64>
+where
+    F: std::future::Future<Output = lectern::Result<u64>>,
+{
+    let mut set = Vec::new();
+    for hit in hits {
+        set.push(hit);
+    }
+    let mut out = Vec::new();
+    for result in futures::future::join_all(set).await {
+        out.push(result.unwrap());
+    }
+    out
+}
