@@ -269,3 +269,43 @@ fn the_check_sees_imports_and_circles() {
     assert!(edges["pages/sign_out"].contains("auth/sign_out"));
     assert!(edges["app"].contains("state"));
 }
+
+#[test]
+fn the_readme_code_map_names_every_file_and_no_other() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("## Code map").expect("a code map");
+    let map = &readme[start
+        ..start
+            + readme[start..]
+                .find("\n## ")
+                .unwrap_or(readme.len() - start)];
+    let files = files();
+    let mut missing = Vec::new();
+    for file in files.keys() {
+        let name = file.rsplit('/').next().unwrap_or(file);
+        if !map.contains(&format!("`{name}.rs`")) {
+            missing.push(file.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in the README's code map: {missing:?}"
+    );
+    // Every file the map names exists.
+    let names: BTreeSet<String> = files
+        .keys()
+        .map(|f| f.rsplit('/').next().unwrap_or(f).to_owned())
+        .chain(["main", "lib", "helpers", "stores", "layers"].map(str::to_owned))
+        .collect();
+    for word in map.split('`').skip(1).step_by(2) {
+        if let Some(name) = word.strip_suffix(".rs")
+            && !name.contains('/')
+        {
+            assert!(
+                names.contains(name),
+                "the code map names {word}, which does not exist"
+            );
+        }
+    }
+}
