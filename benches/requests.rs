@@ -104,6 +104,9 @@ async fn api_login(router: &Router, email: &str) -> String {
     json["access_token"].as_str().expect("a token").to_owned()
 }
 
+/// Builds one request of a kind.
+type MakeRequest<'a> = Box<dyn Fn() -> Request<Body> + 'a>;
+
 /// Runs `make` for about `budget`, each request answered with `expect`; returns requests a second.
 async fn rate(
     router: &Router,
@@ -166,7 +169,7 @@ async fn main() {
     println!("lectern bench: in-process requests, {shape} shape, one task, {budget:?} each");
     let baseline = rate(&router, budget, StatusCode::OK, || get("/healthz", None)).await;
     println!("{:<44} {:>9.0} req/s  (baseline)", "GET /healthz", baseline);
-    let cases: [(&str, Box<dyn Fn() -> Request<Body>>); 4] = [
+    let cases: [(&str, MakeRequest<'_>); 4] = [
         ("GET / as a visitor", Box::new(|| get("/", None))),
         (
             "GET /dashboard signed in",
