@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sign_out)
         .merge(pages::health::router())
         .route("/favicon.ico", get(web::static_files::favicon))
+        .method_not_allowed_fallback(|| async { crate::error::AppError::MethodNotAllowed })
         .nest("/api/v1", api)
         .nest("/static", web::static_files::router())
         .layer(DefaultBodyLimit::max(64 * 1024));

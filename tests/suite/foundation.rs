@@ -927,3 +927,22 @@ async fn the_account_page_lists_only_sign_ins_that_still_work() {
     );
     assert!(html.contains("This browser"));
 }
+
+#[tokio::test]
+async fn a_method_a_page_does_not_take_gets_a_clear_405_page() {
+    let app = spawn_app().await;
+    for (method, path) in [("GET", "/logout"), ("DELETE", "/"), ("POST", "/healthz")] {
+        let response = app.server.method(method.parse().unwrap(), path).await;
+        assert_eq!(
+            response.status_code(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_client_error_page(&response);
+    }
+    let api = app.server.get("/api/v1/auth/logout").await;
+    assert_eq!(
+        api.json::<serde_json::Value>()["error"],
+        "method_not_allowed"
+    );
+}
