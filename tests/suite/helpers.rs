@@ -398,6 +398,12 @@ impl TestApp {
         (token, r.cookie("lectern_refresh"))
     }
 
+    /// Deletes the session record this cookie names, as the store's own expiry does.
+    pub async fn drop_session_record(&self, session: &Cookie<'static>) {
+        let id: Id = session.value().parse().expect("session id");
+        self.sessions.delete(&id).await.expect("session store");
+    }
+
     /// Whether the session store still holds a record for this cookie.
     pub async fn session_exists(&self, session: &Cookie<'static>) -> bool {
         let id: Id = session.value().parse().expect("session id");

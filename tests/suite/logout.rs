@@ -759,10 +759,7 @@ async fn a_sign_out_with_a_cookie_whose_session_record_expired_still_ends_its_si
     let old = form_sign_in(&app).await;
     // The store expired the record on its own; the browser still holds the cookie.
     app.advance(61);
-    let id: tower_sessions::session::Id = old.session.value().parse().unwrap();
-    tower_sessions::SessionStore::delete(&app.sessions, &id)
-        .await
-        .unwrap();
+    app.drop_session_record(&old.session).await;
     let response = app
         .server
         .post("/logout")
@@ -780,10 +777,7 @@ async fn a_page_view_with_an_expired_record_says_idle_and_ends_its_sign_in() {
     let app = spawn_app_with(|s| s.session_idle = std::time::Duration::from_secs(60)).await;
     let old = form_sign_in(&app).await;
     app.advance(61);
-    let id: tower_sessions::session::Id = old.session.value().parse().unwrap();
-    tower_sessions::SessionStore::delete(&app.sessions, &id)
-        .await
-        .unwrap();
+    app.drop_session_record(&old.session).await;
     let page = app.get_with_session("/dashboard", &old.session).await;
     assert_redirect_to(
         &page,
