@@ -2,7 +2,7 @@
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{RawQuery, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::post,
@@ -20,7 +20,7 @@ use crate::{
         backend::Credentials,
         refresh_tokens,
         sign_ins::{EndReason, Issued, Kind, Refresh},
-        sign_out::{self, Owed, clear_client_state},
+        sign_out::{self, Owed, Scope, clear_client_state},
     },
     error::{ApiError, ApiResult, AppError},
     state::AppState,
@@ -141,41 +141,67 @@ async fn refresh(
 }
 
 /// Ends every sign-in the caller presents a credential of: the bearer token's (even expired),
-/// the refresh cookie's family, and the browser session's. Always 204 with the cookies cleared,
-/// unless the revocation could not be confirmed (503, cookies cleared all the same).
+/// the refresh cookie's family, and the browser session's; with `?scope=global` every other
+/// sign-in of the learner too, with `?scope=others` only those (the caller stays signed in).
+/// 204, with the cookies cleared unless the caller stays, or 503 when the revocation could not be
+/// confirmed (cookies cleared all the same).
 async fn logout(
     State(state): State<AppState>,
     client: ClientInfo,
+    RawQuery(query): RawQuery,
     bearer: Option<TypedHeader<Authorization<Bearer>>>,
     jar: SignedCookieJar,
     cookies: CookieJar,
 ) -> Response {
+    let scope = Scope::parse(
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "scope")
+            .map(|(_, v)| v.into_owned())
+            .as_deref(),
+    );
+    let token = bearer.map(|TypedHeader(Authorization(bearer))| bearer.token().to_owned());
     let outcome = async {
         let mut owed = Owed::default();
-        if let Some(TypedHeader(Authorization(bearer))) = &bearer
-            && let Some(claims) = state
-                .sign_ins
-                .tokens()
-                .verify_ignoring_expiry(bearer.token())
+        // Whose sign-ins a wider scope reaches: only a live credential can say.
+        let mut user = None;
+        if let Some(token) = &token
+            && let Some(claims) = state.sign_ins.tokens().verify_ignoring_expiry(token)
         {
             owed.add_sid(&claims.sid);
+            if let Some(live) = state.sign_ins.authorize_bearer(token).await? {
+                user = Some(live.sub);
+            }
         }
         if let Some(token) = refresh_tokens::from_jar(&jar)
             && let Some(presented) = refresh_tokens::find(&state.db, &token).await?
         {
             owed.add_sid(&presented.sign_in_id);
+            if user.is_none() && presented.revoked_at.is_none() {
+                user = state.sign_ins.live_user(&presented.sign_in_id).await?;
+            }
         }
         if let Some(session) = cookies.get(SESSION_COOKIE) {
             owed.add_session(session.value());
         }
-        sign_out::end_all(&state.sign_ins, &owed, None, EndReason::SignedOut, &client)
+        let scope = if user.is_some() { scope } else { Scope::Local };
+        if let Some(user) = &user {
+            owed = sign_out::reach(&state.sign_ins, &owed, user, scope).await?;
+        }
+        let reason = match scope {
+            Scope::Others => EndReason::Revoked,
+            _ => EndReason::SignedOut,
+        };
+        sign_out::end_all(&state.sign_ins, &owed, None, reason, &client)
             .await
-            .map_err(|unfinished| unfinished.error)
+            .map_err(|unfinished| unfinished.error)?;
+        Ok::<_, AppError>(scope)
     }
     .await;
-    let response = match outcome {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(err) => ApiError(err).into_response(),
-    };
-    clear_client_state(response, state.client_state())
+    match outcome {
+        Ok(Scope::Others) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => clear_client_state(StatusCode::NO_CONTENT, state.client_state()),
+        // A caller that asked to stay keeps its cookies even when the others could not be ended.
+        Err(err) if scope == Scope::Others => ApiError(err).into_response(),
+        Err(err) => clear_client_state(ApiError(err), state.client_state()),
+    }
 }

@@ -168,7 +168,11 @@ where
     TrustedProxies: FromRef<S>,
 {
     let jar = CookieJar::from_headers(&parts.headers);
-    let Some(session_id) = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
+    let Some(session_id) = jar
+        .get(SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
+    else {
         return Ok(None);
     };
     if session_id.parse::<tower_sessions::session::Id>().is_err() {

@@ -363,6 +363,23 @@ impl SignIns {
         .await?)
     }
 
+    /// The ids of a learner's sign-ins that nobody ended and whose lifetime has not run out
+    /// (live or lapsed): what "sign out everywhere" must end.
+    pub async fn open_for_user(&self, user_id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "select id from sign_ins where user_id = $1 and revoked_at is null and expires_at > $2",
+        )
+        .bind(user_id)
+        .bind(self.clock.now())
+        .fetch_all(&self.db)
+        .await?)
+    }
+
+    /// The learner whose live sign-in this is, if it is live.
+    pub async fn live_user(&self, sid: &str) -> Result<Option<String>> {
+        Ok(self.store.standing(sid).await?.map(|s| s.user_id))
+    }
+
     /// A learner's sign-ins that still work, newest first: not revoked, not past their lifetime,
     /// and live in the shared store (idled-out sign-ins, and all of them after the store lost its
     /// data, are not).

@@ -32,7 +32,7 @@ pub const RETRY_PURPOSE: &str = "lectern.signout-retry";
 /// How long a retry note stays good, in seconds.
 const RETRY_TTL: i64 = 3600;
 /// At most this many of each: a note names one browser's sign-out, not a list.
-const OWED_MAX: usize = 8;
+const OWED_MAX: usize = 64;
 
 /// A sign-in id as `random_token(16)` makes them.
 fn is_sid(value: &str) -> bool {
@@ -94,6 +94,55 @@ impl Owed {
         parts.next()?.split(',').for_each(|sid| owed.add_sid(sid));
         Some(owed)
     }
+}
+
+/// How far a sign-out reaches: `local` (the default: every sign-in whose credential the caller
+/// presents), `others` (every other sign-in of the learner; the caller's stay), `global` (all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scope {
+    #[default]
+    Local,
+    Others,
+    Global,
+}
+
+impl Scope {
+    /// Anything unknown reads as `local`: a sign-out never fails on its input.
+    pub fn parse(raw: Option<&str>) -> Self {
+        match raw.map(str::trim) {
+            Some("others") => Self::Others,
+            Some("global") => Self::Global,
+            _ => Self::Local,
+        }
+    }
+}
+
+/// What a scope reaches for the learner `user_id`, given what the caller presents: for `local`
+/// just that; for `global` that and every sign-in of the learner not yet over; for `others` every
+/// sign-in of the learner except the ones the caller holds.
+pub async fn reach(
+    sign_ins: &SignIns,
+    presented: &Owed,
+    user_id: &str,
+    scope: Scope,
+) -> crate::error::Result<Owed> {
+    if scope == Scope::Local {
+        return Ok(presented.clone());
+    }
+    let mut held = presented.sids.clone();
+    for session_id in &presented.session_ids {
+        held.extend(sign_ins.store().sign_ins_of_session(session_id).await?);
+    }
+    let mut owed = match scope {
+        Scope::Others => Owed::default(),
+        _ => presented.clone(),
+    };
+    for sid in sign_ins.open_for_user(user_id).await? {
+        if scope == Scope::Global || !held.contains(&sid) {
+            owed.add_sid(&sid);
+        }
+    }
+    Ok(owed)
 }
 
 /// A sign-out that could not be finished: why, and everything it still owes.

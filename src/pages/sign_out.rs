@@ -9,7 +9,7 @@ use askama_web::WebTemplate;
 use axum::{
     Router,
     body::Body,
-    extract::State,
+    extract::{RawQuery, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -22,13 +22,14 @@ use crate::{
     auth::{
         CSRF_KEY, SID_KEY, csrf,
         sign_ins::EndReason,
-        sign_out::{self, Owed, clear_client_state},
+        sign_out::{self, Owed, Scope, clear_client_state},
     },
     error::AppError,
     layout::Layout,
     state::AppState,
     web::{
         ClientInfo, PageQuery,
+        cache::set_no_store,
         cookies::SESSION_COOKIE,
         forms::{MAX_FORM_BYTES, form_field, read_prefix},
         query_escape, redirect,
@@ -45,7 +46,9 @@ pub fn router() -> Router<AppState> {
 /// wiped by `Clear-Site-Data: "cookies"` in the same response).
 pub const SIGNED_OUT_HOME: &str = "/?signed_out=1";
 
-/// Signs this browser out: every sign-in its session holds, plus what a retry note still owes.
+/// Signs this browser out: every sign-in its session holds, plus what a retry note still owes;
+/// with `scope=global` every other sign-in of the learner too, with `scope=others` only those
+/// (this browser stays signed in and lands on its account page).
 /// A session cookie whose record still exists needs its CSRF token; without one the request must
 /// come from this origin, so a cross-site page can neither sign a learner out nor clear cookies.
 async fn logout(
@@ -53,9 +56,11 @@ async fn logout(
     cookies: CookieJar,
     HxRequest(htmx): HxRequest,
     client: ClientInfo,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let scope = scope_of_query(query.as_deref());
     // Any body at all: read what fits and never refuse for the rest.
     let body = read_prefix(body, MAX_FORM_BYTES).await;
     let now = state.clock.now();
@@ -91,13 +96,55 @@ async fn logout(
     if let Some(id) = &session_id {
         owed.add_session(id);
     }
-    if let Some(sid) = read(SID_KEY) {
-        owed.add_sid(&sid);
+    let sid = read(SID_KEY);
+    if let Some(sid) = &sid {
+        owed.add_sid(sid);
+    }
+    let scope = Scope::parse(
+        form_field(&headers, &body, "scope")
+            .as_deref()
+            .or(scope.as_deref()),
+    );
+    // Reaching beyond this browser needs a learner whose sign-in is live here.
+    let user = match (scope, &sid) {
+        (Scope::Local, _) | (_, None) => None,
+        (_, Some(sid)) => match state.sign_ins.live_user(sid).await {
+            Ok(user) => user,
+            Err(err) => return unconfirmed(&state, htmx, &owed, err),
+        },
+    };
+    let (scope, owed) = match &user {
+        Some(user) => match sign_out::reach(&state.sign_ins, &owed, user, scope).await {
+            Ok(reached) => (scope, reached),
+            Err(err) if scope == Scope::Others => return err.into_response(),
+            Err(err) => return unconfirmed(&state, htmx, &owed, err),
+        },
+        None => (Scope::Local, owed),
+    };
+    if scope == Scope::Others {
+        // This browser stays signed in; the others are ended as if from another device.
+        return match sign_out::end_all(&state.sign_ins, &owed, None, EndReason::Revoked, &client)
+            .await
+        {
+            Ok(()) => {
+                let mut response = redirect(htmx, "/account");
+                set_no_store(&mut response);
+                response
+            }
+            Err(unfinished) => unfinished.error.into_response(),
+        };
     }
     match sign_out::end_all(&state.sign_ins, &owed, None, EndReason::SignedOut, &client).await {
         Ok(()) => clear_client_state(redirect(htmx, SIGNED_OUT_HOME), state.client_state()),
         Err(unfinished) => unconfirmed(&state, htmx, &unfinished.owed, unfinished.error),
     }
+}
+
+/// `?scope=` on the address, read leniently.
+fn scope_of_query(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// A refused sign-out changes nothing, cookies included.

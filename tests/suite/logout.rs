@@ -77,6 +77,7 @@ async fn assert_everything_refused(app: &TestApp, old: &SignedIn) {
         .server
         .get("/account")
         .clear_cookies()
+        .do_not_save_cookies()
         .add_cookie(old.session.clone())
         .add_header("HX-Request", "true")
         .await;
@@ -971,4 +972,141 @@ async fn clear_site_data_can_name_storage_only_and_the_auth_cookies_still_go() {
         assert!(set_cookie(&response, name).contains("Max-Age=0"), "{name}");
     }
     assert_everything_refused(&app, &old).await;
+}
+
+// ---- how far a sign-out reaches ----
+
+/// A learner signed in three ways: this browser (the test client's cookies), another browser,
+/// and an API client.
+struct Everywhere {
+    other_browser: SignedIn,
+    api: (String, Cookie<'static>),
+}
+
+async fn signed_in_everywhere(app: &TestApp) -> Everywhere {
+    let email = app.signed_up().await;
+    let token = csrf_from(&app.server.get("/login").clear_cookies().await.text());
+    let elsewhere = app
+        .server
+        .post("/login")
+        .clear_cookies()
+        .do_not_save_cookies()
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("email", email.as_str()),
+            ("password", PASSWORD),
+        ])
+        .await;
+    assert_eq!(elsewhere.status_code(), StatusCode::SEE_OTHER);
+    let (access, refresh) = app.access_via(&elsewhere.cookie("lectern_refresh")).await;
+    let other_browser = SignedIn {
+        session: elsewhere.cookie("lectern_session"),
+        refresh,
+        access: vec![access],
+    };
+    Everywhere {
+        other_browser,
+        api: app.api_login(&email).await,
+    }
+}
+
+#[tokio::test]
+async fn signing_out_the_others_keeps_this_browser_and_ends_every_other_sign_in() {
+    let app = spawn_app().await;
+    let everywhere = signed_in_everywhere(&app).await;
+    let token = app.csrf("/dashboard").await;
+    let response = app
+        .server
+        .post("/logout")
+        .form(&[("csrf_token", token.as_str()), ("scope", "others")])
+        .await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/account");
+    assert!(
+        set_cookies(&response).is_empty(),
+        "this browser keeps its cookies"
+    );
+    assert_eq!(
+        app.server.get("/dashboard").await.status_code(),
+        StatusCode::OK
+    );
+    assert_everything_refused(&app, &everywhere.other_browser).await;
+    let (access, refresh) = &everywhere.api;
+    app.assert_api_credentials_refused(access, refresh).await;
+    let page = app
+        .get_with_session("/dashboard", &everywhere.other_browser.session)
+        .await;
+    assert!(
+        page.header("location")
+            .to_str()
+            .unwrap()
+            .ends_with("reason=revoked")
+    );
+    let html = app.server.get("/account").await.text();
+    assert!(html.contains("This browser"), "{html}");
+}
+
+#[tokio::test]
+async fn signing_out_globally_ends_every_sign_in_this_one_included() {
+    let app = spawn_app().await;
+    let everywhere = signed_in_everywhere(&app).await;
+    let this_session = app.server.get("/dashboard").await;
+    assert_eq!(this_session.status_code(), StatusCode::OK);
+    let token = app.csrf("/dashboard").await;
+    let response = app
+        .server
+        .post("/logout?scope=global")
+        .add_header("HX-Request", "true")
+        .add_header("X-CSRF-Token", token)
+        .await;
+    assert_eq!(response.header("hx-redirect"), "/?signed_out=1");
+    assert_cookies_cleared(&response);
+    assert_redirect_to(
+        &app.server.get("/dashboard").await,
+        StatusCode::SEE_OTHER,
+        "/login?next=%2Fdashboard",
+    );
+    assert_everything_refused(&app, &everywhere.other_browser).await;
+    let (access, refresh) = &everywhere.api;
+    app.assert_api_credentials_refused(access, refresh).await;
+}
+
+#[tokio::test]
+async fn an_api_client_can_sign_out_the_others_and_stay() {
+    let app = spawn_app().await;
+    let everywhere = signed_in_everywhere(&app).await;
+    let (access, refresh) = &everywhere.api;
+    let response = app
+        .server
+        .post("/api/v1/auth/logout?scope=others")
+        .clear_cookies()
+        .authorization_bearer(access)
+        .add_cookie(refresh.clone())
+        .await;
+    assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
+    assert!(set_cookies(&response).is_empty(), "the caller stays");
+    assert_eq!(app.me(access).await.status_code(), StatusCode::OK);
+    assert_everything_refused(&app, &everywhere.other_browser).await;
+    let this_browser = app.server.get("/dashboard").await;
+    assert_eq!(this_browser.status_code(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn an_unknown_scope_signs_out_this_browser_only() {
+    let app = spawn_app().await;
+    let everywhere = signed_in_everywhere(&app).await;
+    let token = app.csrf("/dashboard").await;
+    let response = app
+        .server
+        .post("/logout")
+        .form(&[("csrf_token", token.as_str()), ("scope", "everything!")])
+        .await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
+    let (access, _) = &everywhere.api;
+    assert_eq!(app.me(access).await.status_code(), StatusCode::OK);
+    assert_eq!(
+        app.get_with_session("/dashboard", &everywhere.other_browser.session)
+            .await
+            .status_code(),
+        StatusCode::OK
+    );
 }
