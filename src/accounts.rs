@@ -151,6 +151,17 @@ pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>> {
     .await?)
 }
 
+/// Replaces a learner's password hash (the session auth hash with it: axum-login then refuses
+/// every browser session made under the old one).
+pub async fn set_password_hash(pool: &Pool, user_id: &str, hash: &str) -> Result<()> {
+    sqlx::query("update users set password_hash = $1 where id = $2")
+        .bind(hash)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 pub async fn list(pool: &Pool) -> Result<Vec<User>> {
     Ok(sqlx::query_as(
         "select id, email, display_name, password_hash, created_at from users order by created_at, email",

@@ -9,6 +9,7 @@
 //! | `/logout` | nothing shared: it reads the session itself, whatever state it is in |
 //! | `/api/v1/…` | JSON errors, no-store, cross-site refused |
 //! | `/static/…`, `/healthz`, `/readyz` | nothing: no session is ever read for them |
+//! | `/metrics` | only on `LECTERN_METRICS_ADDR`, its own listener |
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -117,9 +118,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A bound, ready-to-run server.
+/// A bound, ready-to-run server, with its metrics listener when `LECTERN_METRICS_ADDR` is set.
 pub struct Application {
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     router: Router,
     state: AppState,
 }
@@ -137,8 +139,19 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (LECTERN_ADDR)"))?;
+        let metrics =
+            match state.settings.metrics_addr {
+                Some(addr) => {
+                    crate::telemetry::metrics_handle();
+                    Some(TcpListener::bind(addr).await.with_context(|| {
+                        format!("cannot listen on {addr} (LECTERN_METRICS_ADDR)")
+                    })?)
+                }
+                None => None,
+            };
         Ok(Self {
             listener,
+            metrics,
             router: router(state.clone()),
             state,
         })
@@ -146,6 +159,14 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// The metrics listener's port, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     pub fn state(&self) -> &AppState {
@@ -156,6 +177,19 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, "Lectern is listening on http://{addr}");
+        if let Some(metrics) = self.metrics {
+            let addr = metrics.local_addr()?;
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+            let router = pages::health::metrics_router().with_state(self.state.clone());
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(metrics, router)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+                {
+                    tracing::error!(error = %err, "the metrics listener stopped");
+                }
+            });
+        }
         axum::serve(
             self.listener,
             self.router

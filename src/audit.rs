@@ -14,6 +14,8 @@ pub enum Event {
     Idle,
     /// Ended at its absolute lifetime.
     Expired,
+    /// The learner changed their password (the change itself, and each sign-in it ended).
+    PasswordChanged,
 }
 
 impl Event {
@@ -25,6 +27,7 @@ impl Event {
             Self::Revoked => "revoked",
             Self::Idle => "idle",
             Self::Expired => "expired",
+            Self::PasswordChanged => "password_changed",
         }
     }
 }
@@ -52,6 +55,7 @@ impl Entry {
             "revoked" => "Sign-in ended",
             "idle" => "Signed out after a period of inactivity",
             "expired" => "Sign-in expired",
+            "password_changed" => "Password changed",
             other => other,
         }
     }

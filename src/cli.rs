@@ -1,4 +1,5 @@
-//! The `lectern` command line: `serve` (the default), `migrate`, `users create|list`.
+//! The `lectern` command line: `serve` (the default), `migrate`, `users create|list`,
+//! `sessions list|show|revoke`.
 //! Each prints plain text (or `--json`) and exits non-zero with a one-line reason on failure.
 
 use std::io::BufRead;
@@ -39,6 +40,42 @@ pub enum Command {
     /// Manage learners' accounts.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Find and end learners' sign-ins, in the same Redis and database as the servers.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List live sign-ins, newest first.
+    List {
+        /// Only this learner's.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// Show one sign-in, live or ended.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// End one sign-in (ID) or every sign-in of a learner (--user EMAIL), on every instance.
+    Revoke {
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -114,6 +151,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Users(cmd)) => users_command(cmd).await,
+        Some(Command::Sessions(cmd)) => sessions::run(cmd).await,
     }
 }
 
@@ -204,6 +242,201 @@ async fn users_command(cmd: UsersCommand) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+    }
+}
+
+mod sessions {
+    //! `lectern sessions`: the operators' view of sign-ins, through the same services the
+    //! servers use, so a revoke here is the same ending as a learner's sign-out.
+
+    use std::collections::HashMap;
+
+    use anyhow::{Context, bail};
+    use serde_json::{Value, json};
+
+    use super::SessionsCommand;
+    use crate::{
+        accounts::{self, Email},
+        auth::{
+            sign_ins::{EndReason, Liveness, SignIn},
+            sign_out::{self, Owed},
+        },
+        clock::{self, Clock},
+        config::{ServeArgs, Settings},
+        state::AppState,
+        web::ClientInfo,
+    };
+
+    /// The servers' stores. Without `REDIS_URL` sign-ins live in one server's memory, out of reach.
+    async fn connect(args: &ServeArgs) -> anyhow::Result<AppState> {
+        if args.redis_url.is_none() {
+            bail!(
+                "REDIS_URL is not set: without Redis, sign-ins live in the memory of the one server process, out of this command's reach"
+            );
+        }
+        let settings = Settings::from_args(args)?;
+        AppState::connect(settings, Clock::system()).await
+    }
+
+    async fn learner(state: &AppState, email: &str) -> anyhow::Result<accounts::User> {
+        let parsed = Email::parse(email).map_err(|m| anyhow::anyhow!("--user: {m}"))?;
+        accounts::find_by_email(&state.db, &parsed)
+            .await?
+            .with_context(|| format!("no account with email {}", parsed.as_str()))
+    }
+
+    async fn emails(state: &AppState) -> anyhow::Result<HashMap<String, String>> {
+        Ok(accounts::list(&state.db)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u.email))
+            .collect())
+    }
+
+    fn as_json(s: &SignIn, email: &str, status: &str) -> Value {
+        let described = s.described();
+        json!({
+            "id": s.id,
+            "user_id": s.user_id,
+            "email": email,
+            "created_at": clock::rfc3339(s.created_at),
+            "last_seen_at": clock::rfc3339(s.last_active_at()),
+            "expires_at": clock::rfc3339(s.expires_at),
+            "ip": s.ip,
+            "device": described.device,
+            "browser": described.browser,
+            "status": status,
+        })
+    }
+
+    pub async fn run(cmd: SessionsCommand) -> anyhow::Result<()> {
+        match cmd {
+            SessionsCommand::List {
+                user,
+                json,
+                settings,
+            } => {
+                let state = connect(&settings).await?;
+                let only = match &user {
+                    Some(email) => Some(learner(&state, email).await?),
+                    None => None,
+                };
+                let live = state
+                    .sign_ins
+                    .live(only.as_ref().map(|u| u.id.as_str()))
+                    .await?;
+                let emails = emails(&state).await?;
+                let email_of = |s: &SignIn| emails.get(&s.user_id).cloned().unwrap_or_default();
+                if json {
+                    let rows: Vec<Value> = live
+                        .iter()
+                        .map(|s| as_json(s, &email_of(s), "live"))
+                        .collect();
+                    println!("{}", Value::Array(rows));
+                } else if live.is_empty() {
+                    println!("no live sign-ins");
+                } else {
+                    println!(
+                        "{:<22}  {:<32}  {:<20}  {:<20}  {:<15}  device, browser",
+                        "id", "email", "signed in", "last active", "ip"
+                    );
+                    for s in &live {
+                        let described = s.described();
+                        println!(
+                            "{:<22}  {:<32}  {:<20}  {:<20}  {:<15}  {}, {}",
+                            s.id,
+                            email_of(s),
+                            clock::format_time(s.created_at),
+                            s.last_active(),
+                            s.ip,
+                            described.device,
+                            described.browser
+                        );
+                    }
+                }
+                Ok(())
+            }
+            SessionsCommand::Show { id, json, settings } => {
+                let state = connect(&settings).await?;
+                let s = state
+                    .sign_ins
+                    .find(&id)
+                    .await?
+                    .with_context(|| format!("no sign-in with id {id}"))?;
+                let status = match state.sign_ins.liveness(&id).await? {
+                    Liveness::Live(_) => "live".to_owned(),
+                    Liveness::Ended(reason) => format!("ended ({})", reason.as_str()),
+                };
+                let email = emails(&state).await?.remove(&s.user_id).unwrap_or_default();
+                if json {
+                    println!("{}", as_json(&s, &email, &status));
+                } else {
+                    let described = s.described();
+                    println!("id           {}", s.id);
+                    println!("learner      {email} ({})", s.user_id);
+                    println!("status       {status}");
+                    println!("signed in    {}", s.started());
+                    println!("last active  {}", s.last_active());
+                    println!("expires      {}", clock::format_time(s.expires_at));
+                    println!("ip           {}", s.ip);
+                    println!("device       {}", described.device);
+                    println!("browser      {}", described.browser);
+                }
+                Ok(())
+            }
+            SessionsCommand::Revoke {
+                id,
+                user,
+                json,
+                settings,
+            } => {
+                let state = connect(&settings).await?;
+                let mut owed = Owed::default();
+                let whom = match (&id, &user) {
+                    (Some(id), _) => {
+                        state
+                            .sign_ins
+                            .find(id)
+                            .await?
+                            .with_context(|| format!("no sign-in with id {id}"))?;
+                        owed.add_sid(id);
+                        match state.sign_ins.liveness(id).await? {
+                            Liveness::Live(_) => format!("sign-in {id}"),
+                            // Ending again is harmless and settles anything left behind.
+                            Liveness::Ended(reason) => format!(
+                                "sign-in {id}, which had already ended ({})",
+                                reason.as_str()
+                            ),
+                        }
+                    }
+                    (None, Some(email)) => {
+                        let learner = learner(&state, email).await?;
+                        for sid in state.sign_ins.open_for_user(&learner.id).await? {
+                            owed.add_sid(&sid);
+                        }
+                        format!("the sign-ins of {}", learner.email)
+                    }
+                    (None, None) => bail!("name a sign-in id or --user EMAIL"),
+                };
+                let ended = owed.sids().len();
+                sign_out::end_all(
+                    &state.sign_ins,
+                    &owed,
+                    None,
+                    EndReason::Revoked,
+                    &ClientInfo::operator(),
+                )
+                .await
+                .map_err(|unfinished| anyhow::Error::new(unfinished.error))?;
+                crate::telemetry::signed_out("operator", EndReason::Revoked.as_str());
+                if json {
+                    println!("{}", json!({"ended": ended, "ids": owed.sids()}));
+                } else {
+                    println!("ended {whom} ({ended} in all)");
+                }
+                Ok(())
+            }
         }
     }
 }

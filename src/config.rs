@@ -52,6 +52,14 @@ pub struct ServeArgs {
     /// What a sign-out's `Clear-Site-Data` names: `cookies,storage` (default) or `storage`.
     #[arg(long, env = "LECTERN_CLEAR_SITE_DATA", value_parser = clear_site_data)]
     pub clear_site_data: Option<ClearSiteData>,
+    /// Serve `GET /metrics` (Prometheus text) on this separate address, e.g. 127.0.0.1:9100
+    /// (default: no metrics).
+    #[arg(long, env = "LECTERN_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// The prefix of every Redis key Lectern writes (default `lectern:`); several deployments can
+    /// share one Redis with prefixes such as `lectern:staging:`.
+    #[arg(long, env = "LECTERN_REDIS_KEY_PREFIX", value_parser = key_prefix)]
+    pub redis_key_prefix: Option<String>,
 }
 
 /// Validated settings, shared read-only through the application state.
@@ -74,6 +82,8 @@ pub struct Settings {
     pub clear_site_data: ClearSiteData,
     /// Prefix of every Redis key Lectern writes; tests give each app its own.
     pub key_prefix: String,
+    /// Where `GET /metrics` is served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A configuration error: one line naming the variable and what is wrong with it.
@@ -134,7 +144,11 @@ impl Settings {
             rate_limit: args.rate_limit.unwrap_or(30),
             trusted_proxies: usize::from(args.trusted_proxies.unwrap_or(0)),
             clear_site_data: args.clear_site_data.unwrap_or_default(),
-            key_prefix: "lectern:".to_owned(),
+            key_prefix: args
+                .redis_key_prefix
+                .clone()
+                .unwrap_or_else(|| "lectern:".to_owned()),
+            metrics_addr: args.metrics_addr,
         })
     }
 
@@ -202,6 +216,19 @@ fn database_url(raw: &str) -> Result<String, String> {
         .any(|scheme| raw.starts_with(scheme));
     ok.then(|| raw.to_owned())
         .ok_or_else(|| "expected a sqlite: or postgres:// URL".into())
+}
+
+fn key_prefix(raw: &str) -> Result<String, String> {
+    let ok = raw.starts_with("lectern:")
+        && raw.ends_with(':')
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_'));
+    ok.then(|| raw.to_owned()).ok_or_else(|| {
+        "expected `lectern:` or a longer prefix such as `lectern:staging:` (letters, digits, - _ :)"
+            .into()
+    })
 }
 
 fn redis_url(raw: &str) -> Result<String, String> {

@@ -1,5 +1,13 @@
-//! Structured logging with `tracing`. Auth events are fields; secrets never are.
+//! What Lectern tells operators: structured logs with `tracing` (auth events are fields; secrets
+//! never are) and counters in the Prometheus text format, served on `LECTERN_METRICS_ADDR` only.
+//!
+//! Metrics go through the `metrics` facade into one process-wide Prometheus recorder; each
+//! function below is one thing the README's metrics table names.
 
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt};
 
 /// Installs the global subscriber once; `RUST_LOG` overrides the default level.
@@ -8,4 +16,73 @@ pub fn init() {
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn,fred=warn"));
     // A second call (tests) is harmless: the first subscriber stays.
     let _ = fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// Latency buckets for the revocation check, in seconds: 50 µs to 1 s.
+const CHECK_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// The process's recorder, installed the first time it is asked for (several apps in one test
+/// process share it; counters only grow, so tests read differences).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(REVOCATION_CHECK.to_owned()),
+                    CHECK_BUCKETS,
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder already installed (never in Lectern) leaves ours unfed, not broken.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+const REVOCATION_CHECK: &str = "lectern_revocation_check_seconds";
+
+/// A sign-in started (`browser` or `api`).
+pub fn sign_in_started(kind: &'static str) {
+    counter!("lectern_sign_ins_total", "kind" => kind).increment(1);
+}
+
+/// A sign-in attempt with wrong credentials.
+pub fn sign_in_failed() {
+    counter!("lectern_failed_sign_ins_total").increment(1);
+}
+
+/// A learner's or client's sign-out request: how far it reached and why its sign-ins ended.
+pub fn signed_out(scope: &'static str, reason: &'static str) {
+    counter!("lectern_sign_outs_total", "scope" => scope, "reason" => reason).increment(1);
+}
+
+/// A sign-in ended, by why: `signed_out` when the learner asked, anything else when the system
+/// (a timeout, a reused refresh token, a password change, another device or an operator) did.
+pub fn sign_in_ended(reason: &'static str) {
+    counter!("lectern_sign_ins_ended_total", "reason" => reason).increment(1);
+}
+
+/// A request refused by a rate limit.
+pub fn rate_limited(limit: &'static str) {
+    counter!("lectern_rate_limited_total", "limit" => limit).increment(1);
+}
+
+/// A used refresh token presented again after its grace window.
+pub fn refresh_reuse_detected() {
+    counter!("lectern_refresh_reuse_detected_total").increment(1);
+}
+
+/// How long one bearer token's revocation check took.
+pub fn revocation_checked(seconds: f64) {
+    histogram!(REVOCATION_CHECK).record(seconds);
+}
+
+/// The number of live sign-ins, counted when metrics are scraped.
+pub fn live_sign_ins(count: usize) {
+    gauge!("lectern_live_sign_ins").set(count as f64);
 }

@@ -9,6 +9,7 @@ pub mod forms;
 pub mod navigation;
 pub mod security;
 pub mod static_files;
+pub mod user_agent;
 
 pub use client::{ClientInfo, TrustedProxies};
 pub use forms::{PageForm, PageQuery};

@@ -24,6 +24,7 @@ use crate::{
     },
     error::{ApiError, ApiResult, AppError},
     state::AppState,
+    telemetry,
     web::{ClientInfo, cookies::SESSION_COOKIE},
 };
 
@@ -194,6 +195,7 @@ async fn logout(
         sign_out::end_all(&state.sign_ins, &owed, None, reason, &client)
             .await
             .map_err(|unfinished| unfinished.error)?;
+        telemetry::signed_out(scope.as_str(), reason.as_str());
         Ok::<_, AppError>(scope)
     }
     .await;

@@ -1,20 +1,35 @@
 //! The signed-in API client's own data.
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get},
+};
 use serde::Serialize;
 
 use crate::{
     accounts,
-    auth::BearerUser,
+    auth::{
+        BearerUser,
+        sign_ins::EndReason,
+        sign_out::{self, Owed},
+    },
+    clock,
     courses::{self, Course},
     error::{ApiResult, AppError},
     state::AppState,
+    telemetry,
+    web::ClientInfo,
 };
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/me", get(me))
         .route("/me/courses", get(my_courses))
+        .route("/me/sessions", get(my_sessions))
+        .route("/me/sessions/{id}", delete(end_session))
 }
 
 #[derive(Debug, Serialize)]
@@ -40,4 +55,71 @@ async fn my_courses(
     bearer: BearerUser,
 ) -> ApiResult<Json<Vec<Course>>> {
     Ok(Json(courses::enrolled(&state.db, &bearer.user_id).await?))
+}
+
+/// One live sign-in, as `GET /api/v1/me/sessions` lists it.
+#[derive(Debug, Serialize)]
+struct SessionView {
+    id: String,
+    /// The sign-in of the token asking.
+    current: bool,
+    created_at: String,
+    last_seen_at: String,
+    ip: String,
+    device: String,
+    browser: String,
+}
+
+async fn my_sessions(
+    State(state): State<AppState>,
+    bearer: BearerUser,
+) -> ApiResult<Json<Vec<SessionView>>> {
+    let live = state.sign_ins.live_for_user(&bearer.user_id).await?;
+    Ok(Json(
+        live.into_iter()
+            .map(|s| {
+                let described = s.described();
+                SessionView {
+                    current: s.id == bearer.sid,
+                    created_at: clock::rfc3339(s.created_at),
+                    last_seen_at: clock::rfc3339(s.last_active_at()),
+                    id: s.id,
+                    ip: s.ip,
+                    device: described.device,
+                    browser: described.browser,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// Ends one of the learner's live sign-ins: 204; 404 when it is not one of theirs, and nothing is
+/// ended. Its own id ends the caller's sign-in (its refresh cookie is refused from then on); a
+/// client that wants its cookies cleared signs out with `POST /api/v1/auth/logout`.
+async fn end_session(
+    State(state): State<AppState>,
+    bearer: BearerUser,
+    client: ClientInfo,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    if state
+        .sign_ins
+        .live_of_user(&bearer.user_id, &id)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::NotFound.into());
+    }
+    let reason = if id == bearer.sid {
+        EndReason::SignedOut
+    } else {
+        EndReason::Revoked
+    };
+    let mut owed = Owed::default();
+    owed.add_sid(&id);
+    sign_out::end_all(&state.sign_ins, &owed, None, reason, &client)
+        .await
+        .map_err(|unfinished| unfinished.error)?;
+    telemetry::signed_out("one", reason.as_str());
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

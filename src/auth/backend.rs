@@ -64,6 +64,9 @@ impl AuthnBackend for Backend {
         };
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         let ok = self.passwords.verify(creds.password, hash).await?;
+        if !ok {
+            crate::telemetry::sign_in_failed();
+        }
         Ok(user.filter(|_| ok))
     }
 

@@ -60,10 +60,11 @@ impl RateLimits {
         )
     }
 
-    async fn take(&self, bucket: &str, limit: u64) -> Result<(String, i64)> {
+    async fn take(&self, label: &'static str, bucket: &str, limit: u64) -> Result<(String, i64)> {
         let (window, retry_after) = self.window();
         let count = self.counters.hit(bucket, window).await?;
         if count > limit {
+            crate::telemetry::rate_limited(label);
             return Err(AppError::RateLimited { retry_after });
         }
         Ok((bucket.to_owned(), window))
@@ -74,10 +75,14 @@ impl RateLimits {
         if self.limit == 0 {
             return Ok(());
         }
-        self.take(&format!("{action}:ip:{}", client.ip), u64::from(self.limit))
-            .await
-            .inspect_err(|_| tracing::warn!(action, ip = %client.ip, "rate limit reached"))
-            .map(drop)
+        self.take(
+            "ip",
+            &format!("{action}:ip:{}", client.ip),
+            u64::from(self.limit),
+        )
+        .await
+        .inspect_err(|_| tracing::warn!(action, ip = %client.ip, "rate limit reached"))
+        .map(drop)
     }
 
     /// Counts one sign-in attempt against `email` from this client's address, before the
@@ -98,7 +103,7 @@ impl RateLimits {
         let account = &crate::crypto::sha256_hex(email.as_str().as_bytes())[..24];
         let bucket = format!("signin:acct:{account}:ip:{}", client.ip);
         let limit = u64::from(self.limit / 5).max(1);
-        let counted = self.take(&bucket, limit).await.inspect_err(
+        let counted = self.take("account", &bucket, limit).await.inspect_err(
             |_| tracing::warn!(ip = %client.ip, "per-account sign-in limit reached"),
         )?;
         Ok(Attempt {

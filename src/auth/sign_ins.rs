@@ -15,7 +15,11 @@ use crate::{
     db::Pool,
     error::Result,
     store::{Ended, SessionBackend, SignInStore, Standing},
-    web::ClientInfo,
+    telemetry,
+    web::{
+        ClientInfo,
+        user_agent::{self, Described},
+    },
 };
 
 /// How long things live, in seconds.
@@ -49,11 +53,38 @@ pub struct SignIn {
     pub user_agent: String,
     pub revoked_at: Option<i64>,
     pub revoked_reason: Option<String>,
+    /// When it was last active (recorded at most once a minute); `None` before the first time.
+    pub last_seen_at: Option<i64>,
+}
+
+/// `select` of every column of [`SignIn`] from `sign_ins`, followed by the rest of the query.
+macro_rules! select_sign_ins {
+    ($rest:literal) => {
+        concat!(
+            "select id, user_id, created_at, expires_at, ip, user_agent, revoked_at, ",
+            "revoked_reason, last_seen_at from sign_ins ",
+            $rest
+        )
+    };
 }
 
 impl SignIn {
     pub fn started(&self) -> String {
         clock::format_time(self.created_at)
+    }
+
+    /// The last moment it was seen active: its last recorded activity, or its start.
+    pub fn last_active_at(&self) -> i64 {
+        self.last_seen_at.unwrap_or(self.created_at)
+    }
+
+    pub fn last_active(&self) -> String {
+        clock::format_time(self.last_active_at())
+    }
+
+    /// Device and browser in words.
+    pub fn described(&self) -> Described {
+        user_agent::describe(&self.user_agent)
     }
 }
 
@@ -62,6 +93,15 @@ impl SignIn {
 pub enum Kind {
     Browser,
     Api,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Browser => "browser",
+            Self::Api => "api",
+        }
+    }
 }
 
 /// A sign-in just started: its id and the first refresh token of its family.
@@ -91,16 +131,19 @@ pub enum EndReason {
     Idle,
     /// The absolute lifetime ran out.
     Expired,
+    /// The learner changed their password.
+    PasswordChanged,
 }
 
 impl EndReason {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::SignedOut,
         Self::RefreshReuse,
         Self::Replaced,
         Self::Revoked,
         Self::Idle,
         Self::Expired,
+        Self::PasswordChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +154,7 @@ impl EndReason {
             Self::Revoked => "revoked",
             Self::Idle => "idle",
             Self::Expired => "expired",
+            Self::PasswordChanged => "password_changed",
         }
     }
 
@@ -125,6 +169,7 @@ impl EndReason {
             Self::RefreshReuse => "reuse",
             Self::Idle => "idle",
             Self::Expired => "expired",
+            Self::PasswordChanged => "password_changed",
             Self::SignedOut | Self::Replaced | Self::Revoked => "revoked",
         }
     }
@@ -136,6 +181,7 @@ impl EndReason {
             Self::Replaced | Self::Revoked => Event::Revoked,
             Self::Idle => Event::Idle,
             Self::Expired => Event::Expired,
+            Self::PasswordChanged => Event::PasswordChanged,
         }
     }
 }
@@ -235,10 +281,13 @@ impl SignIns {
         let standing = Standing {
             user_id: user.id.clone(),
             expires_at,
-            idle_until: (kind == Kind::Browser).then_some(now + self.lifetimes.idle),
+            // Idle applies to the whole sign-in, whatever started it: a browser's activity or an
+            // API client's refreshes keep it going.
+            idle_until: Some(now + self.lifetimes.idle),
         };
         self.store.mark_live(&sid, &standing).await?;
         let refresh = refresh_tokens::insert(&self.db, &sid, now).await?;
+        telemetry::sign_in_started(kind.as_str());
         audit::record(
             &self.db,
             audit::Record {
@@ -280,8 +329,10 @@ impl SignIns {
         let Some(claims) = self.tokens.verify(token, self.clock.now()) else {
             return Ok(None);
         };
-        let allowed = self.store.access_allowed(&claims.sid, &claims.jti).await?;
-        Ok(allowed.then_some(claims))
+        let started = std::time::Instant::now();
+        let allowed = self.store.access_allowed(&claims.sid, &claims.jti).await;
+        telemetry::revocation_checked(started.elapsed().as_secs_f64());
+        Ok(allowed?.then_some(claims))
     }
 
     /// Whether a sign-in is live now; if not, why it is over.
@@ -307,11 +358,18 @@ impl SignIns {
         Ok(Liveness::Ended(reason))
     }
 
-    /// Keeps a browser sign-in alive for another idle period.
+    /// Keeps a sign-in alive for another idle period and records when it was last active. The
+    /// callers do this at most once a minute per sign-in (a page view) or once per refresh, never
+    /// on every request.
     pub async fn touch(&self, sid: &str) -> Result<()> {
-        self.store
-            .touch(sid, self.clock.now() + self.lifetimes.idle)
-            .await
+        let now = self.clock.now();
+        self.store.touch(sid, now + self.lifetimes.idle).await?;
+        sqlx::query("update sign_ins set last_seen_at = $1 where id = $2 and revoked_at is null")
+            .bind(now)
+            .bind(sid)
+            .execute(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// Ends a sign-in, as one: every access token issued under it goes on the revocation list
@@ -337,6 +395,7 @@ impl SignIns {
         .fetch_optional(&self.db)
         .await?;
         if let Some(user_id) = flipped {
+            telemetry::sign_in_ended(reason.as_str());
             audit::record(
                 &self.db,
                 audit::Record {
@@ -354,13 +413,10 @@ impl SignIns {
     }
 
     pub async fn find(&self, sid: &str) -> Result<Option<SignIn>> {
-        Ok(sqlx::query_as(
-            "select id, user_id, created_at, expires_at, ip, user_agent, revoked_at, revoked_reason
-             from sign_ins where id = $1",
-        )
-        .bind(sid)
-        .fetch_optional(&self.db)
-        .await?)
+        Ok(sqlx::query_as(select_sign_ins!("where id = $1"))
+            .bind(sid)
+            .fetch_optional(&self.db)
+            .await?)
     }
 
     /// The ids of a learner's sign-ins that nobody ended and whose lifetime has not run out
@@ -375,6 +431,63 @@ impl SignIns {
         .await?)
     }
 
+    /// One of the learner's sign-ins, if it is theirs and live now: what a learner may end by id.
+    pub async fn live_of_user(&self, user_id: &str, sid: &str) -> Result<Option<SignIn>> {
+        match self.store.standing(sid).await? {
+            Some(standing) if standing.user_id == user_id => Ok(self
+                .find(sid)
+                .await?
+                .filter(|row| row.user_id == user_id && row.revoked_at.is_none())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every learner's sign-ins that still work, newest first (for operators), or one learner's.
+    pub async fn live(&self, user_id: Option<&str>) -> Result<Vec<SignIn>> {
+        let rows: Vec<SignIn> = sqlx::query_as(select_sign_ins!(
+            "where (cast($1 as text) is null or user_id = $1) and revoked_at is null
+             and expires_at > $2 order by created_at desc"
+        ))
+        .bind(user_id)
+        .bind(self.clock.now())
+        .fetch_all(&self.db)
+        .await?;
+        self.only_live(rows).await
+    }
+
+    /// How many sign-ins are live now, across every learner (for the metrics): the candidates
+    /// from the database, checked against the shared store a thousand per round trip.
+    pub async fn count_live(&self) -> Result<usize> {
+        let sids: Vec<String> = sqlx::query_scalar(
+            "select id from sign_ins where revoked_at is null and expires_at > $1",
+        )
+        .bind(self.clock.now())
+        .fetch_all(&self.db)
+        .await?;
+        let mut live = 0;
+        for chunk in sids.chunks(1000) {
+            live += self
+                .store
+                .standings(chunk)
+                .await?
+                .iter()
+                .filter(|s| s.is_some())
+                .count();
+        }
+        Ok(live)
+    }
+
+    /// The rows whose sign-in the shared store holds live, in one round trip.
+    async fn only_live(&self, rows: Vec<SignIn>) -> Result<Vec<SignIn>> {
+        let sids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let standings = self.store.standings(&sids).await?;
+        Ok(rows
+            .into_iter()
+            .zip(standings)
+            .filter_map(|(row, standing)| standing.map(|_| row))
+            .collect())
+    }
+
     /// The learner whose live sign-in this is, if it is live.
     pub async fn live_user(&self, sid: &str) -> Result<Option<String>> {
         Ok(self.store.standing(sid).await?.map(|s| s.user_id))
@@ -384,22 +497,15 @@ impl SignIns {
     /// and live in the shared store (idled-out sign-ins, and all of them after the store lost its
     /// data, are not).
     pub async fn live_for_user(&self, user_id: &str) -> Result<Vec<SignIn>> {
-        let rows: Vec<SignIn> = sqlx::query_as(
-            "select id, user_id, created_at, expires_at, ip, user_agent, revoked_at, revoked_reason
-             from sign_ins where user_id = $1 and revoked_at is null and expires_at > $2
-             order by created_at desc",
-        )
+        let rows: Vec<SignIn> = sqlx::query_as(select_sign_ins!(
+            "where user_id = $1 and revoked_at is null and expires_at > $2
+             order by created_at desc"
+        ))
         .bind(user_id)
         .bind(self.clock.now())
         .fetch_all(&self.db)
         .await?;
-        let sids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let standings = self.store.standings(&sids).await?;
-        Ok(rows
-            .into_iter()
-            .zip(standings)
-            .filter_map(|(row, standing)| standing.map(|_| row))
-            .collect())
+        self.only_live(rows).await
     }
 
     /// Presents a refresh token. A rotation is all or nothing: the token is used up and its
@@ -420,6 +526,7 @@ impl SignIns {
         if let Some(used_at) = presented.used_at
             && !within_grace(used_at)
         {
+            telemetry::refresh_reuse_detected();
             return Ok(Refresh::Reused { sid });
         }
         if presented.revoked_at.is_some() || presented.expires_at <= now {
@@ -428,6 +535,8 @@ impl SignIns {
         if self.store.standing(&sid).await?.is_none() {
             return Ok(Refresh::Refused);
         }
+        // A refresh is activity: the sign-in idles from here (harmless if the rotation fails).
+        self.touch(&sid).await?;
         let issued = self.issue_access_token(&presented.user_id, &sid).await?;
         let next = match presented.used_at {
             // Within grace: a sibling successor; the used token stays used.
@@ -436,7 +545,10 @@ impl SignIns {
                 Some(next) => next,
                 // Another request used it a moment ago.
                 None if within_grace(now) => refresh_tokens::insert(&self.db, &sid, now).await?,
-                None => return Ok(Refresh::Reused { sid }),
+                None => {
+                    telemetry::refresh_reuse_detected();
+                    return Ok(Refresh::Reused { sid });
+                }
             },
         };
         Ok(Refresh::Rotated {

@@ -65,6 +65,11 @@ impl Owed {
         }
     }
 
+    /// The sign-ins named so far.
+    pub fn sids(&self) -> &[String] {
+        &self.sids
+    }
+
     pub fn merge(&mut self, other: &Self) {
         other.session_ids.iter().for_each(|id| self.add_session(id));
         other.sids.iter().for_each(|sid| self.add_sid(sid));
@@ -113,6 +118,14 @@ impl Scope {
             Some("others") => Self::Others,
             Some("global") => Self::Global,
             _ => Self::Local,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Others => "others",
+            Self::Global => "global",
         }
     }
 }

@@ -1,21 +1,57 @@
-//! The account page: profile, the sign-ins that still work, recent activity.
+//! The account page: profile, where the learner is signed in (each of which they can end), the
+//! password change, recent activity.
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::{Router, extract::State, routing::get};
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use axum_extra::extract::cookie::SignedCookieJar;
+use axum_htmx::HxRequest;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
+use super::sign_out::SIGNED_OUT_HOME;
 use crate::{
-    accounts::User,
+    accounts::{self, Password, User},
     audit,
-    auth::{CurrentUser, sign_ins::SignIn},
-    error::Result,
-    layout::Layout,
+    auth::{
+        AuthSession, CurrentUser,
+        sign_ins::{EndReason, SignIn},
+        sign_out::{self, Owed, Scope, clear_client_state},
+    },
+    error::{AppError, Result},
+    layout::{Layout, Notice},
     state::AppState,
+    store::sessions::unavailable,
+    telemetry,
+    web::{ClientInfo, PageForm, PageQuery, redirect},
 };
 
 /// The learner's routes; `app` puts them behind `guards::learners_only`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/account", get(account))
+    Router::new()
+        .route("/account", get(account))
+        .route("/account/sessions/{id}/end", post(end_sign_in))
+        .route("/account/password", post(change_password))
+}
+
+/// A sign-in as the page shows it.
+struct Row {
+    sign_in: SignIn,
+    device: String,
+    browser: String,
+    this_browser: bool,
+}
+
+#[derive(Debug, Default)]
+struct PasswordErrors {
+    current_password: Option<String>,
+    new_password: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -23,19 +59,199 @@ pub fn router() -> Router<AppState> {
 struct AccountPage {
     layout: Layout,
     user: User,
-    current_sid: String,
-    sign_ins: Vec<SignIn>,
+    rows: Vec<Row>,
     events: Vec<audit::Entry>,
+    password_errors: PasswordErrors,
 }
 
-async fn account(State(state): State<AppState>, current: CurrentUser) -> Result<AccountPage> {
-    let sign_ins = state.sign_ins.live_for_user(&current.user.id).await?;
+async fn page(
+    state: &AppState,
+    current: &CurrentUser,
+    layout: Layout,
+    password_errors: PasswordErrors,
+) -> Result<AccountPage> {
+    let rows = state
+        .sign_ins
+        .live_for_user(&current.user.id)
+        .await?
+        .into_iter()
+        .map(|sign_in| {
+            let described = sign_in.described();
+            Row {
+                this_browser: sign_in.id == current.sid,
+                device: described.device,
+                browser: described.browser,
+                sign_in,
+            }
+        })
+        .collect();
     let events = audit::recent_for_user(&state.db, &current.user.id, 20).await?;
     Ok(AccountPage {
-        layout: current.layout(),
-        current_sid: current.sid.clone(),
-        user: current.user,
-        sign_ins,
+        layout,
+        user: current.user.clone(),
+        rows,
         events,
+        password_errors,
     })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AccountQuery {
+    changed: Option<String>,
+}
+
+async fn account(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    PageQuery(query): PageQuery<AccountQuery>,
+) -> Result<AccountPage> {
+    let mut layout = current.layout();
+    if query.changed.as_deref() == Some("password") {
+        layout = layout.with_notice(Notice::success(
+            "Your password was changed. Every other sign-in was ended; this browser stays signed in.",
+        ));
+    }
+    page(&state, &current, layout, PasswordErrors::default()).await
+}
+
+/// Ends one of the learner's live sign-ins, as from another device: its browser lands on the
+/// login page saying so. htmx gets an empty 200 (the row goes); a plain form goes back to the
+/// account page. Ending this browser's own sign-in is signing out. Not one of the learner's live
+/// sign-ins: 404, nothing ended.
+async fn end_sign_in(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    auth: AuthSession,
+    HxRequest(htmx): HxRequest,
+    client: ClientInfo,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    if state
+        .sign_ins
+        .live_of_user(&current.user.id, &id)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::NotFound);
+    }
+    let mut owed = Owed::default();
+    owed.add_sid(&id);
+    if id == current.sid {
+        sign_out::end_all(
+            &state.sign_ins,
+            &owed,
+            Some(&current.session_id),
+            EndReason::SignedOut,
+            &client,
+        )
+        .await
+        .map_err(|unfinished| unfinished.error)?;
+        auth.session.flush().await.map_err(unavailable)?;
+        telemetry::signed_out("one", EndReason::SignedOut.as_str());
+        return Ok(clear_client_state(
+            redirect(htmx, SIGNED_OUT_HOME),
+            state.client_state(),
+        ));
+    }
+    sign_out::end_all(&state.sign_ins, &owed, None, EndReason::Revoked, &client)
+        .await
+        .map_err(|unfinished| unfinished.error)?;
+    telemetry::signed_out("one", EndReason::Revoked.as_str());
+    Ok(if htmx {
+        StatusCode::OK.into_response()
+    } else {
+        Redirect::to("/account").into_response()
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PasswordForm {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+/// Changes the learner's password: every other sign-in ends (reason `password_changed`), and this
+/// browser is signed in again under a new session id and a new sign-in, so its old session
+/// cookie, access tokens and refresh cookie die with the old password. A wrong current password
+/// counts as a failed sign-in (the same limits), and like a weak new one re-renders the form with
+/// the error beside the field (422) and ends nothing.
+async fn change_password(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    mut auth: AuthSession,
+    client: ClientInfo,
+    jar: SignedCookieJar,
+    PageForm(form): PageForm<PasswordForm>,
+) -> Result<Response> {
+    let rerender = async |errors: PasswordErrors| -> Result<Response> {
+        let page = page(&state, &current, current.layout(), errors).await?;
+        Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+    };
+    let weak = Password::parse(form.new_password.expose_secret().to_owned()).err();
+    let email = accounts::Email::parse(&current.user.email).ok();
+    let attempt = state
+        .limits
+        .sign_in_attempt(email.as_ref(), &client)
+        .await?;
+    let right = state
+        .passwords
+        .verify(
+            form.current_password.clone(),
+            Some(current.user.password_hash.clone()),
+        )
+        .await?;
+    if !right {
+        telemetry::sign_in_failed();
+        return rerender(PasswordErrors {
+            current_password: Some("That is not your current password.".to_owned()),
+            new_password: weak,
+        })
+        .await;
+    }
+    attempt.succeeded().await?;
+    let new = match Password::parse(form.new_password.expose_secret().to_owned()) {
+        Ok(new) => new,
+        Err(message) => {
+            return rerender(PasswordErrors {
+                new_password: Some(message),
+                ..PasswordErrors::default()
+            })
+            .await;
+        }
+    };
+    let hash = state.passwords.hash(new.secret()).await?;
+    accounts::set_password_hash(&state.db, &current.user.id, &hash).await?;
+    tracing::info!(user.id = %current.user.id, "password changed");
+    // Every other sign-in of the learner, then this browser's own (with whatever else it holds).
+    let mut presented = Owed::default();
+    presented.add_sid(&current.sid);
+    presented.add_session(&current.session_id);
+    let others =
+        sign_out::reach(&state.sign_ins, &presented, &current.user.id, Scope::Others).await?;
+    sign_out::end_all(
+        &state.sign_ins,
+        &others,
+        None,
+        EndReason::PasswordChanged,
+        &client,
+    )
+    .await
+    .map_err(|unfinished| unfinished.error)?;
+    let user = User {
+        password_hash: hash,
+        ..current.user.clone()
+    };
+    let jar = super::sign_in::establish(
+        &state,
+        &mut auth,
+        Some((&current, EndReason::PasswordChanged)),
+        &user,
+        &client,
+        jar,
+    )
+    .await?;
+    telemetry::signed_out(Scope::Others.as_str(), EndReason::PasswordChanged.as_str());
+    Ok((jar, Redirect::to("/account?changed=password")).into_response())
 }

@@ -1,4 +1,5 @@
-//! Liveness and readiness, for load balancers and service managers.
+//! Liveness and readiness, for load balancers and service managers, and the metrics, for
+//! Prometheus (served on their own address, see `app`).
 
 use axum::{
     Json, Router,
@@ -9,7 +10,28 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::state::AppState;
+use crate::{state::AppState, telemetry};
+
+/// `GET /metrics` in the Prometheus text format: the counters so far, and the number of live
+/// sign-ins counted now.
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.sign_ins.count_live().await {
+        Ok(live) => telemetry::live_sign_ins(live),
+        Err(err) => tracing::warn!(error = %err, "live sign-ins could not be counted"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::metrics_handle().render(),
+    )
+        .into_response()
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -36,20 +36,20 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
 }
 
-/// Turns a browser session into a new sign-in: ends any sign-in it had, cycles the session id
+/// Turns a browser session into a new sign-in: ends any sign-in it had (for `ending`), cycles the session id
 /// (axum-login only does so when the session had no user yet, and a fixed id would let a planted
 /// cookie ride the sign-in), starts the sign-in, stores its id and a fresh CSRF token in the
 /// session, binds the two, and sets the refresh cookie.
 #[tracing::instrument(name = "sign_in.establish", skip_all)]
-async fn establish(
+pub(super) async fn establish(
     state: &AppState,
     auth: &mut AuthSession,
-    previous: Option<&CurrentUser>,
+    previous: Option<(&CurrentUser, EndReason)>,
     user: &User,
     client: &ClientInfo,
     jar: SignedCookieJar,
 ) -> Result<SignedCookieJar> {
-    if let Some(previous) = previous {
+    if let Some((previous, ending)) = previous {
         // The session layer deletes the old record itself when the id is cycled below.
         let mut owed = Owed::default();
         owed.add_sid(&previous.sid);
@@ -57,7 +57,7 @@ async fn establish(
             &state.sign_ins,
             &owed,
             Some(&previous.session_id),
-            EndReason::Replaced,
+            ending,
             client,
         )
         .await
@@ -97,6 +97,11 @@ async fn establish(
         started.expires_at - state.clock.now(),
         state.settings.secure_cookies,
     ))
+}
+
+/// A learner signing in again from the same browser replaces their sign-in there.
+fn replacing(viewer: &Viewer) -> Option<(&CurrentUser, EndReason)> {
+    viewer.user.as_ref().map(|user| (user, EndReason::Replaced))
 }
 
 // ---- register ----
@@ -178,7 +183,7 @@ async fn register(
         Err(CreateError::Other(err)) => return Err(err),
     };
     tracing::info!(user.id = %user.id, "account created");
-    let jar = establish(&state, &mut auth, viewer.user.as_ref(), &user, &client, jar).await?;
+    let jar = establish(&state, &mut auth, replacing(&viewer), &user, &client, jar).await?;
     Ok((jar, Redirect::to("/dashboard")).into_response())
 }
 
@@ -276,6 +281,6 @@ async fn login(
         return Ok((StatusCode::UNAUTHORIZED, page).into_response());
     };
     attempt.succeeded().await?;
-    let jar = establish(&state, &mut auth, viewer.user.as_ref(), &user, &client, jar).await?;
+    let jar = establish(&state, &mut auth, replacing(&viewer), &user, &client, jar).await?;
     Ok((jar, Redirect::to(&next)).into_response())
 }

@@ -27,6 +27,7 @@ use crate::{
     error::AppError,
     layout::Layout,
     state::AppState,
+    telemetry,
     web::{
         ClientInfo, PageQuery,
         cache::set_no_store,
@@ -127,6 +128,7 @@ async fn logout(
             .await
         {
             Ok(()) => {
+                telemetry::signed_out(scope.as_str(), EndReason::Revoked.as_str());
                 let mut response = redirect(htmx, "/account");
                 set_no_store(&mut response);
                 response
@@ -135,7 +137,10 @@ async fn logout(
         };
     }
     match sign_out::end_all(&state.sign_ins, &owed, None, EndReason::SignedOut, &client).await {
-        Ok(()) => clear_client_state(redirect(htmx, SIGNED_OUT_HOME), state.client_state()),
+        Ok(()) => {
+            telemetry::signed_out(scope.as_str(), EndReason::SignedOut.as_str());
+            clear_client_state(redirect(htmx, SIGNED_OUT_HOME), state.client_state())
+        }
         Err(unfinished) => unconfirmed(&state, htmx, &unfinished.owed, unfinished.error),
     }
 }

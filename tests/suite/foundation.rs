@@ -530,8 +530,12 @@ async fn an_idle_session_ends_its_sign_in_and_the_login_page_says_why() {
     assert_eq!(page.header("cache-control"), "no-store");
     let login = app.server.get("/login?next=%2Fdashboard&reason=idle").await;
     assert!(login.text().contains("no activity for a while"));
-    // The API sign-in beside it has no idle rule and lives on.
-    assert_eq!(app.me(&access).await.status_code(), StatusCode::OK);
+    // The idle rule is the whole sign-in's: the API sign-in beside it, which never refreshed in
+    // that time, has idled out too.
+    assert_eq!(
+        app.me(&access).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]

@@ -8,12 +8,12 @@ use crate::helpers::*;
 
 /// A learner signed in through the form, with an access token obtained through the refresh cookie
 /// (as a page would), plus every credential that sign-in handed out.
-struct SignedIn {
-    session: Cookie<'static>,
+pub(crate) struct SignedIn {
+    pub session: Cookie<'static>,
     /// The refresh cookie currently valid (after one rotation).
-    refresh: Cookie<'static>,
+    pub refresh: Cookie<'static>,
     /// Two access tokens issued under the sign-in.
-    access: Vec<String>,
+    pub access: Vec<String>,
 }
 
 async fn signed_in(app: &TestApp) -> SignedIn {
@@ -60,7 +60,7 @@ fn assert_cookies_cleared(response: &axum_test::TestResponse) {
     assert_eq!(response.header("cache-control"), "no-store");
 }
 
-async fn assert_everything_refused(app: &TestApp, old: &SignedIn) {
+pub(crate) async fn assert_everything_refused(app: &TestApp, old: &SignedIn) {
     let page = app.get_with_session("/dashboard", &old.session).await;
     assert_eq!(
         page.status_code(),

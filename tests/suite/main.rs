@@ -11,5 +11,6 @@ mod foundation;
 mod helpers;
 mod layers;
 mod logout;
+mod sessions;
 mod stores;
 mod tokens;
