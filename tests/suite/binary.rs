@@ -78,3 +78,28 @@ async fn an_unversioned_asset_is_revalidated_by_its_etag() {
     let (status, _, _) = http_get(&format!("{}/static/../Cargo.toml", server.base), &[]).await;
     assert_ne!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_binary_serves_metrics_on_their_own_address_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let server = RunningBinary::start(
+        dir.path(),
+        &[("LECTERN_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))],
+    )
+    .await;
+    wait_for_port(metrics_port).await;
+    let (status, headers, body) =
+        http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("lectern_live_sign_ins 0"), "{text}");
+    let (status, _, _) = http_get(&format!("{}/metrics", server.base), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not on the site's address");
+}

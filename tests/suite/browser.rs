@@ -66,11 +66,24 @@ async fn browser(webdriver: &str, profile: &std::path::Path) -> Client {
             ]
         }),
     );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(webdriver)
-        .await
-        .expect("open a Chromium session")
+    // Several browser tests start at once on two cores: a driver that is slow to take its first
+    // session gets a few more tries before the test fails.
+    let mut tries = 0;
+    loop {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(webdriver)
+            .await
+        {
+            Ok(client) => return client,
+            Err(err) if tries < 5 => {
+                eprintln!("opening a Chromium session failed, trying again: {err}");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("open a Chromium session: {err}"),
+        }
+    }
 }
 
 struct Shots {
@@ -118,6 +131,8 @@ async fn our_storage_keys(client: &Client) -> Vec<String> {
 struct Stack {
     client: Client,
     base: String,
+    /// The chromedriver address, for a second browser.
+    webdriver: String,
     _server: RunningBinary,
     _driver: Driver,
     _dirs: Vec<tempfile::TempDir>,
@@ -159,6 +174,7 @@ async fn stack() -> Option<Stack> {
     Some(Stack {
         client,
         base: server.base.clone(),
+        webdriver,
         _server: server,
         _driver: driver,
         _dirs: dirs,
@@ -430,4 +446,91 @@ async fn a_page_restored_from_the_back_forward_cache_leaves_when_the_session_is_
             .contains("Where you are signed in")
     );
     client.clone().close().await.unwrap();
+}
+
+/// The number of rows in the account page's sign-in table.
+async fn sign_in_rows(client: &Client) -> usize {
+    client
+        .find_all(Locator::Css("#sign-ins tbody tr"))
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn a_sign_in_ended_from_another_browsers_account_page_lands_on_the_login_page_with_the_reason()
+ {
+    let Some(stack) = stack().await else {
+        return;
+    };
+    let (laptop, base) = (&stack.client, stack.base.as_str());
+    let shots = Shots::new();
+    let email = sign_up(laptop, base, None).await;
+
+    // A second browser (its own profile, so its own cookies) signs in to the same account.
+    let profile = tempfile::tempdir().unwrap();
+    let phone = browser(&stack.webdriver, profile.path()).await;
+    phone.goto(&format!("{base}/login")).await.unwrap();
+    for (id, value) in [("email", email.as_str()), ("password", PASSWORD)] {
+        phone
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    phone
+        .find(Locator::Css("main form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let url = wait_for_url(&phone, 10, |u| u.ends_with("/dashboard")).await;
+    assert!(url.ends_with("/dashboard"), "{url}");
+
+    // The laptop sees both sign-ins and ends the phone's with its row's button (htmx).
+    laptop.goto(&format!("{base}/account")).await.unwrap();
+    assert_eq!(sign_in_rows(laptop).await, 2);
+    shots.take(laptop, "20-account-two-sign-ins").await;
+    laptop
+        .find(Locator::Css("#sign-ins tbody tr:not(:has(.badge)) button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sign_in_rows(laptop).await != 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sign_in_rows(laptop).await, 1, "the row goes");
+    assert!(laptop.source().await.unwrap().contains("This browser"));
+    shots.take(laptop, "21-account-one-ended").await;
+
+    // The phone's next step lands on the login page, which says why, and still does on reload.
+    phone
+        .find(Locator::LinkText("My courses"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let url = wait_for_url(&phone, 10, |u| u.contains("/login")).await;
+    assert!(url.contains("reason=revoked"), "{url}");
+    let says = "signed out from another device";
+    assert!(phone.source().await.unwrap().contains(says));
+    phone.refresh().await.unwrap();
+    assert!(
+        phone.source().await.unwrap().contains(says),
+        "after a reload"
+    );
+    shots.take(&phone, "22-phone-told-why").await;
+    phone.close().await.unwrap();
+
+    // The laptop is still signed in.
+    laptop.goto(&format!("{base}/dashboard")).await.unwrap();
+    let url = laptop.current_url().await.unwrap().to_string();
+    assert!(url.ends_with("/dashboard"), "{url}");
 }
