@@ -53,6 +53,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// One path segment as text, or a JSON 404 (never axum's plain-text 400).
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|_| ApiError(AppError::NotFound))
+    }
+}
+
 /// Refuses state-changing requests a browser marks as cross-site, before any handler runs: a
 /// cross-site page can neither sign in, refresh, nor sign a learner out.
 async fn same_site_only(request: Request, next: Next) -> Response {

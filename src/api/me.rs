@@ -2,13 +2,14 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{delete, get},
 };
 use serde::Serialize;
 
+use super::ApiPath;
 use crate::{
     accounts,
     auth::{
@@ -100,7 +101,7 @@ async fn end_session(
     State(state): State<AppState>,
     bearer: BearerUser,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Response> {
     if state
         .sign_ins

@@ -178,12 +178,12 @@ where
     if session_id.parse::<tower_sessions::session::Id>().is_err() {
         return Ok(Some("expired".to_owned()));
     }
-    if let Some(note) = sign_ins.store().session_end_note(&session_id).await? {
-        return Ok(Some(note));
-    }
+    // The system may have ended it (its note says why); either way, whatever it still holds ends
+    // now, so nothing of it survives a sign-out that stopped half-way.
+    let note = sign_ins.store().session_end_note(&session_id).await?;
     let held = sign_ins.store().sign_ins_of_session(&session_id).await?;
     let Some(first) = held.first() else {
-        return Ok(Some("expired".to_owned()));
+        return Ok(Some(note.unwrap_or_else(|| "expired".to_owned())));
     };
     let reason = match sign_ins.liveness(first).await? {
         Liveness::Ended(reason) => reason,
@@ -197,7 +197,9 @@ where
     if let Err(unfinished) = sign_out::end_all(sign_ins, &owed, None, reason, &client).await {
         tracing::warn!(error = %unfinished.error, "the sign-ins of an expired session could not be ended");
     }
-    Ok(Some(reason.login_reason().to_owned()))
+    Ok(Some(
+        note.unwrap_or_else(|| reason.login_reason().to_owned()),
+    ))
 }
 
 /// Activity keeps a browser sign-in alive. Idle expiry counts only writes, so the session (and

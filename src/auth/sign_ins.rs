@@ -13,7 +13,7 @@ use crate::{
     audit::{self, Event},
     clock::{self, Clock},
     db::Pool,
-    error::Result,
+    error::{AppError, Result},
     store::{Ended, SessionBackend, SignInStore, Standing},
     telemetry,
     web::{
@@ -258,26 +258,18 @@ impl SignIns {
         &self.tokens
     }
 
-    /// Starts a sign-in for `user`: the record, the live marker, the first refresh token, the
-    /// audit row.
+    /// Starts a sign-in for `user`: the live marker, the record, the first refresh token, the
+    /// audit row. The record is written only while `user.password_hash` (the hash the password
+    /// was just checked against) is still the learner's: a sign-in verified against a password
+    /// that changed meanwhile is refused, so a password change's sweep of open sign-ins (taken
+    /// after the new hash is stored) cannot miss one. The live marker goes first, so no record
+    /// exists that a sweep could end before its marker is written.
     #[tracing::instrument(name = "sign_in.start", skip_all, fields(user.id = %user.id, sign_in.id))]
     pub async fn start(&self, user: &User, client: &ClientInfo, kind: Kind) -> Result<Started> {
         let sid = crate::crypto::random_token(16);
         tracing::Span::current().record("sign_in.id", sid.as_str());
         let now = self.clock.now();
         let expires_at = now + self.lifetimes.absolute;
-        sqlx::query(
-            "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
-             values ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&sid)
-        .bind(&user.id)
-        .bind(now)
-        .bind(expires_at)
-        .bind(&client.ip)
-        .bind(&client.user_agent)
-        .execute(&self.db)
-        .await?;
         let standing = Standing {
             user_id: user.id.clone(),
             expires_at,
@@ -286,6 +278,30 @@ impl SignIns {
             idle_until: Some(now + self.lifetimes.idle),
         };
         self.store.mark_live(&sid, &standing).await?;
+        let written = sqlx::query(
+            "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
+             select $1, $2, $3, $4, $5, $6
+             where exists (select 1 from users where id = $2 and password_hash = $7)",
+        )
+        .bind(&sid)
+        .bind(&user.id)
+        .bind(now)
+        .bind(expires_at)
+        .bind(&client.ip)
+        .bind(&client.user_agent)
+        .bind(&user.password_hash)
+        .execute(&self.db)
+        .await;
+        let refused = match written {
+            Ok(done) if done.rows_affected() == 1 => None,
+            Ok(_) => Some(AppError::InvalidCredentials),
+            Err(err) => Some(err.into()),
+        };
+        if let Some(err) = refused {
+            // Nothing refers to the marker; take it back (it would lapse at its idle deadline).
+            let _ = self.store.end(&sid).await;
+            return Err(err);
+        }
         let refresh = refresh_tokens::insert(&self.db, &sid, now).await?;
         telemetry::sign_in_started(kind.as_str());
         audit::record(

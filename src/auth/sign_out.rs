@@ -25,14 +25,18 @@ use crate::{
 pub struct Owed {
     session_ids: Vec<String>,
     sids: Vec<String>,
+    /// Sign-ins that stay even when a browser session they share is ended (the caller's own,
+    /// for `others`); never sealed into a retry note.
+    spare: Vec<String>,
 }
 
 /// What the retry note is sealed for (bound in as associated data).
 pub const RETRY_PURPOSE: &str = "lectern.signout-retry";
 /// How long a retry note stays good, in seconds.
 const RETRY_TTL: i64 = 3600;
-/// At most this many of each: a note names one browser's sign-out, not a list.
-const OWED_MAX: usize = 64;
+/// At most this many of each are read back from a retry note (a learner's every sign-in, for a
+/// `global` sign-out, with room to spare).
+const OWED_MAX: usize = 1024;
 
 /// A sign-in id as `random_token(16)` makes them.
 fn is_sid(value: &str) -> bool {
@@ -50,17 +54,14 @@ impl Owed {
     /// A browser session this request presents. Only a well-formed id counts, so a crafted cookie
     /// cannot smuggle other entries in.
     pub fn add_session(&mut self, id: &str) {
-        if is_session_id(id)
-            && self.session_ids.len() < OWED_MAX
-            && !self.session_ids.iter().any(|s| s == id)
-        {
+        if is_session_id(id) && !self.session_ids.iter().any(|s| s == id) {
             self.session_ids.push(id.to_owned());
         }
     }
 
     /// A sign-in this request presents a credential of.
     pub fn add_sid(&mut self, sid: &str) {
-        if is_sid(sid) && self.sids.len() < OWED_MAX && !self.sids.iter().any(|s| s == sid) {
+        if is_sid(sid) && !self.sids.iter().any(|s| s == sid) {
             self.sids.push(sid.to_owned());
         }
     }
@@ -95,8 +96,16 @@ impl Owed {
             return None;
         }
         let mut owed = Self::default();
-        parts.next()?.split(',').for_each(|id| owed.add_session(id));
-        parts.next()?.split(',').for_each(|sid| owed.add_sid(sid));
+        parts
+            .next()?
+            .split(',')
+            .take(OWED_MAX)
+            .for_each(|id| owed.add_session(id));
+        parts
+            .next()?
+            .split(',')
+            .take(OWED_MAX)
+            .for_each(|sid| owed.add_sid(sid));
         Some(owed)
     }
 }
@@ -147,7 +156,10 @@ pub async fn reach(
         held.extend(sign_ins.store().sign_ins_of_session(session_id).await?);
     }
     let mut owed = match scope {
-        Scope::Others => Owed::default(),
+        Scope::Others => Owed {
+            spare: held.clone(),
+            ..Owed::default()
+        },
         _ => presented.clone(),
     };
     for sid in sign_ins.open_for_user(user_id).await? {
@@ -165,8 +177,9 @@ pub struct Unfinished {
     pub owed: Owed,
 }
 
-/// Ends every sign-in `presented` names or its browser sessions hold, deletes each of those
-/// sessions once, and notes why on the sessions that did not ask. `own_session` is the browser
+/// Ends every sign-in `presented` names or its browser sessions hold, and every other sign-in
+/// held by a browser session one of those holds (a browser that is signed out keeps nothing),
+/// deletes each of those sessions once, and notes why on the sessions that did not ask. `own_session` is the browser
 /// session of the request itself when the caller's session layer deletes that record (a flush,
 /// a new id): its sign-ins are ended here, its record is left to the layer. Each step is tried
 /// even if an earlier one failed; the first failure is returned with everything that was
@@ -201,10 +214,28 @@ pub async fn end_all(
         }
     }
     let mut held: Vec<String> = Vec::new();
-    for sid in &owed.sids {
-        match sign_ins.end(sid, reason, client).await {
-            Ok(ended) => held.extend(ended.sessions),
-            Err(err) => keep(Err(err)),
+    let mut next = 0;
+    while let Some(sid) = owed.sids.get(next).cloned() {
+        next += 1;
+        let sessions = match sign_ins.end(&sid, reason, client).await {
+            Ok(ended) => ended.sessions,
+            Err(err) => {
+                keep(Err(err));
+                continue;
+            }
+        };
+        for session_id in sessions {
+            if held.contains(&session_id) {
+                continue;
+            }
+            match store.sign_ins_of_session(&session_id).await {
+                Ok(sids) => sids
+                    .iter()
+                    .filter(|s| !presented.spare.contains(s))
+                    .for_each(|s| owed.add_sid(s)),
+                Err(err) => keep(Err(err)),
+            }
+            held.push(session_id);
         }
     }
     // A browser may send its session cookie for one idle period after its last activity.

@@ -5,7 +5,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -29,7 +29,7 @@ use crate::{
     state::AppState,
     store::sessions::unavailable,
     telemetry,
-    web::{ClientInfo, PageForm, PageQuery, redirect},
+    web::{ClientInfo, PageForm, PagePath, PageQuery, redirect},
 };
 
 /// The learner's routes; `app` puts them behind `guards::learners_only`.
@@ -125,7 +125,7 @@ async fn end_sign_in(
     auth: AuthSession,
     HxRequest(htmx): HxRequest,
     client: ClientInfo,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
 ) -> Result<Response> {
     if state
         .sign_ins
@@ -163,6 +163,28 @@ async fn end_sign_in(
     } else {
         Redirect::to("/account").into_response()
     })
+}
+
+/// Ends every sign-in of the learner but the ones this browser holds, for a password change.
+async fn end_other_sign_ins(
+    state: &AppState,
+    current: &CurrentUser,
+    client: &ClientInfo,
+) -> Result<()> {
+    let mut presented = Owed::default();
+    presented.add_sid(&current.sid);
+    presented.add_session(&current.session_id);
+    let others =
+        sign_out::reach(&state.sign_ins, &presented, &current.user.id, Scope::Others).await?;
+    sign_out::end_all(
+        &state.sign_ins,
+        &others,
+        None,
+        EndReason::PasswordChanged,
+        client,
+    )
+    .await
+    .map_err(|unfinished| unfinished.error)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,23 +244,14 @@ async fn change_password(
         }
     };
     let hash = state.passwords.hash(new.secret()).await?;
+    // Every other sign-in ends before the new password is stored, so a store that cannot be
+    // reached fails the change with nothing changed; and once more after, for a sign-in that was
+    // checked against the old password a moment before (a later one is refused by
+    // `SignIns::start`). Then this browser's own, with whatever else it holds.
+    end_other_sign_ins(&state, &current, &client).await?;
     accounts::set_password_hash(&state.db, &current.user.id, &hash).await?;
     tracing::info!(user.id = %current.user.id, "password changed");
-    // Every other sign-in of the learner, then this browser's own (with whatever else it holds).
-    let mut presented = Owed::default();
-    presented.add_sid(&current.sid);
-    presented.add_session(&current.session_id);
-    let others =
-        sign_out::reach(&state.sign_ins, &presented, &current.user.id, Scope::Others).await?;
-    sign_out::end_all(
-        &state.sign_ins,
-        &others,
-        None,
-        EndReason::PasswordChanged,
-        &client,
-    )
-    .await
-    .map_err(|unfinished| unfinished.error)?;
+    end_other_sign_ins(&state, &current, &client).await?;
     let user = User {
         password_hash: hash,
         ..current.user.clone()

@@ -4,7 +4,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -16,6 +16,7 @@ use crate::{
     error::Result,
     layout::Layout,
     state::AppState,
+    web::PagePath,
 };
 
 /// The learner's routes; `app` puts them behind `guards::learners_only`.
@@ -73,7 +74,7 @@ async fn card_or_back(
 async fn enrol(
     State(state): State<AppState>,
     current: CurrentUser,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
     HxRequest(htmx): HxRequest,
 ) -> Result<Response> {
     let id = CourseId::parse(&id)?;
@@ -84,7 +85,7 @@ async fn enrol(
 async fn leave(
     State(state): State<AppState>,
     current: CurrentUser,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
     HxRequest(htmx): HxRequest,
 ) -> Result<Response> {
     let id = CourseId::parse(&id)?;

@@ -48,6 +48,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for PageQuery<T> {
     }
 }
 
+/// One path segment as text; one that is not (undecodable UTF-8) names nothing here: the 404
+/// page, not axum's plain-text 400.
+pub struct PagePath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PagePath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|_| AppError::NotFound)
+    }
+}
+
 /// Reads at most `limit` bytes of a body and stops there: a larger or broken body yields what
 /// arrived, never an error.
 pub async fn read_prefix(body: Body, limit: usize) -> Bytes {

@@ -793,7 +793,7 @@ async fn a_page_view_with_an_expired_record_says_idle_and_ends_its_sign_in() {
 
 /// A browser signed in by form whose page also signed in through the API (the browser then
 /// holds the API sign-in's refresh cookie in place of the form's).
-async fn browser_with_two_sign_ins(app: &TestApp) -> (SignedIn, SignedIn) {
+pub(crate) async fn browser_with_two_sign_ins(app: &TestApp) -> (SignedIn, SignedIn) {
     let form = form_sign_in(app).await;
     let email = app.signed_up_email_of(&form.access[0]).await;
     let response = app

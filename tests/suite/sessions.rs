@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     helpers::*,
-    logout::{SignedIn, assert_everything_refused},
+    logout::{SignedIn, assert_everything_refused, browser_with_two_sign_ins},
 };
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -731,4 +731,134 @@ async fn metrics_count_sign_ins_sign_outs_failures_reuse_and_live_sign_ins() {
         "{last}"
     );
     assert_eq!(sample(&last, "lectern_live_sign_ins"), 0.0);
+}
+
+#[tokio::test]
+async fn ending_a_browser_from_elsewhere_ends_every_sign_in_that_browser_holds() {
+    let app = spawn_app().await;
+    // This browser: a form sign-in and a script's API sign-in bound to it.
+    let (form, api) = browser_with_two_sign_ins(&app).await;
+    let email = app.me(&form.access[0]).await.json::<Value>()["email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (phone_token, _) = app.api_login(&email).await;
+    let form_sid = app.sid_of(&form.access[0]);
+    let response = app
+        .server
+        .delete(&format!("/api/v1/me/sessions/{form_sid}"))
+        .authorization_bearer(&phone_token)
+        .await;
+    assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
+    assert_everything_refused(&app, &form).await;
+    assert_eq!(
+        app.me(&api.access[0]).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh_with(&api.refresh).await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.me(&phone_token).await.status_code(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_sign_in_checked_against_a_password_that_changed_meanwhile_is_refused() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let parsed = lectern::accounts::Email::parse(&email).unwrap();
+    // The learner as a sign-in that verified the old password sees them.
+    let before = lectern::accounts::find_by_email(&app.state.db, &parsed)
+        .await
+        .unwrap()
+        .unwrap();
+    let response = change_password(&app, PASSWORD, NEW_PASSWORD).await;
+    assert_eq!(response.status_code(), StatusCode::SEE_OTHER);
+    let client = lectern::web::ClientInfo::operator();
+    let late = app
+        .state
+        .sign_ins
+        .start(&before, &client, lectern::auth::sign_ins::Kind::Api)
+        .await;
+    assert!(
+        matches!(late, Err(lectern::AppError::InvalidCredentials)),
+        "{late:?}"
+    );
+    let live = app.state.sign_ins.live(Some(&before.id)).await.unwrap();
+    assert_eq!(live.len(), 1, "only this browser's new sign-in");
+}
+
+#[tokio::test]
+async fn signing_out_everywhere_reaches_every_sign_in_however_many() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let parsed = lectern::accounts::Email::parse(&email).unwrap();
+    let user = lectern::accounts::find_by_email(&app.state.db, &parsed)
+        .await
+        .unwrap()
+        .unwrap();
+    let client = lectern::web::ClientInfo::operator();
+    let mut tokens = Vec::new();
+    for _ in 0..80 {
+        let started = app
+            .state
+            .sign_ins
+            .start(&user, &client, lectern::auth::sign_ins::Kind::Api)
+            .await
+            .unwrap();
+        let issued = app
+            .state
+            .sign_ins
+            .issue_access_token(&user.id, &started.sid)
+            .await
+            .unwrap();
+        tokens.push(issued.token);
+    }
+    let token = app.csrf("/account").await;
+    let response = app
+        .server
+        .post("/logout")
+        .form(&[("csrf_token", token.as_str()), ("scope", "global")])
+        .await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
+    for token in &tokens {
+        assert_eq!(app.me(token).await.status_code(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(
+        app.state
+            .sign_ins
+            .live(Some(&user.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_id_is_a_404_page_or_json_not_plain_text() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let (token, _) = app.api_login(&email).await;
+    let csrf = app.csrf("/account").await;
+    let page = app
+        .server
+        .post("/account/sessions/%FF/end")
+        .form(&[("csrf_token", csrf.as_str())])
+        .await;
+    assert_eq!(page.status_code(), StatusCode::NOT_FOUND);
+    assert_client_error_page(&page);
+    let api = app
+        .server
+        .delete("/api/v1/me/sessions/%FF")
+        .authorization_bearer(&token)
+        .await;
+    assert_eq!(api.status_code(), StatusCode::NOT_FOUND);
+    assert_eq!(api.json::<Value>()["error"], "not_found");
+    let course = app
+        .server
+        .post("/courses/%FF/enrol")
+        .form(&[("csrf_token", csrf.as_str())])
+        .await;
+    assert_eq!(course.status_code(), StatusCode::NOT_FOUND);
+    assert_client_error_page(&course);
 }
