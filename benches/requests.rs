@@ -165,11 +165,15 @@ async fn main() {
     let session = cookie_of(&headers, "lectern_session");
     let access = api_login(&router, &email).await;
     let bearer = format!("Bearer {access}");
+    // Ten more sign-ins, so the lists of sign-ins below hold twelve.
+    for _ in 0..10 {
+        api_login(&router, &email).await;
+    }
 
     println!("lectern bench: in-process requests, {shape} shape, one task, {budget:?} each");
     let baseline = rate(&router, budget, StatusCode::OK, || get("/healthz", None)).await;
     println!("{:<44} {:>9.0} req/s  (baseline)", "GET /healthz", baseline);
-    let cases: [(&str, MakeRequest<'_>); 4] = [
+    let cases: [(&str, MakeRequest<'_>); 6] = [
         ("GET / as a visitor", Box::new(|| get("/", None))),
         (
             "GET /dashboard signed in",
@@ -178,6 +182,19 @@ async fn main() {
         (
             "GET /api/v1/me with a bearer token",
             Box::new(|| get("/api/v1/me", Some(("authorization", bearer.as_str())))),
+        ),
+        (
+            "GET /account signed in (12 live sign-ins)",
+            Box::new(|| get("/account", Some(("cookie", session.as_str())))),
+        ),
+        (
+            "GET /api/v1/me/sessions (12 live sign-ins)",
+            Box::new(|| {
+                get(
+                    "/api/v1/me/sessions",
+                    Some(("authorization", bearer.as_str())),
+                )
+            }),
         ),
         (
             "GET /static/app.js?v=… (embedded asset)",
