@@ -1,6 +1,7 @@
-//! The one way out. Every sign-out (the form, htmx, the API, refresh-token reuse, an idle or
-//! absolute timeout, a browser signing in again) goes through [`end_all`], and every response
-//! that signs a browser out is finished by [`clear_client_state`].
+//! The one way out. Every sign-out (the form, htmx, the API, with their scopes; one sign-in ended
+//! from the account page or the API; a password change; an operator's revoke; refresh-token reuse;
+//! an idle or absolute timeout; a browser signing in again) goes through [`end_all`], and every
+//! response that signs a browser out is finished by [`clear_client_state`].
 //!
 //! [`end_all`] collects what to end once: the sign-ins named directly and every sign-in the
 //! presented browser sessions hold; ends each through [`SignIns::end`]; then deletes each browser
