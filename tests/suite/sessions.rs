@@ -862,3 +862,28 @@ async fn an_undecodable_id_is_a_404_page_or_json_not_plain_text() {
     assert_eq!(course.status_code(), StatusCode::NOT_FOUND);
     assert_client_error_page(&course);
 }
+
+#[tokio::test]
+async fn ending_this_browsers_own_sign_in_from_the_account_page_signs_it_out() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let login = app.sign_in(&email, PASSWORD, "").await;
+    let (access, refresh) = app.access_via(&login.cookie("lectern_refresh")).await;
+    let mine = SignedIn {
+        session: login.cookie("lectern_session"),
+        refresh,
+        access: vec![access],
+    };
+    let own = app.sid_of(&mine.access[0]);
+    let token = app.csrf("/account").await;
+    let response = app
+        .server
+        .post(&format!("/account/sessions/{own}/end"))
+        .form(&[("csrf_token", token.as_str())])
+        .await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_eq!(response.header("cache-control"), "no-store");
+    assert!(set_cookie(&response, "lectern_session").contains("Max-Age=0"));
+    assert!(set_cookie(&response, "lectern_refresh").contains("Max-Age=0"));
+    assert_everything_refused(&app, &mine).await;
+}
