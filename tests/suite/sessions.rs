@@ -511,8 +511,15 @@ async fn a_sign_in_ended_for_its_lifetime_refuses_every_credential_and_the_login
     .await;
     let email = app.signed_up().await;
     let other = browser_sign_in(&app, &email, FIREFOX).await;
-    app.advance(3601);
+    app.advance(1800);
+    let later = browser_sign_in(&app, &email, IPHONE).await;
+    app.advance(1801);
     assert_everything_refused(&app, &other).await;
+    // A sign-in made later has its own lifetime and still works.
+    let (token, _) = app.access_via(&later.refresh).await;
+    assert_eq!(app.me(&token).await.status_code(), StatusCode::OK);
+    let page = app.get_with_session("/dashboard", &later.session).await;
+    assert_eq!(page.status_code(), StatusCode::OK);
     let page = app.get_with_session("/dashboard", &other.session).await;
     let location = page.header("location").to_str().unwrap().to_owned();
     assert!(location.ends_with("reason=expired"), "{location}");
@@ -693,6 +700,15 @@ async fn metrics_count_sign_ins_sign_outs_failures_reuse_and_live_sign_ins() {
         .json(&serde_json::json!({"email": email, "password": "wrong password here"}))
         .await;
     assert_eq!(wrong.status_code(), StatusCode::UNAUTHORIZED);
+    // Wrong passwords for one account from one address, past its limit (a fifth of 30).
+    for _ in 0..7 {
+        app.server
+            .post("/api/v1/auth/login")
+            .clear_cookies()
+            .do_not_save_cookies()
+            .json(&serde_json::json!({"email": email, "password": "not the password"}))
+            .await;
+    }
     let first = app.refresh_with(&refresh).await;
     assert_eq!(first.status_code(), StatusCode::OK);
     app.advance(60);
@@ -706,7 +722,8 @@ async fn metrics_count_sign_ins_sign_outs_failures_reuse_and_live_sign_ins() {
     for (series, grew_by) in [
         ("lectern_sign_ins_total{kind=\"browser\"}", 1.0),
         ("lectern_sign_ins_total{kind=\"api\"}", 1.0),
-        ("lectern_failed_sign_ins_total", 1.0),
+        ("lectern_failed_sign_ins_total", 6.0),
+        ("lectern_rate_limited_total{limit=\"account\"}", 1.0),
         ("lectern_refresh_reuse_detected_total", 1.0),
         (
             "lectern_sign_ins_ended_total{reason=\"refresh_reuse\"}",
