@@ -29,6 +29,8 @@ pub type AuthSession = axum_login::AuthSession<Backend>;
 pub const SID_KEY: &str = "lectern.sid";
 pub const CSRF_KEY: &str = "lectern.csrf";
 pub const TOUCHED_KEY: &str = "lectern.touched";
+/// A one-time notice for the next page the session shows (then removed).
+pub const NOTICE_KEY: &str = "lectern.notice";
 
 /// axum-login's error, as ours: its session half is the session store not answering.
 pub(crate) fn auth_error(err: axum_login::Error<Backend>) -> crate::error::AppError {

@@ -14,13 +14,14 @@ use axum_extra::extract::cookie::SignedCookieJar;
 use axum_htmx::HxRequest;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use tower_sessions::Session;
 
 use super::sign_out::SIGNED_OUT_HOME;
 use crate::{
     accounts::{self, Password, User},
     audit,
     auth::{
-        AuthSession, CurrentUser,
+        AuthSession, CurrentUser, NOTICE_KEY,
         sign_ins::{EndReason, SignIn},
         sign_out::{self, Owed, Scope, clear_client_state},
     },
@@ -29,7 +30,7 @@ use crate::{
     state::AppState,
     store::sessions::unavailable,
     telemetry,
-    web::{ClientInfo, PageForm, PagePath, PageQuery, redirect},
+    web::{ClientInfo, PageForm, PagePath, redirect},
 };
 
 /// The learner's routes; `app` puts them behind `guards::learners_only`.
@@ -95,19 +96,24 @@ async fn page(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct AccountQuery {
-    changed: Option<String>,
-}
+/// The notice a password change leaves for the account page it redirects to.
+const PASSWORD_CHANGED: &str = "password_changed";
 
 async fn account(
     State(state): State<AppState>,
     current: CurrentUser,
-    PageQuery(query): PageQuery<AccountQuery>,
+    session: Session,
 ) -> Result<AccountPage> {
     let mut layout = current.layout();
-    if query.changed.as_deref() == Some("password") {
+    // Read first: removing marks the session for saving, which only a shown notice needs.
+    let notice: Option<String> = session.get(NOTICE_KEY).await.map_err(unavailable)?;
+    if notice.is_some() {
+        session
+            .remove::<String>(NOTICE_KEY)
+            .await
+            .map_err(unavailable)?;
+    }
+    if notice.as_deref() == Some(PASSWORD_CHANGED) {
         layout = layout.with_notice(Notice::success(
             "Your password was changed. Every other sign-in was ended; this browser stays signed in.",
         ));
@@ -265,6 +271,10 @@ async fn change_password(
         jar,
     )
     .await?;
+    auth.session
+        .insert(NOTICE_KEY, PASSWORD_CHANGED)
+        .await
+        .map_err(unavailable)?;
     telemetry::signed_out(Scope::Others.as_str(), EndReason::PasswordChanged.as_str());
-    Ok((jar, Redirect::to("/account?changed=password")).into_response())
+    Ok((jar, Redirect::to("/account")).into_response())
 }
