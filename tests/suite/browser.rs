@@ -181,15 +181,9 @@ async fn stack() -> Option<Stack> {
     })
 }
 
-/// Signs up through the form and lands on the dashboard; returns the email.
-async fn sign_up(client: &Client, base: &str, shots: Option<&Shots>) -> String {
-    let email = unique_email();
-    client.goto(&format!("{base}/register")).await.unwrap();
-    for (id, value) in [
-        ("email", email.as_str()),
-        ("display_name", "Ada"),
-        ("password", PASSWORD),
-    ] {
+/// Types each value into the field with that id, then submits the page's main form.
+async fn fill_and_submit(client: &Client, fields: &[(&str, &str)], shot: Option<(&Shots, &str)>) {
+    for (id, value) in fields {
         client
             .find(Locator::Id(id))
             .await
@@ -198,8 +192,8 @@ async fn sign_up(client: &Client, base: &str, shots: Option<&Shots>) -> String {
             .await
             .unwrap();
     }
-    if let Some(shots) = shots {
-        shots.take(client, "01-register").await;
+    if let Some((shots, name)) = shot {
+        shots.take(client, name).await;
     }
     client
         .find(Locator::Css("main form button[type=submit]"))
@@ -208,6 +202,18 @@ async fn sign_up(client: &Client, base: &str, shots: Option<&Shots>) -> String {
         .click()
         .await
         .unwrap();
+}
+
+/// Signs up through the form and lands on the dashboard; returns the email.
+async fn sign_up(client: &Client, base: &str, shots: Option<&Shots>) -> String {
+    let email = unique_email();
+    client.goto(&format!("{base}/register")).await.unwrap();
+    let fields = [
+        ("email", email.as_str()),
+        ("display_name", "Ada"),
+        ("password", PASSWORD),
+    ];
+    fill_and_submit(client, &fields, shots.map(|s| (s, "01-register"))).await;
     let url = wait_for_url(client, 10, |u| u.ends_with("/dashboard")).await;
     assert!(url.ends_with("/dashboard"), "after sign-up: {url}");
     email
@@ -471,22 +477,8 @@ async fn a_sign_in_ended_from_another_browsers_account_page_lands_on_the_login_p
     let profile = tempfile::tempdir().unwrap();
     let phone = browser(&stack.webdriver, profile.path()).await;
     phone.goto(&format!("{base}/login")).await.unwrap();
-    for (id, value) in [("email", email.as_str()), ("password", PASSWORD)] {
-        phone
-            .find(Locator::Id(id))
-            .await
-            .unwrap()
-            .send_keys(value)
-            .await
-            .unwrap();
-    }
-    phone
-        .find(Locator::Css("main form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let fields = [("email", email.as_str()), ("password", PASSWORD)];
+    fill_and_submit(&phone, &fields, None).await;
     let url = wait_for_url(&phone, 10, |u| u.ends_with("/dashboard")).await;
     assert!(url.ends_with("/dashboard"), "{url}");
 
