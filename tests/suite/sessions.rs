@@ -774,16 +774,21 @@ async fn ending_a_browser_from_elsewhere_ends_every_sign_in_that_browser_holds()
     assert_eq!(app.me(&phone_token).await.status_code(), StatusCode::OK);
 }
 
+/// Signs a learner up in this browser and reads their account back from the database.
+async fn signed_up_user(app: &TestApp) -> lectern::accounts::User {
+    let email = app.signed_up().await;
+    let parsed = lectern::accounts::Email::parse(&email).unwrap();
+    lectern::accounts::find_by_email(&app.state.db, &parsed)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_sign_in_checked_against_a_password_that_changed_meanwhile_is_refused() {
     let app = spawn_app().await;
-    let email = app.signed_up().await;
-    let parsed = lectern::accounts::Email::parse(&email).unwrap();
     // The learner as a sign-in that verified the old password sees them.
-    let before = lectern::accounts::find_by_email(&app.state.db, &parsed)
-        .await
-        .unwrap()
-        .unwrap();
+    let before = signed_up_user(&app).await;
     let response = change_password(&app, PASSWORD, NEW_PASSWORD).await;
     assert_eq!(response.status_code(), StatusCode::SEE_OTHER);
     let client = lectern::web::ClientInfo::operator();
@@ -803,12 +808,7 @@ async fn a_sign_in_checked_against_a_password_that_changed_meanwhile_is_refused(
 #[tokio::test]
 async fn signing_out_everywhere_reaches_every_sign_in_however_many() {
     let app = spawn_app().await;
-    let email = app.signed_up().await;
-    let parsed = lectern::accounts::Email::parse(&email).unwrap();
-    let user = lectern::accounts::find_by_email(&app.state.db, &parsed)
-        .await
-        .unwrap()
-        .unwrap();
+    let user = signed_up_user(&app).await;
     let client = lectern::web::ClientInfo::operator();
     let mut tokens = Vec::new();
     for _ in 0..80 {
