@@ -107,6 +107,13 @@ pub enum UsersCommand {
     },
 }
 
+impl Cli {
+    /// Whether this runs the server (logs go on) rather than a one-shot command.
+    pub fn serves(&self) -> bool {
+        matches!(self.command, None | Some(Command::Serve(_)))
+    }
+}
+
 /// A setting clap refused, in the form every configuration error takes: one line naming the
 /// environment variable (and the flag) and what is wrong with the value. `None` for every other
 /// kind of command-line error, which clap explains itself.
@@ -275,7 +282,13 @@ mod sessions {
                 "REDIS_URL is not set: without Redis, sign-ins live in the memory of the one server process, out of this command's reach"
             );
         }
-        let settings = Settings::from_args(args)?;
+        // These commands sign nothing (no cookie, no token), so they do not need the servers'
+        // secret; one is made up when it is not given.
+        let mut args = args.clone();
+        if args.secret.is_none() {
+            args.secret = Some(crate::crypto::random_token(48).into());
+        }
+        let settings = Settings::from_args(&args)?;
         AppState::connect(settings, Clock::system()).await
     }
 

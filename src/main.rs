@@ -17,7 +17,11 @@ async fn main() -> ExitCode {
             None => err.exit(),
         },
     };
-    lectern::telemetry::init();
+    lectern::telemetry::init(if cli.serves() {
+        lectern::telemetry::SERVER_LOGS
+    } else {
+        "off"
+    });
     match lectern::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -10,12 +10,21 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt};
 
-/// Installs the global subscriber once; `RUST_LOG` overrides the default level.
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn,fred=warn"));
-    // A second call (tests) is harmless: the first subscriber stays.
-    let _ = fmt().with_env_filter(filter).with_target(false).try_init();
+/// The default log filter of the server.
+pub const SERVER_LOGS: &str = "info,tower_http=info,sqlx=warn,fred=warn";
+
+/// Installs the global subscriber once, with `default` as the filter unless `RUST_LOG` says
+/// otherwise (the server logs at `info`; a one-shot command logs nothing, so its output and its
+/// one-line failure are all it prints).
+pub fn init(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // To standard error, so a command's output (`--json`) is only its answer. A second call
+    // (tests) is harmless: the first subscriber stays.
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Latency buckets for the revocation check, in seconds: 50 µs to 1 s.

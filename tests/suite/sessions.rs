@@ -528,9 +528,7 @@ fn sessions_cli(app: &TestApp, args: &[&str], redis_url: &str) -> std::process::
         .env_clear()
         .env("DATABASE_URL", &app.database_url)
         .env("REDIS_URL", redis_url)
-        .env("LECTERN_SECRET", TEST_SECRET)
         .env("LECTERN_REDIS_KEY_PREFIX", &app.key_prefix)
-        .env("RUST_LOG", "error")
         .output()
         .unwrap()
 }
