@@ -12,16 +12,11 @@ use serde::Serialize;
 use super::ApiPath;
 use crate::{
     accounts,
-    auth::{
-        BearerUser,
-        sign_ins::EndReason,
-        sign_out::{self, Owed},
-    },
+    auth::{BearerUser, sign_out},
     clock,
     courses::{self, Course},
     error::{ApiResult, AppError},
     state::AppState,
-    telemetry,
     web::ClientInfo,
 };
 
@@ -103,24 +98,17 @@ async fn end_session(
     client: ClientInfo,
     ApiPath(id): ApiPath,
 ) -> ApiResult<Response> {
-    if state
-        .sign_ins
-        .live_of_user(&bearer.user_id, &id)
-        .await?
-        .is_none()
-    {
+    let ended = sign_out::end_one(
+        &state.sign_ins,
+        &bearer.user_id,
+        &id,
+        &bearer.sid,
+        None,
+        &client,
+    )
+    .await?;
+    if !ended {
         return Err(AppError::NotFound.into());
     }
-    let reason = if id == bearer.sid {
-        EndReason::SignedOut
-    } else {
-        EndReason::Revoked
-    };
-    let mut owed = Owed::default();
-    owed.add_sid(&id);
-    sign_out::end_all(&state.sign_ins, &owed, None, reason, &client)
-        .await
-        .map_err(|unfinished| unfinished.error)?;
-    telemetry::signed_out("one", reason.as_str());
     Ok(StatusCode::NO_CONTENT.into_response())
 }

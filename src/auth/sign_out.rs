@@ -171,6 +171,36 @@ pub async fn reach(
     Ok(owed)
 }
 
+/// Ends one sign-in a learner names by id (from their account page or the API), as the one way
+/// out does, and counts it. `own` is the caller's sign-in and `own_session` the browser session
+/// the caller's session layer will delete itself: naming the caller's own sign-in is signing
+/// out, anything else is ending it from another device. `false`, and nothing ended, when the id
+/// is not one of the learner's live sign-ins.
+pub async fn end_one(
+    sign_ins: &SignIns,
+    user_id: &str,
+    sid: &str,
+    own: &str,
+    own_session: Option<&str>,
+    client: &ClientInfo,
+) -> crate::error::Result<bool> {
+    if sign_ins.live_of_user(user_id, sid).await?.is_none() {
+        return Ok(false);
+    }
+    let (reason, own_session) = if sid == own {
+        (EndReason::SignedOut, own_session)
+    } else {
+        (EndReason::Revoked, None)
+    };
+    let mut owed = Owed::default();
+    owed.add_sid(sid);
+    end_all(sign_ins, &owed, own_session, reason, client)
+        .await
+        .map_err(|unfinished| unfinished.error)?;
+    crate::telemetry::signed_out("one", reason.as_str());
+    Ok(true)
+}
+
 /// A sign-out that could not be finished: why, and everything it still owes.
 #[derive(Debug)]
 pub struct Unfinished {

@@ -133,37 +133,26 @@ async fn end_sign_in(
     client: ClientInfo,
     PagePath(id): PagePath,
 ) -> Result<Response> {
-    if state
-        .sign_ins
-        .live_of_user(&current.user.id, &id)
-        .await?
-        .is_none()
-    {
+    let ended = sign_out::end_one(
+        &state.sign_ins,
+        &current.user.id,
+        &id,
+        &current.sid,
+        Some(&current.session_id),
+        &client,
+    )
+    .await?;
+    if !ended {
         return Err(AppError::NotFound);
     }
-    let mut owed = Owed::default();
-    owed.add_sid(&id);
     if id == current.sid {
-        sign_out::end_all(
-            &state.sign_ins,
-            &owed,
-            Some(&current.session_id),
-            EndReason::SignedOut,
-            &client,
-        )
-        .await
-        .map_err(|unfinished| unfinished.error)?;
+        // This browser's record goes with its cookie.
         auth.session.flush().await.map_err(unavailable)?;
-        telemetry::signed_out("one", EndReason::SignedOut.as_str());
         return Ok(clear_client_state(
             redirect(htmx, SIGNED_OUT_HOME),
             state.client_state(),
         ));
     }
-    sign_out::end_all(&state.sign_ins, &owed, None, EndReason::Revoked, &client)
-        .await
-        .map_err(|unfinished| unfinished.error)?;
-    telemetry::signed_out("one", EndReason::Revoked.as_str());
     Ok(if htmx {
         StatusCode::OK.into_response()
     } else {
