@@ -432,8 +432,9 @@ mod sessions {
                     }
                     (None, None) => bail!("name a sign-in id or --user EMAIL"),
                 };
-                let ended = owed.sids().len();
-                sign_out::end_all(
+                // Everything it reached: the sign-ins named, and every other sign-in held by a
+                // browser session one of them held.
+                let reached = sign_out::end_all(
                     &state.sign_ins,
                     &owed,
                     None,
@@ -442,9 +443,9 @@ mod sessions {
                 )
                 .await
                 .map_err(|unfinished| anyhow::Error::new(unfinished.error))?;
-                crate::telemetry::signed_out("operator", EndReason::Revoked.as_str());
+                let ended = reached.sids().len();
                 if json {
-                    println!("{}", json!({"ended": ended, "ids": owed.sids()}));
+                    println!("{}", json!({"ended": ended, "ids": reached.sids()}));
                 } else {
                     println!("ended {whom} ({ended} in all)");
                 }

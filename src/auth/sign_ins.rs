@@ -353,7 +353,10 @@ impl SignIns {
 
     /// Whether a sign-in is live now; if not, why it is over.
     pub async fn liveness(&self, sid: &str) -> Result<Liveness> {
-        if let Some(standing) = self.store.standing(sid).await? {
+        let started = std::time::Instant::now();
+        let standing = self.store.standing(sid).await;
+        telemetry::revocation_checked(started.elapsed().as_secs_f64());
+        if let Some(standing) = standing? {
             return Ok(Liveness::Live(standing));
         }
         let row = self.find(sid).await?;

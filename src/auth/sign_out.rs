@@ -214,7 +214,7 @@ pub struct Unfinished {
 /// session of the request itself when the caller's session layer deletes that record (a flush,
 /// a new id): its sign-ins are ended here, its record is left to the layer. Each step is tried
 /// even if an earlier one failed; the first failure is returned with everything that was
-/// collected, so a retry can finish the job.
+/// collected, so a retry can finish the job. On success, everything it ended.
 #[tracing::instrument(name = "sign_out", skip_all, fields(reason = reason.as_str()))]
 pub async fn end_all(
     sign_ins: &SignIns,
@@ -222,7 +222,7 @@ pub async fn end_all(
     own_session: Option<&str>,
     reason: EndReason,
     client: &ClientInfo,
-) -> Result<(), Unfinished> {
+) -> Result<Owed, Unfinished> {
     let store = sign_ins.store();
     let mut owed = presented.clone();
     let mut first_error: Option<AppError> = None;
@@ -286,7 +286,7 @@ pub async fn end_all(
         keep(sign_ins.sessions().remove(session_id).await);
     }
     match first_error {
-        None => Ok(()),
+        None => Ok(owed),
         Some(error) => Err(Unfinished { error, owed }),
     }
 }

@@ -179,6 +179,7 @@ async fn end_other_sign_ins(
         client,
     )
     .await
+    .map(drop)
     .map_err(|unfinished| unfinished.error)
 }
 

@@ -127,7 +127,7 @@ async fn logout(
         return match sign_out::end_all(&state.sign_ins, &owed, None, EndReason::Revoked, &client)
             .await
         {
-            Ok(()) => {
+            Ok(_) => {
                 telemetry::signed_out(scope.as_str(), EndReason::Revoked.as_str());
                 let mut response = redirect(htmx, "/account");
                 set_no_store(&mut response);
@@ -137,7 +137,7 @@ async fn logout(
         };
     }
     match sign_out::end_all(&state.sign_ins, &owed, None, EndReason::SignedOut, &client).await {
-        Ok(()) => {
+        Ok(_) => {
             telemetry::signed_out(scope.as_str(), EndReason::SignedOut.as_str());
             clear_client_state(redirect(htmx, SIGNED_OUT_HOME), state.client_state())
         }
