@@ -83,8 +83,9 @@ pub trait SignInStore: Send + Sync + 'static {
     /// Marks a sign-in live until its deadline.
     async fn mark_live(&self, sid: &str, standing: &Standing) -> Result<()>;
 
-    /// Moves a live sign-in's idle deadline; a sign-in that has ended stays ended.
-    async fn touch(&self, sid: &str, idle_until: i64) -> Result<()>;
+    /// Moves a live sign-in's idle deadline; a sign-in that has ended stays ended. Whether it was
+    /// live (and so touched), in the same round trip as the move.
+    async fn touch(&self, sid: &str, idle_until: i64) -> Result<bool>;
 
     /// The standing of a sign-in that is live now; `None` once it ended or lapsed.
     async fn standing(&self, sid: &str) -> Result<Option<Standing>>;

@@ -218,6 +218,7 @@ async fn touch(session: &Session, sign_ins: &SignIns, sid: &str) -> Result<()> {
             .insert(TOUCHED_KEY, now)
             .await
             .map_err(unavailable)?;
+        // Just found live; ended since, it stays ended and the next request says so.
         sign_ins.touch(sid).await?;
     }
     Ok(())

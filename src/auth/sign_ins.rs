@@ -380,15 +380,18 @@ impl SignIns {
     /// Keeps a sign-in alive for another idle period and records when it was last active. The
     /// callers do this at most once a minute per sign-in (a page view) or once per refresh, never
     /// on every request.
-    pub async fn touch(&self, sid: &str) -> Result<()> {
+    /// Whether the sign-in was live (and so touched).
+    pub async fn touch(&self, sid: &str) -> Result<bool> {
         let now = self.clock.now();
-        self.store.touch(sid, now + self.lifetimes.idle).await?;
+        if !self.store.touch(sid, now + self.lifetimes.idle).await? {
+            return Ok(false);
+        }
         sqlx::query("update sign_ins set last_seen_at = $1 where id = $2 and revoked_at is null")
             .bind(now)
             .bind(sid)
             .execute(&self.db)
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Ends a sign-in, as one: every access token issued under it goes on the revocation list
@@ -551,11 +554,11 @@ impl SignIns {
         if presented.revoked_at.is_some() || presented.expires_at <= now {
             return Ok(Refresh::Refused);
         }
-        if self.store.standing(&sid).await?.is_none() {
+        // A refresh is activity: the sign-in idles from here (harmless if the rotation fails). A
+        // sign-in that is not live is refused, found out in that same round trip.
+        if !self.touch(&sid).await? {
             return Ok(Refresh::Refused);
         }
-        // A refresh is activity: the sign-in idles from here (harmless if the rotation fails).
-        self.touch(&sid).await?;
         let issued = self.issue_access_token(&presented.user_id, &sid).await?;
         let next = match presented.used_at {
             // Within grace: a sibling successor; the used token stays used.

@@ -116,13 +116,14 @@ impl SignInStore for MemoryStore {
         Ok(())
     }
 
-    async fn touch(&self, sid: &str, idle_until: i64) -> Result<()> {
-        self.with(|s, now| {
-            if let Some(standing) = s.live.get_mut(sid).filter(|st| st.live_at(now)) {
-                standing.idle_until = Some(idle_until);
-            }
-        });
-        Ok(())
+    async fn touch(&self, sid: &str, idle_until: i64) -> Result<bool> {
+        Ok(self.with(|s, now| {
+            s.live
+                .get_mut(sid)
+                .filter(|st| st.live_at(now))
+                .map(|standing| standing.idle_until = Some(idle_until))
+                .is_some()
+        }))
     }
 
     async fn standing(&self, sid: &str) -> Result<Option<Standing>> {

@@ -104,11 +104,11 @@ impl SignInStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn touch(&self, sid: &str, idle_until: i64) -> Result<()> {
+    async fn touch(&self, sid: &str, idle_until: i64) -> Result<bool> {
         let key = self.keys.live(sid);
         let current: Option<String> = self.pool.get(&key).await.map_err(unavailable)?;
         let Some(mut standing) = self.live(current) else {
-            return Ok(());
+            return Ok(false);
         };
         standing.idle_until = Some(idle_until);
         // XX: a sign-in ended between the read and this write stays ended.
@@ -121,7 +121,8 @@ impl SignInStore for RedisStore {
                 false,
             )
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(true)
     }
 
     async fn standing(&self, sid: &str) -> Result<Option<Standing>> {

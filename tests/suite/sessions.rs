@@ -14,21 +14,25 @@ use crate::{
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 
-/// A form sign-in from a browser of its own (its own cookies and user agent), with an access
-/// token obtained through its refresh cookie.
-async fn browser_sign_in(app: &TestApp, email: &str, user_agent: &str) -> SignedIn {
-    let token = csrf_from(&app.server.get("/login").clear_cookies().await.text());
+/// Posts the form at `path` (`/login` or `/register`) from a browser of its own (its own cookies
+/// and user agent) and returns every credential the sign-in hands out, with an access token
+/// obtained through its refresh cookie.
+async fn new_browser_signs_in(
+    app: &TestApp,
+    path: &str,
+    fields: &[(&str, &str)],
+    user_agent: &str,
+) -> SignedIn {
+    let token = csrf_from(&app.server.get(path).clear_cookies().await.text());
+    let mut form = vec![("csrf_token", token.as_str())];
+    form.extend_from_slice(fields);
     let response = app
         .server
-        .post("/login")
+        .post(path)
         .clear_cookies()
         .do_not_save_cookies()
         .add_header("User-Agent", user_agent)
-        .form(&[
-            ("csrf_token", token.as_str()),
-            ("email", email),
-            ("password", PASSWORD),
-        ])
+        .form(&form)
         .await;
     assert_eq!(response.status_code(), StatusCode::SEE_OTHER);
     let (access, refresh) = app.access_via(&response.cookie("lectern_refresh")).await;
@@ -37,6 +41,11 @@ async fn browser_sign_in(app: &TestApp, email: &str, user_agent: &str) -> Signed
         refresh,
         access: vec![access],
     }
+}
+
+async fn browser_sign_in(app: &TestApp, email: &str, user_agent: &str) -> SignedIn {
+    let fields = [("email", email), ("password", PASSWORD)];
+    new_browser_signs_in(app, "/login", &fields, user_agent).await
 }
 
 /// Asserts that a sign-in's credentials all still work.
@@ -232,28 +241,12 @@ async fn ending_a_sign_in_that_is_not_the_learners_is_404_and_ends_nothing() {
     let stranger_email = unique_email();
     let token = app.csrf("/account").await;
     // Another learner, signed up from a browser of their own.
-    let stranger = {
-        let token = csrf_from(&app.server.get("/register").clear_cookies().await.text());
-        let response = app
-            .server
-            .post("/register")
-            .clear_cookies()
-            .do_not_save_cookies()
-            .form(&[
-                ("csrf_token", token.as_str()),
-                ("email", stranger_email.as_str()),
-                ("display_name", "Stranger"),
-                ("password", PASSWORD),
-            ])
-            .await;
-        assert_eq!(response.status_code(), StatusCode::SEE_OTHER);
-        let (access, refresh) = app.access_via(&response.cookie("lectern_refresh")).await;
-        SignedIn {
-            session: response.cookie("lectern_session"),
-            refresh,
-            access: vec![access],
-        }
-    };
+    let fields = [
+        ("email", stranger_email.as_str()),
+        ("display_name", "Stranger"),
+        ("password", PASSWORD),
+    ];
+    let stranger = new_browser_signs_in(&app, "/register", &fields, FIREFOX).await;
     let theirs = app.sid_of(&stranger.access[0]);
     for id in [
         theirs.as_str(),

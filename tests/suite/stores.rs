@@ -78,7 +78,11 @@ async fn touching_moves_the_idle_deadline_but_never_past_the_absolute_one() {
         let sid = sid();
         s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
         s.clock.advance(Duration::from_secs(50));
-        s.sign_ins.touch(&sid, now + 110).await.unwrap();
+        assert!(
+            s.sign_ins.touch(&sid, now + 110).await.unwrap(),
+            "{}",
+            s.name
+        );
         s.clock.advance(Duration::from_secs(50));
         let standing = s.sign_ins.standing(&sid).await.unwrap();
         assert_eq!(
@@ -100,7 +104,11 @@ async fn touching_never_revives_an_ended_sign_in() {
         let sid = sid();
         s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
         s.sign_ins.end(&sid).await.unwrap();
-        s.sign_ins.touch(&sid, now + 600).await.unwrap();
+        assert!(
+            !s.sign_ins.touch(&sid, now + 600).await.unwrap(),
+            "{}",
+            s.name
+        );
         assert_eq!(s.sign_ins.standing(&sid).await.unwrap(), None, "{}", s.name);
     }
 }
