@@ -235,7 +235,8 @@ fn reason_notice(reason: &str) -> Option<Notice> {
 }
 
 fn safe_next(next: Option<&str>) -> String {
-    next.and_then(local_path).unwrap_or("/dashboard").to_owned()
+    next.and_then(local_path)
+        .unwrap_or_else(|| "/dashboard".to_owned())
 }
 
 async fn login_page(viewer: Viewer, PageQuery(query): PageQuery<LoginQuery>) -> Response {

@@ -57,7 +57,7 @@ where
 /// The client address as the outermost of `trusted` proxies saw it: each proxy appends the peer
 /// it saw to `X-Forwarded-For`, so the entry `trusted` places from the right is the first one no
 /// client can forge. With no trusted proxies the header is ignored. (No crate reads this rule.)
-fn forwarded_client(headers: &HeaderMap, trusted: usize) -> Option<String> {
+pub fn forwarded_client(headers: &HeaderMap, trusted: usize) -> Option<String> {
     if trusted == 0 {
         return None;
     }

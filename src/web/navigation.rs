@@ -19,15 +19,16 @@ pub fn redirect(htmx: bool, to: &str) -> Response {
 }
 
 /// Accepts `next` only as a path on this site: no scheme, no `//host`, no backslashes or control
-/// characters (browsers turn `/\evil` and `/\t/evil` into `//evil`).
-pub fn local_path(next: &str) -> Option<&str> {
+/// characters (browsers turn `/\evil` and `/\t/evil` into `//evil`). Characters beyond ASCII come
+/// back percent-encoded, so the path always fits in a `Location` header.
+pub fn local_path(next: &str) -> Option<String> {
     let ok = next.starts_with('/')
         && !next.starts_with("//")
         && next.len() <= 512
         && !next
             .chars()
             .any(|c| c == '\\' || c.is_control() || c.is_whitespace());
-    ok.then_some(next)
+    ok.then(|| percent_encoding::utf8_percent_encode(next, percent_encoding::CONTROLS).to_string())
 }
 
 /// Percent-encodes a value for a query string.
@@ -84,8 +85,12 @@ mod tests {
     #[test]
     fn local_paths_are_accepted() {
         for ok in ["/dashboard", "/account?tab=1", "/courses/rust-101"] {
-            assert_eq!(local_path(ok), Some(ok));
+            assert_eq!(local_path(ok).as_deref(), Some(ok));
         }
+        assert_eq!(
+            local_path("/courses/café").as_deref(),
+            Some("/courses/caf%C3%A9")
+        );
     }
 
     #[test]

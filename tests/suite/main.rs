@@ -11,6 +11,7 @@ mod foundation;
 mod helpers;
 mod layers;
 mod logout;
+mod properties;
 mod sessions;
 mod stores;
 mod tokens;
