@@ -103,3 +103,189 @@ async fn the_binary_serves_metrics_on_their_own_address_only() {
     let (status, _, _) = http_get(&format!("{}/metrics", server.base), &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "not on the site's address");
 }
+
+/// The `name=value` of each `Set-Cookie` with a value (removals skipped).
+fn cookies_set(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+fn cookie_of(headers: &axum::http::HeaderMap, name: &str) -> String {
+    cookies_set(headers)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, value)| value)
+        .unwrap_or_else(|| panic!("no {name} cookie set"))
+}
+
+fn access_token_of(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A full sign-up, sign-in, refresh, API call and sign-out against the binary logging at `debug`
+/// (every crate): none of the secrets it used appears in its logs.
+#[tokio::test]
+async fn no_secret_reaches_the_logs_even_at_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("lectern.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (database_url, _db_dir) = fresh_database().await;
+    let secret = format!("log-test-secret-{}", uuid::Uuid::new_v4().simple());
+    let mut env = vec![
+        ("RUST_LOG", "debug".to_owned()),
+        ("LECTERN_SECRET", secret.clone()),
+        ("DATABASE_URL", database_url),
+    ];
+    if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
+        env.push(("REDIS_URL", redis));
+        env.push((
+            "LECTERN_REDIS_KEY_PREFIX",
+            format!("lectern:test:{}:", uuid::Uuid::new_v4().simple()),
+        ));
+    }
+    let server = RunningBinary::start_with_stderr(dir.path(), &env, log).await;
+    let base = &server.base;
+    let password = format!("Pw {} staple", uuid::Uuid::new_v4().simple());
+    let email = unique_email();
+    let mut secrets = vec![secret, password.clone()];
+    let form = |pairs: &[(&str, &str)]| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+            .into_bytes()
+    };
+    let form_type = ("content-type", "application/x-www-form-urlencoded");
+
+    // Sign up through the form.
+    let (_, _, home) = http_get(&format!("{base}/"), &[]).await;
+    let csrf = csrf_from(&String::from_utf8(home).unwrap());
+    secrets.push(csrf.clone());
+    let (status, headers, _) = http_request(
+        "POST",
+        &format!("{base}/register"),
+        &[form_type],
+        form(&[
+            ("csrf_token", &csrf),
+            ("email", &email),
+            ("display_name", "Ada"),
+            ("password", &password),
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let first_session = cookie_of(&headers, "lectern_session");
+
+    // Sign in again through the form, with the signed-up browser's cookie.
+    let cookie = format!("lectern_session={first_session}");
+    let (_, _, page) = http_get(&format!("{base}/"), &[("cookie", &cookie)]).await;
+    let csrf = csrf_from(&String::from_utf8(page).unwrap());
+    let (status, headers, _) = http_request(
+        "POST",
+        &format!("{base}/login"),
+        &[form_type, ("cookie", &cookie)],
+        form(&[
+            ("csrf_token", &csrf),
+            ("email", &email),
+            ("password", &password),
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let session = cookie_of(&headers, "lectern_session");
+    let refresh = cookie_of(&headers, "lectern_refresh");
+    secrets.extend([csrf, first_session, session.clone(), refresh.clone()]);
+
+    // Refresh, then call the API with the access token.
+    let (status, headers, body) = http_request(
+        "POST",
+        &format!("{base}/api/v1/auth/refresh"),
+        &[("cookie", &format!("lectern_refresh={refresh}"))],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let access = access_token_of(&body);
+    let refresh = cookie_of(&headers, "lectern_refresh");
+    let bearer = format!("Bearer {access}");
+    let (status, _, _) =
+        http_get(&format!("{base}/api/v1/me"), &[("authorization", &bearer)]).await;
+    assert_eq!(status, StatusCode::OK);
+    secrets.extend([access.clone(), refresh.clone()]);
+
+    // An API client's own sign-in, and its sign-out.
+    let (status, headers, body) = http_request(
+        "POST",
+        &format!("{base}/api/v1/auth/login"),
+        &[("content-type", "application/json")],
+        serde_json::json!({"email": email, "password": password})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let api_access = access_token_of(&body);
+    let api_refresh = cookie_of(&headers, "lectern_refresh");
+    let (status, _, _) = http_request(
+        "POST",
+        &format!("{base}/api/v1/auth/logout"),
+        &[
+            ("authorization", &format!("Bearer {api_access}")),
+            ("cookie", &format!("lectern_refresh={api_refresh}")),
+        ],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    secrets.extend([api_access, api_refresh]);
+
+    // The browser signs out the way the htmx button does.
+    let cookie = format!("lectern_session={session}");
+    let (_, _, page) = http_get(&format!("{base}/dashboard"), &[("cookie", &cookie)]).await;
+    let csrf = csrf_from(&String::from_utf8(page).unwrap());
+    let (status, _, _) = http_request(
+        "POST",
+        &format!("{base}/logout"),
+        &[
+            ("cookie", &cookie),
+            ("hx-request", "true"),
+            ("x-csrf-token", &csrf),
+        ],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) =
+        http_get(&format!("{base}/api/v1/me"), &[("authorization", &bearer)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "signed out");
+    secrets.push(csrf);
+
+    drop(server);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.lines().count() > 20 && logs.contains("DEBUG"),
+        "the binary logged at debug: {logs}"
+    );
+    for secret in &secrets {
+        // As sent, and as a form or a URL would encode it.
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        for form in [secret.as_str(), encoded.as_str()] {
+            assert!(
+                !logs.contains(form),
+                "a secret ({} characters) is in the logs",
+                form.len()
+            );
+        }
+    }
+    // The password's words are not in any log line either (as a field a logger might split).
+    assert!(!logs.contains(password.split(' ').nth(1).unwrap()));
+}

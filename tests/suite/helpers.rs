@@ -511,6 +511,15 @@ pub struct RunningBinary {
 
 impl RunningBinary {
     pub async fn start(dir: &std::path::Path, env: &[(&str, String)]) -> Self {
+        Self::start_with_stderr(dir, env, std::process::Stdio::inherit()).await
+    }
+
+    /// As [`RunningBinary::start`], with its standard error (its logs) going to `stderr`.
+    pub async fn start_with_stderr(
+        dir: &std::path::Path,
+        env: &[(&str, String)],
+        stderr: impl Into<std::process::Stdio>,
+    ) -> Self {
         let port = free_port();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lectern"));
         command
@@ -520,7 +529,7 @@ impl RunningBinary {
             .env("LECTERN_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit());
+            .stderr(stderr);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -546,15 +555,25 @@ pub async fn http_get(
     url: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    http_request("GET", url, headers, Vec::new()).await
+}
+
+/// A plain HTTP/1.1 request: status, headers, body.
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     use http_body_util::BodyExt;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<axum::body::Bytes>>();
-    let mut request = axum::http::Request::get(url);
+        .build_http::<http_body_util::Full<axum::body::Bytes>>();
+    let mut request = axum::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     let response = client
-        .request(request.body(http_body_util::Empty::new()).unwrap())
+        .request(request.body(http_body_util::Full::from(body)).unwrap())
         .await
         .unwrap();
     let status = response.status();
