@@ -80,6 +80,11 @@ pub trait SignInStore: Send + Sync + 'static {
     /// Readiness: one round trip.
     async fn ping(&self) -> Result<()>;
 
+    /// What a Redis Cluster says of itself; `None` when the store is not a cluster.
+    async fn cluster_health(&self) -> Result<Option<ClusterHealth>> {
+        Ok(None)
+    }
+
     /// Marks a sign-in live until its deadline.
     async fn mark_live(&self, sid: &str, standing: &Standing) -> Result<()>;
 
@@ -133,6 +138,40 @@ pub trait RateCounters: Send + Sync + 'static {
 /// The length of a rate-limit window, in seconds.
 pub const WINDOW_SECS: i64 = 60;
 
+/// A Redis Cluster's own account of its health (`CLUSTER INFO`), for readiness.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterHealth {
+    /// `ok`, or `fail` while some slot has no reachable master.
+    pub state: String,
+    pub slots_ok: u64,
+    pub known_nodes: u64,
+    /// Masters serving at least one slot.
+    pub size: u64,
+}
+
+impl ClusterHealth {
+    /// Reads the `key:value` lines of `CLUSTER INFO`.
+    pub fn parse(info: &str) -> Option<Self> {
+        let field = |name: &str| {
+            info.lines()
+                .filter_map(|line| line.trim().split_once(':'))
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_owned())
+        };
+        let number = |name: &str| field(name).and_then(|v| v.parse().ok());
+        Some(Self {
+            state: field("cluster_state")?,
+            slots_ok: number("cluster_slots_ok")?,
+            known_nodes: number("cluster_known_nodes")?,
+            size: number("cluster_size")?,
+        })
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.state == "ok"
+    }
+}
+
 /// The stores of one shape, chosen once.
 #[derive(Clone)]
 pub struct Stores {
@@ -146,6 +185,22 @@ pub struct Stores {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_info_is_read_field_by_field() {
+        let info = "cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\n\
+                    cluster_known_nodes:6\r\ncluster_size:3\r\n";
+        let health = ClusterHealth::parse(info).unwrap();
+        assert!(health.is_ok());
+        assert_eq!(
+            (health.slots_ok, health.known_nodes, health.size),
+            (16384, 6, 3)
+        );
+        assert_eq!(
+            ClusterHealth::parse("cluster_state:fail").map(|h| h.is_ok()),
+            None
+        );
+    }
 
     #[test]
     fn standings_read_back_what_they_wrote() {

@@ -43,10 +43,21 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the database and (if configured) Redis answer; 503 otherwise.
+/// Ready when the database and (if configured) Redis answer, and a Redis Cluster says every slot
+/// is served (`cluster_state:ok`); 503 otherwise. On a cluster the body carries what it says of
+/// itself.
 async fn readyz(State(state): State<AppState>) -> Response {
     let database = crate::db::ping(&state.db).await.is_ok();
-    let store = state.stores.sign_ins.ping().await.is_ok();
+    let pinged = state.stores.sign_ins.ping().await.is_ok();
+    let cluster = if pinged {
+        state.stores.sign_ins.cluster_health().await
+    } else {
+        Ok(None)
+    };
+    let store = pinged
+        && cluster
+            .as_ref()
+            .is_ok_and(|c| c.as_ref().is_none_or(|c| c.is_ok()));
     let redis = match (state.stores.redis, store) {
         (false, _) => "not configured",
         (true, true) => "ok",
@@ -57,10 +68,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "status": if status.is_success() { "ok" } else { "unavailable" },
         "database": if database { "ok" } else { "unavailable" },
         "redis": redis,
     });
+    if let Ok(Some(cluster)) = cluster {
+        body["cluster"] = json!(cluster);
+    }
     (status, Json(body)).into_response()
 }

@@ -7,12 +7,20 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use tower_sessions_redis_store::fred::{
-    interfaces::{ClientLike, KeysInterface, SetsInterface, SortedSetsInterface},
-    prelude::{Builder, Config, Pool},
-    types::{Expiration, ExpireOptions, SetOptions, config::ReconnectPolicy},
+    error::{Error as FredError, ErrorKind},
+    interfaces::{
+        ClientLike, ClusterInterface, KeysInterface, ServerInterface, SetsInterface,
+        SortedSetsInterface,
+    },
+    prelude::{Builder, Client, Config, Pool},
+    types::{
+        Expiration, ExpireOptions, SetOptions, cluster::ClusterRouting, config::ReconnectPolicy,
+    },
 };
 
-use super::{Ended, RateCounters, SignInStore, Standing, WINDOW_SECS, keys::RedisKeys};
+use super::{
+    ClusterHealth, Ended, RateCounters, SignInStore, Standing, WINDOW_SECS, keys::RedisKeys,
+};
 use crate::{
     clock::Clock,
     error::{AppError, Result},
@@ -27,6 +35,11 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);
             c.internal_command_timeout = Duration::from_secs(2);
+            // More write attempts than redirections (5): a command that keeps meeting `ASK`
+            // while its slot moves then fails with "too many redirections", which the stores
+            // retry, instead of "max attempts", which in fred 10 also ends the client's router
+            // task and leaves every later command to time out.
+            c.max_command_attempts = 8;
         })
         .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(2))
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
@@ -39,6 +52,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
         .with_context(|| format!("cannot reach Redis at {}", crate::db::redact(url)))?;
     Ok(pool)
 }
+
+/// How long a revocation waits for a replica to confirm it has the revocation too.
+const REPLICA_WAIT_MS: i64 = 500;
 
 /// Both stores of the production shape.
 pub struct RedisStore {
@@ -69,19 +85,87 @@ impl RedisStore {
             .filter(|s| s.live_at(now))
     }
 
+    /// On a Redis Cluster whose master for `key` has replicas: waits (up to [`REPLICA_WAIT_MS`])
+    /// until one of them has every write `client` sent that master, so a failover, which
+    /// promotes the most up-to-date replica, keeps them. Elsewhere it does nothing. A replica
+    /// that does not confirm in time is logged; the writes stand on the master.
+    async fn replicate(client: &Client, key: &str) {
+        let Some(routing) = client.cached_cluster_state() else {
+            return;
+        };
+        let Some(master) = routing.get_server(ClusterRouting::hash_key(key.as_bytes())) else {
+            return;
+        };
+        if routing.replicas(master).is_empty() {
+            return;
+        }
+        let confirmed = client
+            .with_cluster_node(master.clone())
+            .wait::<i64>(1, REPLICA_WAIT_MS)
+            .await;
+        match confirmed {
+            Ok(n) if n >= 1 => {}
+            Ok(_) => tracing::warn!(
+                node = %master,
+                "no replica confirmed a revocation in time; it stands on the master only"
+            ),
+            Err(err) => tracing::warn!(
+                node = %master,
+                error = %err,
+                "could not learn whether a replica has a revocation"
+            ),
+        }
+    }
+
     /// `SADD` with an expiry that only ever grows (a later sign-in may outlive an earlier one).
     async fn add_until(&self, key: String, member: &str, until: i64) -> Result<()> {
-        let pipe = self.pool.next().pipeline();
-        pipe.sadd::<(), _, _>(&key, member)
-            .await
-            .map_err(unavailable)?;
-        pipe.expire_at::<(), _>(&key, until, Some(ExpireOptions::NX))
-            .await
-            .map_err(unavailable)?;
-        pipe.expire_at::<(), _>(&key, until, Some(ExpireOptions::GT))
-            .await
-            .map_err(unavailable)?;
-        pipe.all::<()>().await.map_err(unavailable)
+        across_slot_moves(|| async {
+            let pipe = self.pool.next().pipeline();
+            pipe.sadd::<(), _, _>(&key, member).await?;
+            pipe.expire_at::<(), _>(&key, until, Some(ExpireOptions::NX))
+                .await?;
+            pipe.expire_at::<(), _>(&key, until, Some(ExpireOptions::GT))
+                .await?;
+            pipe.all::<()>().await
+        })
+        .await
+    }
+}
+
+/// How long a command keeps trying while its slot moves between masters.
+pub(super) const SLOT_MOVE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Runs a Redis step, trying again for up to [`SLOT_MOVE_PATIENCE`] while it fails to route.
+/// fred 10 sends a command that meets `ASK` (its slot half-way moved to another master) back to
+/// the old master, and gives up with a routing error; once the move is done, `MOVED` routes it
+/// right. Every step here is safe to repeat. Any error left is a 503, never a pass.
+async fn across_slot_moves<T, Fut>(step: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: Future<Output = std::result::Result<T, FredError>>,
+{
+    retry_while(|err| *err.kind() == ErrorKind::Routing, step)
+        .await
+        .map_err(unavailable)
+}
+
+/// Runs `step` again (for up to [`SLOT_MOVE_PATIENCE`]) while its error is `moving`.
+pub(super) async fn retry_while<T, E, Fut>(
+    moving: impl Fn(&E) -> bool,
+    mut step: impl FnMut() -> Fut,
+) -> std::result::Result<T, E>
+where
+    E: std::fmt::Display,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + SLOT_MOVE_PATIENCE;
+    loop {
+        match step().await {
+            Err(err) if moving(&err) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %err, "a slot is moving between masters; trying again");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -91,46 +175,54 @@ impl SignInStore for RedisStore {
         self.pool.ping::<()>(None).await.map_err(unavailable)
     }
 
+    async fn cluster_health(&self) -> Result<Option<ClusterHealth>> {
+        let client = self.pool.next();
+        if client.cached_cluster_state().is_none() {
+            return Ok(None);
+        }
+        let info: String = client.cluster_info().await.map_err(unavailable)?;
+        ClusterHealth::parse(&info)
+            .map(Some)
+            .ok_or_else(|| unavailable(anyhow::anyhow!("CLUSTER INFO without its fields")))
+    }
+
     async fn mark_live(&self, sid: &str, standing: &Standing) -> Result<()> {
-        self.pool
-            .set::<(), _, _>(
+        across_slot_moves(|| {
+            self.pool.set::<(), _, _>(
                 self.keys.live(sid),
                 standing.encode(),
                 Some(Expiration::EXAT(standing.deadline())),
                 None,
                 false,
             )
-            .await
-            .map_err(unavailable)
+        })
+        .await
     }
 
     async fn touch(&self, sid: &str, idle_until: i64) -> Result<bool> {
         let key = self.keys.live(sid);
-        let current: Option<String> = self.pool.get(&key).await.map_err(unavailable)?;
+        let current: Option<String> = across_slot_moves(|| self.pool.get(&key)).await?;
         let Some(mut standing) = self.live(current) else {
             return Ok(false);
         };
         standing.idle_until = Some(idle_until);
         // XX: a sign-in ended between the read and this write stays ended.
-        self.pool
-            .set::<(), _, _>(
-                key,
+        across_slot_moves(|| {
+            self.pool.set::<(), _, _>(
+                &key,
                 standing.encode(),
                 Some(Expiration::EXAT(standing.deadline())),
                 Some(SetOptions::XX),
                 false,
             )
-            .await
-            .map_err(unavailable)?;
+        })
+        .await?;
         Ok(true)
     }
 
     async fn standing(&self, sid: &str) -> Result<Option<Standing>> {
-        let value: Option<String> = self
-            .pool
-            .get(self.keys.live(sid))
-            .await
-            .map_err(unavailable)?;
+        let key = self.keys.live(sid);
+        let value: Option<String> = across_slot_moves(|| self.pool.get(&key)).await?;
         Ok(self.live(value))
     }
 
@@ -139,47 +231,44 @@ impl SignInStore for RedisStore {
             return Ok(Vec::new());
         }
         // One GET each in one pipeline: the keys live in different slots of a cluster.
-        let pipe = self.pool.next().pipeline();
-        for sid in sids {
-            pipe.get::<(), _>(self.keys.live(sid))
-                .await
-                .map_err(unavailable)?;
-        }
-        let values: Vec<Option<String>> = pipe.all().await.map_err(unavailable)?;
+        let values: Vec<Option<String>> = across_slot_moves(|| async {
+            let pipe = self.pool.next().pipeline();
+            for sid in sids {
+                pipe.get::<(), _>(self.keys.live(sid)).await?;
+            }
+            pipe.all().await
+        })
+        .await?;
         Ok(values.into_iter().map(|v| self.live(v)).collect())
     }
 
     async fn record_access_token(&self, sid: &str, jti: &str, accepted_until: i64) -> Result<()> {
         let key = self.keys.jtis(sid);
-        let pipe = self.pool.next().pipeline();
-        pipe.zadd::<(), _, _>(&key, None, None, false, false, (accepted_until as f64, jti))
-            .await
-            .map_err(unavailable)?;
-        // Tokens are issued in time order, so the newest one's moment is the set's lifetime.
-        pipe.expire_at::<(), _>(&key, accepted_until, None)
-            .await
-            .map_err(unavailable)?;
-        pipe.all::<()>().await.map_err(unavailable)
+        across_slot_moves(|| async {
+            let pipe = self.pool.next().pipeline();
+            pipe.zadd::<(), _, _>(&key, None, None, false, false, (accepted_until as f64, jti))
+                .await?;
+            // Tokens are issued in time order, so the newest one's moment is the set's lifetime.
+            pipe.expire_at::<(), _>(&key, accepted_until, None).await?;
+            pipe.all::<()>().await
+        })
+        .await
     }
 
     async fn access_allowed(&self, sid: &str, jti: &str) -> Result<bool> {
-        let pipe = self.pool.next().pipeline();
-        pipe.get::<(), _>(self.keys.live(sid))
-            .await
-            .map_err(unavailable)?;
-        pipe.exists::<(), _>(self.keys.revoked(sid, jti))
-            .await
-            .map_err(unavailable)?;
-        let (live, revoked): (Option<String>, i64) = pipe.all().await.map_err(unavailable)?;
+        let (live, revoked): (Option<String>, i64) = across_slot_moves(|| async {
+            let pipe = self.pool.next().pipeline();
+            pipe.get::<(), _>(self.keys.live(sid)).await?;
+            pipe.exists::<(), _>(self.keys.revoked(sid, jti)).await?;
+            pipe.all().await
+        })
+        .await?;
         Ok(self.live(live).is_some() && revoked == 0)
     }
 
     async fn revocation_ttl(&self, sid: &str, jti: &str) -> Result<Option<i64>> {
-        let ttl: i64 = self
-            .pool
-            .ttl(self.keys.revoked(sid, jti))
-            .await
-            .map_err(unavailable)?;
+        let key = self.keys.revoked(sid, jti);
+        let ttl: i64 = across_slot_moves(|| self.pool.ttl(&key)).await?;
         Ok((ttl >= 0).then_some(ttl))
     }
 
@@ -191,45 +280,48 @@ impl SignInStore for RedisStore {
     }
 
     async fn sign_ins_of_session(&self, session_id: &str) -> Result<Vec<String>> {
-        self.pool
-            .smembers(self.keys.session_sign_ins(session_id))
-            .await
-            .map_err(unavailable)
+        let key = self.keys.session_sign_ins(session_id);
+        across_slot_moves(|| self.pool.smembers(&key)).await
     }
 
     async fn end(&self, sid: &str) -> Result<Ended> {
         let now = self.clock.now();
-        let read = self.pool.next().pipeline();
-        read.zrangebyscore::<(), _, _, _>(self.keys.jtis(sid), now + 1, "+inf", true, None)
-            .await
-            .map_err(unavailable)?;
-        read.smembers::<(), _>(self.keys.sessions(sid))
-            .await
-            .map_err(unavailable)?;
-        let (issued, sessions): (Vec<(String, f64)>, Vec<String>) =
-            read.all().await.map_err(unavailable)?;
-        let write = self.pool.next().pipeline();
-        for (jti, until) in &issued {
-            write
-                .set::<(), _, _>(
-                    self.keys.revoked(sid, jti),
-                    1,
-                    Some(Expiration::EXAT(*until as i64)),
-                    None,
-                    false,
-                )
-                .await
-                .map_err(unavailable)?;
-        }
-        write
-            .del::<(), _>(vec![
+        let (issued, sessions): (Vec<(String, f64)>, Vec<String>) = across_slot_moves(|| async {
+            let read = self.pool.next().pipeline();
+            read.zrangebyscore::<(), _, _, _>(self.keys.jtis(sid), now + 1, "+inf", true, None)
+                .await?;
+            read.smembers::<(), _>(self.keys.sessions(sid)).await?;
+            read.all().await
+        })
+        .await?;
+        // Revoke each token, then end the sign-in: one slot ({sid}), and single-key commands
+        // only, so that during a slot move each is redirected on its own. Should a step fail, the
+        // tokens already revoked stay revoked, and the whole step is safe to repeat.
+        let client = self.pool.next();
+        across_slot_moves(|| async {
+            let write = client.pipeline();
+            for (jti, until) in &issued {
+                write
+                    .set::<(), _, _>(
+                        self.keys.revoked(sid, jti),
+                        1,
+                        Some(Expiration::EXAT(*until as i64)),
+                        None,
+                        false,
+                    )
+                    .await?;
+            }
+            for key in [
                 self.keys.live(sid),
                 self.keys.jtis(sid),
                 self.keys.sessions(sid),
-            ])
-            .await
-            .map_err(unavailable)?;
-        write.all::<()>().await.map_err(unavailable)?;
+            ] {
+                write.del::<(), _>(key).await?;
+            }
+            write.all::<()>().await
+        })
+        .await?;
+        Self::replicate(client, &self.keys.live(sid)).await;
         Ok(Ended {
             access_tokens: issued.len(),
             sessions,
@@ -237,23 +329,17 @@ impl SignInStore for RedisStore {
     }
 
     async fn note_session_ended(&self, session_id: &str, reason: &str, until: i64) -> Result<()> {
-        self.pool
-            .set::<(), _, _>(
-                self.keys.session_ended(session_id),
-                reason,
-                Some(Expiration::EXAT(until)),
-                None,
-                false,
-            )
-            .await
-            .map_err(unavailable)
+        let key = self.keys.session_ended(session_id);
+        across_slot_moves(|| {
+            self.pool
+                .set::<(), _, _>(&key, reason, Some(Expiration::EXAT(until)), None, false)
+        })
+        .await
     }
 
     async fn session_end_note(&self, session_id: &str) -> Result<Option<String>> {
-        self.pool
-            .get(self.keys.session_ended(session_id))
-            .await
-            .map_err(unavailable)
+        let key = self.keys.session_ended(session_id);
+        across_slot_moves(|| self.pool.get(&key)).await
     }
 }
 
@@ -261,17 +347,19 @@ impl SignInStore for RedisStore {
 impl RateCounters for RedisStore {
     async fn hit(&self, bucket: &str, window: i64) -> Result<u64> {
         let key = self.keys.counter(bucket, window);
-        let pipe = self.pool.next().pipeline();
-        pipe.incr::<(), _>(&key).await.map_err(unavailable)?;
-        pipe.expire::<(), _>(&key, WINDOW_SECS + 1, Some(ExpireOptions::NX))
-            .await
-            .map_err(unavailable)?;
-        let (count, _): (u64, i64) = pipe.all().await.map_err(unavailable)?;
+        let (count, _): (u64, i64) = across_slot_moves(|| async {
+            let pipe = self.pool.next().pipeline();
+            pipe.incr::<(), _>(&key).await?;
+            pipe.expire::<(), _>(&key, WINDOW_SECS + 1, Some(ExpireOptions::NX))
+                .await?;
+            pipe.all().await
+        })
+        .await?;
         Ok(count)
     }
 
     async fn undo(&self, bucket: &str, window: i64) -> Result<()> {
         let key = self.keys.counter(bucket, window);
-        self.pool.decr::<(), _>(key).await.map_err(unavailable)
+        across_slot_moves(|| self.pool.decr::<(), _>(&key)).await
     }
 }

@@ -8,6 +8,7 @@ use tower_sessions::{
 };
 use tower_sessions_redis_store::{RedisStore, fred::prelude::Pool};
 
+use super::redis::{SLOT_MOVE_PATIENCE, retry_while};
 use crate::error::{AppError, Result};
 
 #[derive(Debug, Clone)]
@@ -47,33 +48,50 @@ pub fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> AppEr
     AppError::unavailable(anyhow::Error::new(err).context("session store"))
 }
 
+/// Whether the Redis client could not route a command (a slot moving between masters): the
+/// store only passes on the client's message, which names the kind of error first.
+fn moving(err: &session_store::Error) -> bool {
+    matches!(err, session_store::Error::Backend(message) if message.starts_with("Routing Error"))
+}
+
 #[async_trait]
 impl SessionStore for SessionBackend {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         match self {
             Self::Memory(s) => s.create(record).await,
-            Self::Redis(s) => s.create(record).await,
+            Self::Redis(s) => {
+                // `create` may change the record's id, so it cannot be handed out as a closure.
+                let deadline = tokio::time::Instant::now() + SLOT_MOVE_PATIENCE;
+                loop {
+                    match s.create(record).await {
+                        Err(err) if moving(&err) && tokio::time::Instant::now() < deadline => {
+                            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                        }
+                        other => return other,
+                    }
+                }
+            }
         }
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         match self {
             Self::Memory(s) => s.save(record).await,
-            Self::Redis(s) => s.save(record).await,
+            Self::Redis(s) => retry_while(moving, || s.save(record)).await,
         }
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         match self {
             Self::Memory(s) => s.load(id).await,
-            Self::Redis(s) => s.load(id).await,
+            Self::Redis(s) => retry_while(moving, || s.load(id)).await,
         }
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         match self {
             Self::Memory(s) => s.delete(id).await,
-            Self::Redis(s) => s.delete(id).await,
+            Self::Redis(s) => retry_while(moving, || s.delete(id)).await,
         }
     }
 }

@@ -16,7 +16,7 @@ pub(crate) struct SignedIn {
     pub access: Vec<String>,
 }
 
-async fn signed_in(app: &TestApp) -> SignedIn {
+pub(crate) async fn signed_in(app: &TestApp) -> SignedIn {
     let email = app.signed_up().await;
     let response = app.sign_in(&email, PASSWORD, "").await;
     let session = response.cookie("lectern_session");

@@ -7,6 +7,7 @@
 
 mod binary;
 mod browser;
+mod cluster;
 mod foundation;
 mod helpers;
 mod layers;
