@@ -39,11 +39,15 @@ impl AppState {
         let stores = match &settings.redis_url {
             Some(url) => {
                 let redis = store::redis::connect(url).await?;
-                let shared = Arc::new(store::redis::RedisStore::new(
-                    redis.clone(),
-                    &settings.key_prefix,
-                    clock.clone(),
-                ));
+                let revocations = store::redis::connect_sized(url, 1).await?;
+                let shared = Arc::new(
+                    store::redis::RedisStore::new(
+                        redis.clone(),
+                        &settings.key_prefix,
+                        clock.clone(),
+                    )
+                    .with_revocations(revocations),
+                );
                 Stores {
                     sign_ins: shared.clone(),
                     counters: shared,

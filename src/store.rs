@@ -200,6 +200,8 @@ mod tests {
             ClusterHealth::parse("cluster_state:fail").map(|h| h.is_ok()),
             None
         );
+        let failing = info.replace("cluster_state:ok", "cluster_state:fail");
+        assert!(!ClusterHealth::parse(&failing).unwrap().is_ok());
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub fn sign_in_started(kind: &'static str) {
     counter!("lectern_sign_ins_total", "kind" => kind).increment(1);
 }
 
+/// A revocation no replica confirmed in time (it stands on its master only).
+pub fn revocation_unconfirmed() {
+    counter!("lectern_revocations_unconfirmed_total").increment(1);
+}
+
 /// A sign-in attempt with wrong credentials.
 pub fn sign_in_failed() {
     counter!("lectern_failed_sign_ins_total").increment(1);

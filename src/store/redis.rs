@@ -30,6 +30,11 @@ use crate::{
 /// after two seconds so a lost Redis fails requests closed instead of hanging them. A
 /// `redis-cluster://host:port?node=host:port` URL connects to a cluster.
 pub async fn connect(url: &str) -> anyhow::Result<Pool> {
+    connect_sized(url, 2).await
+}
+
+/// As [`connect`], with `size` connections (to each node).
+pub async fn connect_sized(url: &str, size: usize) -> anyhow::Result<Pool> {
     let config = Config::from_url(url).context("REDIS_URL is not a valid Redis URL")?;
     let pool = Builder::from_config(config)
         .with_connection_config(|c| {
@@ -43,7 +48,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
         })
         .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(2))
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-        .build_pool(2)
+        .build_pool(size)
         .context("building the Redis pool")?;
     tokio::time::timeout(Duration::from_secs(5), pool.init())
         .await
@@ -54,11 +59,14 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
 }
 
 /// How long a revocation waits for a replica to confirm it has the revocation too.
-const REPLICA_WAIT_MS: i64 = 500;
+const REPLICA_WAIT_MS: i64 = 200;
 
 /// Both stores of the production shape.
 pub struct RedisStore {
     pool: Pool,
+    /// Where a revocation is written and its replication awaited: `WAIT` holds up its whole
+    /// connection, so it gets connections of its own, and page loads never queue behind it.
+    revocations: Pool,
     keys: RedisKeys,
     clock: Clock,
 }
@@ -70,10 +78,17 @@ fn unavailable(err: impl Into<anyhow::Error>) -> AppError {
 impl RedisStore {
     pub fn new(pool: Pool, prefix: &str, clock: Clock) -> Self {
         Self {
+            revocations: pool.clone(),
             pool,
             keys: RedisKeys::new(prefix),
             clock,
         }
+    }
+
+    /// Writes revocations (and awaits their replication) on `pool` instead of the shared one.
+    pub fn with_revocations(mut self, pool: Pool) -> Self {
+        self.revocations = pool;
+        self
     }
 
     /// A stored standing, if it is live now on the application's clock.
@@ -87,8 +102,10 @@ impl RedisStore {
 
     /// On a Redis Cluster whose master for `key` has replicas: waits (up to [`REPLICA_WAIT_MS`])
     /// until one of them has every write `client` sent that master, so a failover, which
-    /// promotes the most up-to-date replica, keeps them. Elsewhere it does nothing. A replica
-    /// that does not confirm in time is logged; the writes stand on the master.
+    /// promotes the most up-to-date replica, keeps them. Elsewhere it does nothing. This is
+    /// best effort: a replica that does not confirm in time is logged and counted
+    /// (`lectern_revocations_unconfirmed_total`), and the sign-out stands on the master (failing
+    /// it would leave every sign-out failing while a replica is down).
     async fn replicate(client: &Client, key: &str) {
         let Some(routing) = client.cached_cluster_state() else {
             return;
@@ -105,15 +122,21 @@ impl RedisStore {
             .await;
         match confirmed {
             Ok(n) if n >= 1 => {}
-            Ok(_) => tracing::warn!(
-                node = %master,
-                "no replica confirmed a revocation in time; it stands on the master only"
-            ),
-            Err(err) => tracing::warn!(
-                node = %master,
-                error = %err,
-                "could not learn whether a replica has a revocation"
-            ),
+            Ok(_) => {
+                crate::telemetry::revocation_unconfirmed();
+                tracing::warn!(
+                    node = %master,
+                    "no replica confirmed a revocation in time; it stands on the master only"
+                );
+            }
+            Err(err) => {
+                crate::telemetry::revocation_unconfirmed();
+                tracing::warn!(
+                    node = %master,
+                    error = %err,
+                    "could not learn whether a replica has a revocation"
+                );
+            }
         }
     }
 
@@ -171,8 +194,13 @@ where
 
 #[async_trait]
 impl SignInStore for RedisStore {
+    /// Every connection of both pools answers: one whose client has stopped would otherwise
+    /// fail only the requests that happen to land on it.
     async fn ping(&self) -> Result<()> {
-        self.pool.ping::<()>(None).await.map_err(unavailable)
+        for client in self.pool.clients().iter().chain(self.revocations.clients()) {
+            client.ping::<()>(None).await.map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     async fn cluster_health(&self) -> Result<Option<ClusterHealth>> {
@@ -181,6 +209,12 @@ impl SignInStore for RedisStore {
             return Ok(None);
         }
         let info: String = client.cluster_info().await.map_err(unavailable)?;
+        // The revocation clients learn the cluster's replicas from here too (fred re-reads the
+        // topology only when a command is redirected or a connection is lost), so a replica
+        // added after start-up is waited for from the next readiness probe on.
+        for client in self.revocations.clients() {
+            client.sync_cluster().await.map_err(unavailable)?;
+        }
         ClusterHealth::parse(&info)
             .map(Some)
             .ok_or_else(|| unavailable(anyhow::anyhow!("CLUSTER INFO without its fields")))
@@ -297,7 +331,7 @@ impl SignInStore for RedisStore {
         // Revoke each token, then end the sign-in: one slot ({sid}), and single-key commands
         // only, so that during a slot move each is redirected on its own. Should a step fail, the
         // tokens already revoked stay revoked, and the whole step is safe to repeat.
-        let client = self.pool.next();
+        let client = self.revocations.next();
         across_slot_moves(|| async {
             let write = client.pipeline();
             for (jti, until) in &issued {

@@ -67,9 +67,17 @@ impl PrivateCluster {
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
-        let mut nodes = Vec::new();
+        let mut nodes: Vec<PrivateRedis> = Vec::new();
         for _ in 0..6 {
-            let port = cluster_port();
+            let port = loop {
+                let port = cluster_port();
+                if nodes
+                    .iter()
+                    .all(|n| n.port != port && n.port + 10_000 != port && port + 10_000 != n.port)
+                {
+                    break port;
+                }
+            };
             let child = Command::new(&server)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
@@ -110,7 +118,15 @@ impl PrivateCluster {
                 redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok")
                     && !redis_cli(n.port, &["info", "replication"])
                         .contains("master_link_status:down")
-            }) && self.masters().len() == 3;
+            }) && self.masters().len() == 3
+                // Every node lists every replica in CLUSTER SLOTS (Redis leaves out a replica
+                // until the cluster has heard it replicates), as clients learn them from there.
+                && self.nodes.iter().all(|n| {
+                    let slots = redis_cli(n.port, &["cluster", "slots"]);
+                    self.nodes
+                        .iter()
+                        .all(|m| slots.lines().any(|l| l.trim() == m.port.to_string()))
+                });
             if whole {
                 return;
             }
@@ -248,6 +264,11 @@ async fn a_master_killed_right_after_a_sign_out_loses_no_revocation_and_the_app_
 
     // Sign out, and kill that master at once: the revocation must already be on its replica.
     assert_eq!(app.sign_out_htmx().await.status_code(), StatusCode::OK);
+    let stats = redis_cli(master, &["info", "commandstats"]);
+    assert!(
+        stats.contains("cmdstat_wait:calls="),
+        "the sign-out waited for the replica: {stats}"
+    );
     cluster.kill(master);
 
     // Throughout the failover, the old credentials are never accepted; the other learner's come
