@@ -207,6 +207,20 @@ fn measured(name: &str, hist: &Histogram<u64>, errors: u64, elapsed: Duration) -
     }
 }
 
+/// The connections' latencies, merged, and their errors, summed.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<(Histogram<u64>, u64)>>,
+) -> (Histogram<u64>, u64) {
+    let mut hist = histogram();
+    let mut errors = 0;
+    for task in tasks {
+        let (h, e) = task.await.unwrap();
+        hist.add(h).unwrap();
+        errors += e;
+    }
+    (hist, errors)
+}
+
 /// Drives `template` over `connections` connections: a warm-up, then `duration` measured. Any
 /// status but `expect` counts as an error.
 async fn drive(
@@ -243,13 +257,7 @@ async fn drive(
             (hist, errors)
         }));
     }
-    let mut hist = histogram();
-    let mut errors = 0;
-    for task in tasks {
-        let (h, e) = task.await.unwrap();
-        hist.add(h).unwrap();
-        errors += e;
-    }
+    let (hist, errors) = gather(tasks).await;
     measured(name, &hist, errors, plan.duration)
 }
 
@@ -285,13 +293,7 @@ async fn drive_each(
             (hist, errors)
         }));
     }
-    let mut hist = histogram();
-    let mut errors = 0;
-    for task in tasks {
-        let (h, e) = task.await.unwrap();
-        hist.add(h).unwrap();
-        errors += e;
-    }
+    let (hist, errors) = gather(tasks).await;
     measured(name, &hist, errors, began.elapsed())
 }
 
