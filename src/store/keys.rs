@@ -30,9 +30,10 @@ impl RedisKeys {
         self.sign_in(sid, "jtis")
     }
 
-    /// `lectern:{<sid>}:revoked:<jti>`: a revoked access token.
-    pub fn revoked(&self, sid: &str, jti: &str) -> String {
-        self.sign_in(sid, &format!("revoked:{jti}"))
+    /// `lectern:{<sid>}:revoked`: the revocation list of an ended sign-in, a sorted set of its
+    /// access tokens' `jti`s, each scored by the last moment that token could be accepted.
+    pub fn revoked(&self, sid: &str) -> String {
+        self.sign_in(sid, "revoked")
     }
 
     /// `lectern:{<sid>}:sessions`: the browser sessions that hold the sign-in.
@@ -64,7 +65,7 @@ mod tests {
     fn one_sign_ins_keys_share_a_hash_tag() {
         let k = RedisKeys::new("lectern:");
         assert_eq!(k.live("abc"), "lectern:{abc}:live");
-        assert_eq!(k.revoked("abc", "j1"), "lectern:{abc}:revoked:j1");
+        assert_eq!(k.revoked("abc"), "lectern:{abc}:revoked");
         assert_eq!(k.jtis("abc"), "lectern:{abc}:jtis");
         assert_eq!(k.session_ended("s1"), "lectern:{session:s1}:ended");
         assert_eq!(

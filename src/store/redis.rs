@@ -15,6 +15,7 @@ use tower_sessions_redis_store::fred::{
     prelude::{Builder, Client, Config, Pool},
     types::{
         Expiration, ExpireOptions, SetOptions, cluster::ClusterRouting, config::ReconnectPolicy,
+        sorted_sets::Ordering,
     },
 };
 
@@ -290,20 +291,21 @@ impl SignInStore for RedisStore {
     }
 
     async fn access_allowed(&self, sid: &str, jti: &str) -> Result<bool> {
-        let (live, revoked): (Option<String>, i64) = across_slot_moves(|| async {
+        let (live, revoked_until): (Option<String>, Option<f64>) = across_slot_moves(|| async {
             let pipe = self.pool.next().pipeline();
             pipe.get::<(), _>(self.keys.live(sid)).await?;
-            pipe.exists::<(), _>(self.keys.revoked(sid, jti)).await?;
+            pipe.zscore::<(), _, _>(self.keys.revoked(sid), jti).await?;
             pipe.all().await
         })
         .await?;
-        Ok(self.live(live).is_some() && revoked == 0)
+        Ok(self.live(live).is_some() && revoked_until.is_none())
     }
 
     async fn revocation_ttl(&self, sid: &str, jti: &str) -> Result<Option<i64>> {
-        let key = self.keys.revoked(sid, jti);
-        let ttl: i64 = across_slot_moves(|| self.pool.ttl(&key)).await?;
-        Ok((ttl >= 0).then_some(ttl))
+        let key = self.keys.revoked(sid);
+        let until: Option<f64> = across_slot_moves(|| self.pool.zscore(&key, jti)).await?;
+        let now = self.clock.now();
+        Ok(until.map(|u| u as i64 - now).filter(|ttl| *ttl > 0))
     }
 
     async fn bind_session(&self, sid: &str, session_id: &str, until: i64) -> Result<()> {
@@ -328,21 +330,36 @@ impl SignInStore for RedisStore {
             read.all().await
         })
         .await?;
-        // Revoke each token, then end the sign-in: one slot ({sid}), and single-key commands
-        // only, so that during a slot move each is redirected on its own. Should a step fail, the
-        // tokens already revoked stay revoked, and the whole step is safe to repeat.
+        // Revoke the tokens, then end the sign-in: one slot ({sid}), and single-key commands
+        // only, so that during a slot move each is redirected on its own. However many tokens
+        // the sign-in was issued, that is one ZADD onto its revocation list, whose lifetime only
+        // grows to the last moment one of them could be accepted. Should a step fail, what was
+        // revoked stays revoked, and the whole step is safe to repeat.
+        let revoked = self.keys.revoked(sid);
+        let last = issued.iter().map(|(_, until)| *until as i64).max();
         let client = self.revocations.next();
         across_slot_moves(|| async {
             let write = client.pipeline();
-            for (jti, until) in &issued {
+            if let Some(last) = last {
+                let entries: Vec<(f64, &str)> = issued
+                    .iter()
+                    .map(|(jti, until)| (*until, jti.as_str()))
+                    .collect();
                 write
-                    .set::<(), _, _>(
-                        self.keys.revoked(sid, jti),
-                        1,
-                        Some(Expiration::EXAT(*until as i64)),
+                    .zadd::<(), _, _>(
+                        &revoked,
                         None,
+                        Some(Ordering::GreaterThan),
                         false,
+                        false,
+                        entries,
                     )
+                    .await?;
+                write
+                    .expire_at::<(), _>(&revoked, last, Some(ExpireOptions::NX))
+                    .await?;
+                write
+                    .expire_at::<(), _>(&revoked, last, Some(ExpireOptions::GT))
                     .await?;
             }
             for key in [
