@@ -2,32 +2,52 @@
 //! any working directory. Pages link each by a versioned address (`/static/app.css?v=<hash>`)
 //! that may be cached for a year; the plain address also works and is revalidated by its ETag.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, collections::HashMap, sync::LazyLock};
+
+use axum::body::Bytes;
 
 /// Everything under `static/`, compiled in (in debug builds too).
 #[derive(rust_embed::RustEmbed)]
 #[folder = "static/"]
 pub struct Assets;
 
-/// One embedded file.
+/// One embedded file, with what its responses say of it worked out once.
 pub struct Asset {
-    pub data: Cow<'static, [u8]>,
+    /// The content, served without a copy.
+    pub data: Bytes,
     pub content_type: String,
     /// Hex SHA-256 of the content: its ETag and, shortened, its version.
     pub hash: String,
+    /// `"<hash>"`, as the `ETag` header and `If-None-Match` carry it.
+    pub etag: String,
 }
 
 /// How many hex digits of the hash version an address.
 const VERSION_LEN: usize = 12;
 
-impl Asset {
-    pub fn get(name: &str) -> Option<Self> {
-        let file = Assets::get(name)?;
-        Some(Self {
-            content_type: file.metadata.mimetype().to_owned(),
-            hash: hex::encode(file.metadata.sha256_hash()),
-            data: file.data,
+/// Every asset by name, read from the binary once.
+static ALL: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| {
+    Assets::iter()
+        .filter_map(|name| {
+            let file = Assets::get(&name)?;
+            let hash = hex::encode(file.metadata.sha256_hash());
+            let asset = Asset {
+                data: match file.data {
+                    Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+                    Cow::Owned(bytes) => Bytes::from(bytes),
+                },
+                content_type: file.metadata.mimetype().to_owned(),
+                etag: format!("\"{hash}\""),
+                hash,
+            };
+            Some((name.into_owned(), asset))
         })
+        .collect()
+});
+
+impl Asset {
+    pub fn get(name: &str) -> Option<&'static Self> {
+        ALL.get(name)
     }
 
     /// The version an address carries (`?v=`).

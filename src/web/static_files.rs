@@ -43,7 +43,7 @@ fn respond(name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
     let Some(asset) = Asset::get(name) else {
         return AppError::NotFound.into_response();
     };
-    let etag = format!("\"{}\"", asset.hash);
+    let etag = asset.etag.as_str();
     let cache = if version == Some(asset.version()) {
         "public, max-age=31536000, immutable"
     } else {
@@ -56,14 +56,14 @@ fn respond(name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut response = asset.data.into_owned().into_response();
+        let mut response = asset.data.clone().into_response();
         if let Ok(kind) = HeaderValue::from_str(&asset.content_type) {
             response.headers_mut().insert(header::CONTENT_TYPE, kind);
         }
         response
     };
     let out = response.headers_mut();
-    if let Ok(tag) = HeaderValue::from_str(&etag) {
+    if let Ok(tag) = HeaderValue::from_str(etag) {
         out.insert(header::ETAG, tag);
     }
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
