@@ -118,6 +118,15 @@ pub struct User {
 }
 
 impl User {
+    /// A short digest of the password hash: changes with the password, reveals nothing of it.
+    /// Sessions name their learner as `<id>.<credentials>`, so the cache below knows which
+    /// password a session was signed in under without reading the database.
+    pub fn credentials(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.password_hash.as_bytes());
+        hex::encode(&digest[..8])
+    }
+
     pub fn member_since(&self) -> String {
         crate::clock::format_time(self.created_at)
     }
@@ -149,6 +158,74 @@ pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>> {
     .bind(id)
     .fetch_optional(pool)
     .await?)
+}
+
+/// Learners kept in process, so a page or API call reads none from the database. Safe without
+/// talking to other instances: a learner's id, email, name and creation time never change, and a
+/// session asks for its learner with the credentials it was signed in under
+/// ([`Users::signed_in`]), which a cached learner answers only while its password is that one.
+/// An entry lives five minutes; the sign-ins a password change ends are refused by the sign-in
+/// store on every instance at once, whatever this cache holds.
+#[derive(Clone)]
+pub struct Users {
+    pool: Pool,
+    cache: moka::sync::Cache<String, Cached>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    user: User,
+    credentials: String,
+}
+
+impl Users {
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(300))
+                .build(),
+        }
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<Cached>> {
+        let Some(user) = find_by_id(&self.pool, id).await? else {
+            return Ok(None);
+        };
+        let cached = Cached {
+            credentials: user.credentials(),
+            user,
+        };
+        self.cache.insert(id.to_owned(), cached.clone());
+        Ok(Some(cached))
+    }
+
+    /// A learner's profile (id, email, name, creation time), from the cache when it has it.
+    pub async fn profile(&self, id: &str) -> Result<Option<User>> {
+        if let Some(hit) = self.cache.get(id) {
+            return Ok(Some(hit.user));
+        }
+        Ok(self.load(id).await?.map(|c| c.user))
+    }
+
+    /// The learner a session names (`<id>.<credentials>`, see [`User::credentials`]). From the
+    /// cache only when the cached learner has those credentials; otherwise from the database,
+    /// whose learner (with a password changed since) axum-login then refuses.
+    pub async fn signed_in(&self, session_user: &str) -> Result<Option<User>> {
+        let (id, credentials) = session_user.split_once('.').unwrap_or((session_user, ""));
+        if let Some(hit) = self.cache.get(id)
+            && hit.credentials == credentials
+        {
+            return Ok(Some(hit.user));
+        }
+        Ok(self.load(id).await?.map(|c| c.user))
+    }
+
+    /// Drops a learner from this instance's cache (their password changed here).
+    pub fn forget(&self, id: &str) {
+        self.cache.invalidate(id);
+    }
 }
 
 /// Replaces a learner's password hash (the session auth hash with it: axum-login then refuses

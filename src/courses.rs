@@ -1,5 +1,7 @@
 //! The course catalog and enrolments.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::{
@@ -41,38 +43,86 @@ impl<'a> CourseId<'a> {
     }
 }
 
-/// The whole catalog, marked for `user_id` (visitors: nothing enrolled).
-pub async fn catalog(pool: &Pool, user_id: Option<&str>) -> Result<Vec<Course>> {
-    Ok(sqlx::query_as(
-        "select c.id, c.title, c.summary, e.enrolled_at from courses c
-         left join enrolments e on e.course_id = c.id and e.user_id = $1
-         order by c.position",
-    )
-    .bind(user_id.unwrap_or(""))
-    .fetch_all(pool)
-    .await?)
+/// The course catalog, kept in process: it changes only with a migration or an operator's edit,
+/// which every instance sees within a minute. A learner's enrolments are theirs to change at
+/// any moment, so they are read on each use (one indexed query).
+#[derive(Clone)]
+pub struct Catalog {
+    pool: Pool,
+    courses: moka::sync::Cache<(), Arc<[Course]>>,
 }
 
-/// The courses a learner is enrolled in.
-pub async fn enrolled(pool: &Pool, user_id: &str) -> Result<Vec<Course>> {
-    Ok(catalog(pool, Some(user_id))
-        .await?
-        .into_iter()
-        .filter(Course::enrolled)
-        .collect())
-}
+impl Catalog {
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            courses: moka::sync::Cache::builder()
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
+        }
+    }
 
-/// One course, marked for the learner.
-pub async fn one(pool: &Pool, user_id: &str, id: CourseId<'_>) -> Result<Course> {
-    catalog(pool, Some(user_id))
-        .await?
-        .into_iter()
-        .find(|c| c.id == id.as_str())
-        .ok_or(AppError::NotFound)
+    async fn courses(&self) -> Result<Arc<[Course]>> {
+        if let Some(courses) = self.courses.get(&()) {
+            return Ok(courses);
+        }
+        let courses: Vec<Course> = sqlx::query_as(
+            "select id, title, summary, cast(null as bigint) as enrolled_at from courses order by position",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let courses: Arc<[Course]> = courses.into();
+        self.courses.insert((), courses.clone());
+        Ok(courses)
+    }
+
+    /// The whole catalog, marked for `user_id` (visitors: nothing enrolled).
+    pub async fn marked_for(&self, user_id: Option<&str>) -> Result<Vec<Course>> {
+        let courses = self.courses().await?;
+        let enrolled: Vec<(String, i64)> = match user_id {
+            Some(user_id) => {
+                sqlx::query_as("select course_id, enrolled_at from enrolments where user_id = $1")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        Ok(courses
+            .iter()
+            .map(|course| Course {
+                enrolled_at: enrolled
+                    .iter()
+                    .find(|(id, _)| *id == course.id)
+                    .map(|(_, at)| *at),
+                ..course.clone()
+            })
+            .collect())
+    }
+
+    /// The courses a learner is enrolled in.
+    pub async fn enrolled(&self, user_id: &str) -> Result<Vec<Course>> {
+        Ok(self
+            .marked_for(Some(user_id))
+            .await?
+            .into_iter()
+            .filter(Course::enrolled)
+            .collect())
+    }
+
+    /// One course, marked for the learner.
+    pub async fn one(&self, user_id: &str, id: CourseId<'_>) -> Result<Course> {
+        self.marked_for(Some(user_id))
+            .await?
+            .into_iter()
+            .find(|c| c.id == id.as_str())
+            .ok_or(AppError::NotFound)
+    }
 }
 
 /// Enrols the learner; enrolling twice is fine, an unknown course is not found.
-pub async fn enrol(pool: &Pool, user_id: &str, id: CourseId<'_>, now: i64) -> Result<()> {
+pub async fn enrol(catalog: &Catalog, user_id: &str, id: CourseId<'_>, now: i64) -> Result<()> {
+    let pool = &catalog.pool;
     let inserted = sqlx::query(
         "insert into enrolments (user_id, course_id, enrolled_at)
          select $1, id, $2 from courses where id = $3
@@ -85,7 +135,7 @@ pub async fn enrol(pool: &Pool, user_id: &str, id: CourseId<'_>, now: i64) -> Re
     .await?;
     if inserted.rows_affected() == 0 {
         // Either already enrolled (fine) or no such course (404).
-        one(pool, user_id, id).await?;
+        catalog.one(user_id, id).await?;
     }
     Ok(())
 }

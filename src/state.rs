@@ -7,12 +7,14 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use crate::{
+    accounts::Users,
     auth::{
         AccessTokens, Backend, Keys, SignIns, passwords::Passwords, rate_limit::RateLimits,
         sign_ins::Lifetimes, sign_out::ClientState,
     },
     clock::Clock,
     config::Settings,
+    courses::Catalog,
     db::{self, Pool},
     store::{self, SessionBackend, Stores},
     web::TrustedProxies,
@@ -22,6 +24,10 @@ use crate::{
 #[derive(Clone)]
 pub struct AppState {
     pub db: Pool,
+    /// Learners, cached in process (see [`Users`]).
+    pub users: Users,
+    /// The course catalog, cached in process (see [`Catalog`]).
+    pub catalog: Catalog,
     pub clock: Clock,
     pub settings: Arc<Settings>,
     pub keys: Keys,
@@ -87,6 +93,8 @@ impl AppState {
         );
         let limits = RateLimits::new(stores.counters.clone(), clock.clone(), settings.rate_limit);
         Ok(Self {
+            users: Users::new(pool.clone()),
+            catalog: Catalog::new(pool.clone()),
             db: pool,
             clock,
             settings: Arc::new(settings),
@@ -100,7 +108,7 @@ impl AppState {
 
     /// axum-login's backend over this state's database and hasher.
     pub fn backend(&self) -> Backend {
-        Backend::new(self.db.clone(), self.passwords.clone())
+        Backend::new(self.db.clone(), self.users.clone(), self.passwords.clone())
     }
 
     /// How sign-out responses clear the browser.

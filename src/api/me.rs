@@ -11,10 +11,9 @@ use serde::Serialize;
 
 use super::ApiPath;
 use crate::{
-    accounts,
     auth::{BearerUser, sign_out},
     clock,
-    courses::{self, Course},
+    courses::Course,
     error::{ApiResult, AppError},
     state::AppState,
     web::ClientInfo,
@@ -36,7 +35,9 @@ struct Me {
 }
 
 async fn me(State(state): State<AppState>, bearer: BearerUser) -> ApiResult<Json<Me>> {
-    let user = accounts::find_by_id(&state.db, &bearer.user_id)
+    let user = state
+        .users
+        .profile(&bearer.user_id)
         .await?
         .ok_or(AppError::InvalidToken)?;
     Ok(Json(Me {
@@ -50,7 +51,7 @@ async fn my_courses(
     State(state): State<AppState>,
     bearer: BearerUser,
 ) -> ApiResult<Json<Vec<Course>>> {
-    Ok(Json(courses::enrolled(&state.db, &bearer.user_id).await?))
+    Ok(Json(state.catalog.enrolled(&bearer.user_id).await?))
 }
 
 /// One live sign-in, as `GET /api/v1/me/sessions` lists it.

@@ -5,7 +5,7 @@ use secrecy::SecretString;
 
 use super::passwords::Passwords;
 use crate::{
-    accounts::{self, Email, User},
+    accounts::{self, Email, User, Users},
     db::Pool,
     error::AppError,
 };
@@ -13,8 +13,10 @@ use crate::{
 impl AuthUser for User {
     type Id = String;
 
+    /// `<id>.<credentials>`: which learner, and under which password (see
+    /// [`User::credentials`]).
     fn id(&self) -> String {
-        self.id.clone()
+        format!("{}.{}", self.id, self.credentials())
     }
 
     /// The password hash: a new password invalidates every session signed with the old one.
@@ -43,12 +45,17 @@ impl Credentials {
 #[derive(Clone)]
 pub struct Backend {
     pool: Pool,
+    users: Users,
     passwords: Passwords,
 }
 
 impl Backend {
-    pub fn new(pool: Pool, passwords: Passwords) -> Self {
-        Self { pool, passwords }
+    pub fn new(pool: Pool, users: Users, passwords: Passwords) -> Self {
+        Self {
+            pool,
+            users,
+            passwords,
+        }
     }
 }
 
@@ -70,7 +77,8 @@ impl AuthnBackend for Backend {
         Ok(user.filter(|_| ok))
     }
 
+    /// Every page request: the cached learner, when the session's password is still theirs.
     async fn get_user(&self, user_id: &String) -> Result<Option<User>, AppError> {
-        accounts::find_by_id(&self.pool, user_id).await
+        self.users.signed_in(user_id).await
     }
 }

@@ -213,12 +213,13 @@ async fn change_password(
         .limits
         .sign_in_attempt(email.as_ref(), &client)
         .await?;
+    // Checked against the stored hash, not the cached learner's.
+    let stored = accounts::find_by_id(&state.db, &current.user.id)
+        .await?
+        .map(|user| user.password_hash);
     let right = state
         .passwords
-        .verify(
-            form.current_password.clone(),
-            Some(current.user.password_hash.clone()),
-        )
+        .verify(form.current_password.clone(), stored)
         .await?;
     if !right {
         telemetry::sign_in_failed();
@@ -246,6 +247,7 @@ async fn change_password(
     // `SignIns::start`). Then this browser's own, with whatever else it holds.
     end_other_sign_ins(&state, &current, &client).await?;
     accounts::set_password_hash(&state.db, &current.user.id, &hash).await?;
+    state.users.forget(&current.user.id);
     tracing::info!(user.id = %current.user.id, "password changed");
     end_other_sign_ins(&state, &current, &client).await?;
     let user = User {

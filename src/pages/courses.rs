@@ -36,7 +36,9 @@ struct DashboardPage {
 }
 
 async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> Result<DashboardPage> {
-    let (mine, others) = courses::catalog(&state.db, Some(&current.user.id))
+    let (mine, others) = state
+        .catalog
+        .marked_for(Some(&current.user.id))
         .await?
         .into_iter()
         .partition(Course::enrolled);
@@ -65,7 +67,7 @@ async fn card_or_back(
         return Ok(Redirect::to("/dashboard").into_response());
     }
     let card = CourseCard {
-        course: courses::one(&state.db, &current.user.id, id).await?,
+        course: state.catalog.one(&current.user.id, id).await?,
         csrf_token: current.csrf.clone(),
     };
     Ok(card.into_response())
@@ -78,7 +80,7 @@ async fn enrol(
     HxRequest(htmx): HxRequest,
 ) -> Result<Response> {
     let id = CourseId::parse(&id)?;
-    courses::enrol(&state.db, &current.user.id, id, state.clock.now()).await?;
+    courses::enrol(&state.catalog, &current.user.id, id, state.clock.now()).await?;
     card_or_back(&state, &current, id, htmx).await
 }
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::{
     auth::Viewer,
-    courses::{self, Course},
+    courses::Course,
     error::{AppError, Result},
     layout::{Layout, Notice},
     state::AppState,
@@ -37,7 +37,7 @@ async fn home(
     PageQuery(query): PageQuery<HomeQuery>,
 ) -> Result<HomePage> {
     let user_id = viewer.user.as_ref().map(|c| c.user.id.as_str());
-    let courses = courses::catalog(&state.db, user_id).await?;
+    let courses = state.catalog.marked_for(user_id).await?;
     let mut layout = viewer.layout;
     if query.signed_out.is_some() && viewer.user.is_none() {
         layout.notice = Some(Notice::success("You are signed out."));

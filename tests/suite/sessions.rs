@@ -890,3 +890,88 @@ async fn ending_this_browsers_own_sign_in_from_the_account_page_signs_it_out() {
     assert!(set_cookie(&response, "lectern_refresh").contains("Max-Age=0"));
     assert_everything_refused(&app, &mine).await;
 }
+
+/// Each instance keeps learners in memory; a password changed on one of them must neither sign
+/// the learner out of another that had them cached, nor let the old session in there.
+#[tokio::test]
+async fn a_password_changed_on_one_instance_holds_on_another_that_had_the_learner_cached() {
+    if !real_services() {
+        eprintln!("skipped: needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances)");
+        return;
+    }
+    let app = spawn_app().await;
+    let peer = spawn_peer(&app).await;
+    let old_session = app
+        .sign_up(&unique_email(), PASSWORD)
+        .await
+        .cookie("lectern_session");
+    // The peer reads the learner once and keeps them.
+    for _ in 0..2 {
+        let page = peer.get_with_session("/dashboard", &old_session).await;
+        assert_eq!(page.status_code(), StatusCode::OK);
+    }
+
+    let response = change_password(&app, PASSWORD, NEW_PASSWORD).await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/account");
+    let new_session = response.cookie("lectern_session");
+
+    // The new session is the learner's on the peer too, on every request; the old one is not.
+    for _ in 0..2 {
+        let page = peer.get_with_session("/dashboard", &new_session).await;
+        assert_eq!(page.status_code(), StatusCode::OK);
+        assert!(page.text().contains("Ada Lovelace"));
+    }
+    let old = peer.get_with_session("/dashboard", &old_session).await;
+    assert_eq!(old.status_code(), StatusCode::SEE_OTHER);
+    assert!(
+        old.header("location")
+            .to_str()
+            .unwrap()
+            .ends_with("reason=password_changed"),
+        "{:?}",
+        old.header("location")
+    );
+    // The current password is checked against the stored one, not a cached copy: on the peer,
+    // which had the learner cached under the old password, the old one is now wrong.
+    let token = csrf_from(&peer.get_with_session("/account", &new_session).await.text());
+    let wrong = peer
+        .server
+        .post("/account/password")
+        .clear_cookies()
+        .do_not_save_cookies()
+        .add_cookie(new_session.clone())
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("current_password", PASSWORD),
+            ("new_password", "yet another passphrase for lectern"),
+        ])
+        .await;
+    assert_eq!(wrong.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// The catalog is kept in memory, a learner's enrolments never are: one made on one instance
+/// shows on another at once.
+#[tokio::test]
+async fn an_enrolment_made_on_one_instance_shows_on_another_at_once() {
+    if !real_services() {
+        eprintln!("skipped: needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances)");
+        return;
+    }
+    let app = spawn_app().await;
+    let peer = spawn_peer(&app).await;
+    let session = app
+        .sign_up(&unique_email(), PASSWORD)
+        .await
+        .cookie("lectern_session");
+    let before = peer.get_with_session("/dashboard", &session).await.text();
+    assert!(before.contains(r#"id="no-courses""#), "{before}");
+    let token = app.csrf("/dashboard").await;
+    let enrolled = app
+        .post_with_token("/courses/async-rust/enrol", &token)
+        .await;
+    assert_redirect_to(&enrolled, StatusCode::SEE_OTHER, "/dashboard");
+    let after = peer.get_with_session("/dashboard", &session).await.text();
+    let mine = &after
+        [after.find(r#"id="my-courses""#).unwrap()..after.find(r#"id="more-courses""#).unwrap()];
+    assert!(mine.contains("Async Rust"), "{after}");
+}
