@@ -1,6 +1,6 @@
 //! Learners' accounts: the parsing types for what they type, and the `users` table.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use secrecy::SecretString;
 use unicode_normalization::UnicodeNormalization;
@@ -167,9 +167,20 @@ pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>> {
 /// An entry lives five minutes; the sign-ins a password change ends are refused by the sign-in
 /// store on every instance at once, whatever this cache holds.
 #[derive(Clone)]
-pub struct Users {
+pub struct Users(Arc<UsersParts>);
+
+/// What [`Users`] shares.
+pub struct UsersParts {
     pool: Pool,
     cache: moka::sync::Cache<String, Cached>,
+}
+
+impl std::ops::Deref for Users {
+    type Target = UsersParts;
+
+    fn deref(&self) -> &UsersParts {
+        &self.0
+    }
 }
 
 #[derive(Clone)]
@@ -180,13 +191,13 @@ struct Cached {
 
 impl Users {
     pub fn new(pool: Pool) -> Self {
-        Self {
+        Self(Arc::new(UsersParts {
             pool,
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(300))
                 .build(),
-        }
+        }))
     }
 
     async fn load(&self, id: &str) -> Result<Option<Cached>> {

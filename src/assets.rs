@@ -1,6 +1,7 @@
 //! The style sheet, scripts and icon, embedded in the binary at build time, so it serves them from
 //! any working directory. Pages link each by a versioned address (`/static/app.css?v=<hash>`)
 //! that may be cached for a year; the plain address also works and is revalidated by its ETag.
+//! Text assets are also kept gzipped, compressed once, for the browsers that accept it (all do).
 
 use std::{borrow::Cow, collections::HashMap, sync::LazyLock};
 
@@ -20,6 +21,34 @@ pub struct Asset {
     pub hash: String,
     /// `"<hash>"`, as the `ETag` header and `If-None-Match` carry it.
     pub etag: String,
+    /// The content gzipped, when that is worth it.
+    pub gzip: Option<Gzipped>,
+}
+
+/// An asset's gzip representation.
+pub struct Gzipped {
+    pub data: Bytes,
+    /// `"<hash>-gzip"`: each representation has its own (strong) ETag.
+    pub etag: String,
+}
+
+/// Gzips `data` if it is text that shrinks by at least a tenth.
+fn gzipped(data: &[u8], content_type: &str, hash: &str) -> Option<Gzipped> {
+    use std::io::Write;
+    let text = content_type.starts_with("text/")
+        || content_type.contains("javascript")
+        || content_type.contains("json")
+        || content_type.contains("svg");
+    if !text || data.len() < 512 {
+        return None;
+    }
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).ok()?;
+    let compressed = encoder.finish().ok()?;
+    (compressed.len() * 10 <= data.len() * 9).then(|| Gzipped {
+        data: Bytes::from(compressed),
+        etag: format!("\"{hash}-gzip\""),
+    })
 }
 
 /// How many hex digits of the hash version an address.
@@ -31,12 +60,15 @@ static ALL: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| {
         .filter_map(|name| {
             let file = Assets::get(&name)?;
             let hash = hex::encode(file.metadata.sha256_hash());
+            let content_type = file.metadata.mimetype().to_owned();
+            let data = match file.data {
+                Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+                Cow::Owned(bytes) => Bytes::from(bytes),
+            };
             let asset = Asset {
-                data: match file.data {
-                    Cow::Borrowed(bytes) => Bytes::from_static(bytes),
-                    Cow::Owned(bytes) => Bytes::from(bytes),
-                },
-                content_type: file.metadata.mimetype().to_owned(),
+                gzip: gzipped(&data, &content_type, &hash),
+                data,
+                content_type,
                 etag: format!("\"{hash}\""),
                 hash,
             };
@@ -86,5 +118,22 @@ mod tests {
             assert!(url(name).ends_with(asset.version()));
         }
         assert!(Asset::get("../Cargo.toml").is_none());
+    }
+
+    #[test]
+    fn text_assets_are_kept_gzipped_and_unzip_to_themselves() {
+        use std::io::Read;
+        for name in ["app.css", "app.js", "htmx-2.0.11.min.js"] {
+            let asset = Asset::get(name).unwrap();
+            let gzip = asset.gzip.as_ref().unwrap_or_else(|| panic!("{name}"));
+            assert!(gzip.data.len() < asset.data.len() / 2, "{name}");
+            assert_ne!(gzip.etag, asset.etag);
+            let mut unzipped = Vec::new();
+            flate2::read::GzDecoder::new(&gzip.data[..])
+                .read_to_end(&mut unzipped)
+                .unwrap();
+            assert_eq!(unzipped, asset.data, "{name}");
+        }
+        assert!(Asset::get("favicon.svg").unwrap().gzip.is_none(), "too small to gain");
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::{
     db::Pool,
     error::{AppError, Result},
+    store::ChangeMarks,
 };
 
 /// A course, with whether the learner asking is enrolled.
@@ -43,23 +44,59 @@ impl<'a> CourseId<'a> {
     }
 }
 
-/// The course catalog, kept in process: it changes only with a migration or an operator's edit,
-/// which every instance sees within a minute. A learner's enrolments are theirs to change at
-/// any moment, so they are read on each use (one indexed query).
+/// The course catalog and learners' enrolments, kept in process. The catalog changes only with a
+/// migration or an operator's edit, which every instance sees within a minute. A learner's
+/// enrolments are theirs to change at any moment, on any instance: each is kept with the change
+/// mark it was read under (`enrolments:<user id>`, see [`ChangeMarks`]), which every enrol and
+/// leave replaces, so a view costs one small shared-store read and no query until they change.
 #[derive(Clone)]
-pub struct Catalog {
+pub struct Catalog(Arc<CatalogParts>);
+
+/// What [`Catalog`] shares.
+pub struct CatalogParts {
     pool: Pool,
+    marks: Arc<dyn ChangeMarks>,
     courses: moka::sync::Cache<(), Arc<[Course]>>,
+    enrolments: moka::sync::Cache<String, Enrolments>,
+}
+
+/// One learner's enrolments (course id, when), as read under `mark`.
+#[derive(Clone)]
+struct Enrolments {
+    mark: Option<String>,
+    courses: Arc<[(String, i64)]>,
+}
+
+/// How long an instance keeps a learner's enrolments without a change.
+const ENROLMENTS_KEPT_SECS: u64 = 300;
+/// How long a change mark is kept: well past [`ENROLMENTS_KEPT_SECS`].
+const MARK_TTL_SECS: i64 = 86_400;
+
+impl std::ops::Deref for Catalog {
+    type Target = CatalogParts;
+
+    fn deref(&self) -> &CatalogParts {
+        &self.0
+    }
+}
+
+fn enrolments_mark(user_id: &str) -> String {
+    format!("enrolments:{user_id}")
 }
 
 impl Catalog {
-    pub fn new(pool: Pool) -> Self {
-        Self {
+    pub fn new(pool: Pool, marks: Arc<dyn ChangeMarks>) -> Self {
+        Self(Arc::new(CatalogParts {
             pool,
+            marks,
             courses: moka::sync::Cache::builder()
                 .time_to_live(std::time::Duration::from_secs(60))
                 .build(),
-        }
+            enrolments: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(ENROLMENTS_KEPT_SECS))
+                .build(),
+        }))
     }
 
     async fn courses(&self) -> Result<Arc<[Course]>> {
@@ -76,17 +113,45 @@ impl Catalog {
         Ok(courses)
     }
 
+    /// A learner's enrolments: the kept ones while their mark is current, else the database's.
+    /// The mark is read before the query, so a change made meanwhile is noticed on the next look.
+    async fn enrolments(&self, user_id: &str) -> Result<Arc<[(String, i64)]>> {
+        let mark = self.marks.mark(&enrolments_mark(user_id)).await?;
+        if let Some(kept) = self.enrolments.get(user_id)
+            && kept.mark == mark
+        {
+            return Ok(kept.courses);
+        }
+        let courses: Vec<(String, i64)> =
+            sqlx::query_as("select course_id, enrolled_at from enrolments where user_id = $1")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let courses: Arc<[(String, i64)]> = courses.into();
+        self.enrolments.insert(
+            user_id.to_owned(),
+            Enrolments {
+                mark,
+                courses: courses.clone(),
+            },
+        );
+        Ok(courses)
+    }
+
+    /// After a learner's enrolments changed: every instance reads them again.
+    async fn changed(&self, user_id: &str) -> Result<()> {
+        self.enrolments.invalidate(user_id);
+        self.marks
+            .remark(&enrolments_mark(user_id), MARK_TTL_SECS)
+            .await
+    }
+
     /// The whole catalog, marked for `user_id` (visitors: nothing enrolled).
     pub async fn marked_for(&self, user_id: Option<&str>) -> Result<Vec<Course>> {
         let courses = self.courses().await?;
-        let enrolled: Vec<(String, i64)> = match user_id {
-            Some(user_id) => {
-                sqlx::query_as("select course_id, enrolled_at from enrolments where user_id = $1")
-                    .bind(user_id)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => Vec::new(),
+        let enrolled = match user_id {
+            Some(user_id) => self.enrolments(user_id).await?,
+            None => Arc::from([]),
         };
         Ok(courses
             .iter()
@@ -137,17 +202,18 @@ pub async fn enrol(catalog: &Catalog, user_id: &str, id: CourseId<'_>, now: i64)
         // Either already enrolled (fine) or no such course (404).
         catalog.one(user_id, id).await?;
     }
-    Ok(())
+    // Also after "already enrolled": a retry of an enrolment whose mark did not change.
+    catalog.changed(user_id).await
 }
 
 /// Leaves a course; leaving one not enrolled in is fine.
-pub async fn leave(pool: &Pool, user_id: &str, id: CourseId<'_>) -> Result<()> {
+pub async fn leave(catalog: &Catalog, user_id: &str, id: CourseId<'_>) -> Result<()> {
     sqlx::query("delete from enrolments where user_id = $1 and course_id = $2")
         .bind(user_id)
         .bind(id.as_str())
-        .execute(pool)
+        .execute(&catalog.pool)
         .await?;
-    Ok(())
+    catalog.changed(user_id).await
 }
 
 #[cfg(test)]

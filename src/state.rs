@@ -20,9 +20,13 @@ use crate::{
     web::TrustedProxies,
 };
 
-/// Everything a handler may need, cloned cheaply into each request.
+/// Everything a handler may need, cloned into each request (and into each extractor that takes a
+/// part): one shared allocation, so a clone is one reference count, not one per service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares; its fields read as the state's own (`state.db`).
+pub struct Shared {
     pub db: Pool,
     /// Learners, cached in process (see [`Users`]).
     pub users: Users,
@@ -56,7 +60,8 @@ impl AppState {
                 );
                 Stores {
                     sign_ins: shared.clone(),
-                    counters: shared,
+                    counters: shared.clone(),
+                    marks: shared,
                     sessions: SessionBackend::redis(redis),
                     redis: true,
                 }
@@ -68,7 +73,8 @@ impl AppState {
                 let shared = Arc::new(store::memory::MemoryStore::new(clock.clone()));
                 Stores {
                     sign_ins: shared.clone(),
-                    counters: shared,
+                    counters: shared.clone(),
+                    marks: shared,
                     sessions: SessionBackend::memory(),
                     redis: false,
                 }
@@ -92,9 +98,9 @@ impl AppState {
             Lifetimes::from_settings(&settings),
         );
         let limits = RateLimits::new(stores.counters.clone(), clock.clone(), settings.rate_limit);
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             users: Users::new(pool.clone()),
-            catalog: Catalog::new(pool.clone()),
+            catalog: Catalog::new(pool.clone(), stores.marks.clone()),
             db: pool,
             clock,
             settings: Arc::new(settings),
@@ -103,7 +109,7 @@ impl AppState {
             stores,
             sign_ins,
             limits,
-        })
+        })))
     }
 
     /// axum-login's backend over this state's database and hasher.
@@ -117,6 +123,14 @@ impl AppState {
             secure_cookies: self.settings.secure_cookies,
             clear_site_data: self.settings.clear_site_data,
         }
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

@@ -1,4 +1,4 @@
-//! Where sign-in liveness, revocations, session bindings and rate-limit counters live: Redis in
+//! Where sign-in liveness, revocations, session bindings, rate-limit counters and change marks live: Redis in
 //! production, process memory in the embedded shape. Each is a small trait with one file per
 //! backend, chosen once at start-up; services never know which one runs. The browser sessions
 //! themselves are tower-sessions' stores ([`sessions`]).
@@ -135,6 +135,25 @@ pub trait RateCounters: Send + Sync + 'static {
     async fn undo(&self, bucket: &str, window: i64) -> Result<()>;
 }
 
+/// Change marks, shared by every instance: a cache in process keeps what it read with the mark it
+/// saw, and whoever changes the data replaces the mark, so every instance notices on its next look
+/// (one small read instead of the data itself).
+#[async_trait]
+pub trait ChangeMarks: Send + Sync + 'static {
+    /// The current mark of `name`; `None` when it has none (never changed, or forgotten).
+    async fn mark(&self, name: &str) -> Result<Option<String>>;
+
+    /// Gives `name` a new random mark, kept for `ttl` seconds (longer than any cache keeps what it
+    /// read, so a mark that lapses cannot make an old entry look current).
+    async fn remark(&self, name: &str, ttl: i64) -> Result<()>;
+}
+
+/// A new random mark.
+fn fresh_mark() -> String {
+    use rand::RngCore;
+    format!("{:016x}", rand::rng().next_u64())
+}
+
 /// The length of a rate-limit window, in seconds.
 pub const WINDOW_SECS: i64 = 60;
 
@@ -177,6 +196,7 @@ impl ClusterHealth {
 pub struct Stores {
     pub sign_ins: Arc<dyn SignInStore>,
     pub counters: Arc<dyn RateCounters>,
+    pub marks: Arc<dyn ChangeMarks>,
     pub sessions: SessionBackend,
     /// Whether Redis backs them (readiness reports it).
     pub redis: bool,

@@ -1,5 +1,7 @@
 //! axum-login's backend over the `users` table.
 
+use std::sync::Arc;
+
 use axum_login::{AuthUser, AuthnBackend};
 use secrecy::SecretString;
 
@@ -42,8 +44,11 @@ impl Credentials {
     }
 }
 
+/// axum-login clones it into every request: one shared allocation.
 #[derive(Clone)]
-pub struct Backend {
+pub struct Backend(Arc<Parts>);
+
+struct Parts {
     pool: Pool,
     users: Users,
     passwords: Passwords,
@@ -51,11 +56,11 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(pool: Pool, users: Users, passwords: Passwords) -> Self {
-        Self {
+        Self(Arc::new(Parts {
             pool,
             users,
             passwords,
-        }
+        }))
     }
 }
 
@@ -66,11 +71,11 @@ impl AuthnBackend for Backend {
 
     async fn authenticate(&self, creds: Credentials) -> Result<Option<User>, AppError> {
         let user = match &creds.email {
-            Some(email) => accounts::find_by_email(&self.pool, email).await?,
+            Some(email) => accounts::find_by_email(&self.0.pool, email).await?,
             None => None,
         };
         let hash = user.as_ref().map(|u| u.password_hash.clone());
-        let ok = self.passwords.verify(creds.password, hash).await?;
+        let ok = self.0.passwords.verify(creds.password, hash).await?;
         if !ok {
             crate::telemetry::sign_in_failed();
         }
@@ -79,6 +84,6 @@ impl AuthnBackend for Backend {
 
     /// Every page request: the cached learner, when the session's password is still theirs.
     async fn get_user(&self, user_id: &String) -> Result<Option<User>, AppError> {
-        self.users.signed_in(user_id).await
+        self.0.users.signed_in(user_id).await
     }
 }

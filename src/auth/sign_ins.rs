@@ -208,15 +208,27 @@ pub enum Refresh {
     Reused { sid: String },
 }
 
-/// The sign-in service: the records, their liveness in the shared store, and their tokens.
+/// The sign-in service: the records, their liveness in the shared store, and their tokens. A clone
+/// shares one allocation.
 #[derive(Clone)]
-pub struct SignIns {
+pub struct SignIns(Arc<Parts>);
+
+/// What [`SignIns`] shares.
+pub struct Parts {
     db: Pool,
     store: Arc<dyn SignInStore>,
     sessions: SessionBackend,
     tokens: Arc<AccessTokens>,
     clock: Clock,
     lifetimes: Lifetimes,
+}
+
+impl std::ops::Deref for SignIns {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
 }
 
 impl SignIns {
@@ -228,14 +240,14 @@ impl SignIns {
         clock: Clock,
         lifetimes: Lifetimes,
     ) -> Self {
-        Self {
+        Self(Arc::new(Parts {
             db,
             store,
             sessions,
             tokens,
             clock,
             lifetimes,
-        }
+        }))
     }
 
     pub fn clock(&self) -> &Clock {

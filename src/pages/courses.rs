@@ -91,6 +91,6 @@ async fn leave(
     HxRequest(htmx): HxRequest,
 ) -> Result<Response> {
     let id = CourseId::parse(&id)?;
-    courses::leave(&state.db, &current.user.id, id).await?;
+    courses::leave(&state.catalog, &current.user.id, id).await?;
     card_or_back(&state, &current, id, htmx).await
 }

@@ -51,6 +51,12 @@ impl RedisKeys {
         format!("{}{{session:{session_id}}}:ended", self.prefix)
     }
 
+    /// `lectern:{mark:<name>}`: the change mark of `name` (see [`super::ChangeMarks`]), such as
+    /// `enrolments:<user id>`.
+    pub fn mark(&self, name: &str) -> String {
+        format!("{}{{mark:{name}}}", self.prefix)
+    }
+
     /// `lectern:{rl:<bucket>}:<window>`: a rate-limit counter for one minute.
     pub fn counter(&self, bucket: &str, window: i64) -> String {
         format!("{}{{rl:{bucket}}}:{window}", self.prefix)
@@ -68,6 +74,7 @@ mod tests {
         assert_eq!(k.revoked("abc"), "lectern:{abc}:revoked");
         assert_eq!(k.jtis("abc"), "lectern:{abc}:jtis");
         assert_eq!(k.session_ended("s1"), "lectern:{session:s1}:ended");
+        assert_eq!(k.mark("enrolments:u1"), "lectern:{mark:enrolments:u1}");
         assert_eq!(
             k.counter("login:ip:1.2.3.4", 60),
             "lectern:{rl:login:ip:1.2.3.4}:60"

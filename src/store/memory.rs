@@ -11,7 +11,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Ended, RateCounters, SignInStore, Standing, WINDOW_SECS};
+use super::{ChangeMarks, Ended, RateCounters, SignInStore, Standing, WINDOW_SECS};
 use crate::{clock::Clock, error::Result};
 
 /// Both stores of the embedded shape.
@@ -36,6 +36,8 @@ struct State {
     ended: HashMap<String, (String, i64)>,
     /// (bucket, window) -> count
     counters: HashMap<(String, i64), u64>,
+    /// name -> (mark, until)
+    marks: HashMap<String, (String, i64)>,
     writes: u64,
 }
 
@@ -90,6 +92,7 @@ impl State {
         self.ended.retain(|_, (_, until)| *until > now);
         self.counters
             .retain(|(_, window), _| *window + WINDOW_SECS > now);
+        self.marks.retain(|_, (_, until)| *until > now);
     }
 
     fn standing(&self, sid: &str, now: i64) -> Option<Standing> {
@@ -265,5 +268,26 @@ mod tests {
         assert!(!store.is_empty());
         clock.advance(Duration::from_secs(120));
         assert!(store.is_empty());
+    }
+}
+
+#[async_trait]
+impl ChangeMarks for MemoryStore {
+    async fn mark(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.with(|state, now| {
+            state
+                .marks
+                .get(name)
+                .filter(|(_, until)| *until > now)
+                .map(|(mark, _)| mark.clone())
+        }))
+    }
+
+    async fn remark(&self, name: &str, ttl: i64) -> Result<()> {
+        let mark = super::fresh_mark();
+        self.with(|state, now| {
+            state.marks.insert(name.to_owned(), (mark, now + ttl));
+        });
+        Ok(())
     }
 }

@@ -20,7 +20,7 @@ use tower_sessions_redis_store::fred::{
 };
 
 use super::{
-    ClusterHealth, Ended, RateCounters, SignInStore, Standing, WINDOW_SECS, keys::RedisKeys,
+    ChangeMarks, ClusterHealth, Ended, RateCounters, SignInStore, Standing, WINDOW_SECS, keys::RedisKeys,
 };
 use crate::{
     clock::Clock,
@@ -412,5 +412,23 @@ impl RateCounters for RedisStore {
     async fn undo(&self, bucket: &str, window: i64) -> Result<()> {
         let key = self.keys.counter(bucket, window);
         across_slot_moves(|| self.pool.decr::<(), _>(&key)).await
+    }
+}
+
+#[async_trait]
+impl ChangeMarks for RedisStore {
+    async fn mark(&self, name: &str) -> Result<Option<String>> {
+        let key = self.keys.mark(name);
+        across_slot_moves(|| self.pool.get(&key)).await
+    }
+
+    async fn remark(&self, name: &str, ttl: i64) -> Result<()> {
+        let key = self.keys.mark(name);
+        let mark = super::fresh_mark();
+        across_slot_moves(|| {
+            self.pool
+                .set::<(), _, _>(&key, &mark, Some(Expiration::EX(ttl)), None, false)
+        })
+        .await
     }
 }

@@ -1,5 +1,5 @@
 //! Serves the embedded assets of [`crate::assets`] under `/static`, with their content type and
-//! an ETag. A versioned address (`?v=` matching the content) is immutable for a year; the plain
+//! an ETag, gzipped for a client that accepts it. A versioned address (`?v=` matching the content) is immutable for a year; the plain
 //! address is revalidated on each use, so an old page never runs a stale script.
 //!
 //! Written here rather than taken from a crate: with the files already embedded by rust-embed,
@@ -43,7 +43,10 @@ fn respond(name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
     let Some(asset) = Asset::get(name) else {
         return AppError::NotFound.into_response();
     };
-    let etag = asset.etag.as_str();
+    let (data, etag, gzipped) = match &asset.gzip {
+        Some(gzip) if accepts_gzip(headers) => (&gzip.data, gzip.etag.as_str(), true),
+        _ => (&asset.data, asset.etag.as_str(), false),
+    };
     let cache = if version == Some(asset.version()) {
         "public, max-age=31536000, immutable"
     } else {
@@ -56,9 +59,14 @@ fn respond(name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut response = asset.data.clone().into_response();
+        let mut response = data.clone().into_response();
         if let Ok(kind) = HeaderValue::from_str(&asset.content_type) {
             response.headers_mut().insert(header::CONTENT_TYPE, kind);
+        }
+        if gzipped {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         response
     };
@@ -66,6 +74,57 @@ fn respond(name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
     if let Ok(tag) = HeaderValue::from_str(etag) {
         out.insert(header::ETAG, tag);
     }
+    if asset.gzip.is_some() {
+        out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     response
+}
+
+/// Whether `Accept-Encoding` accepts gzip: named (or `*`, when gzip is not named) without `q=0`.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let (mut gzip, mut any) = (None, None);
+    for coding in headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let accepted = !parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if name.eq_ignore_ascii_case("gzip") {
+            gzip = Some(accepted);
+        } else if name == "*" {
+            any = Some(accepted);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepting(value: &str) -> bool {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+        accepts_gzip(&headers)
+    }
+
+    #[test]
+    fn gzip_is_sent_only_where_accepted() {
+        assert!(accepting("gzip, deflate, br, zstd"));
+        assert!(accepting("br;q=1.0, GZIP;q=0.5"));
+        assert!(accepting("*"));
+        assert!(!accepting("br"));
+        assert!(!accepting("gzip;q=0"));
+        assert!(!accepting("gzip;q=0, *"));
+        assert!(!accepting("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 }

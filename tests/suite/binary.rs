@@ -80,6 +80,40 @@ async fn an_unversioned_asset_is_revalidated_by_its_etag() {
 }
 
 #[tokio::test]
+async fn scripts_and_styles_are_sent_gzipped_to_clients_that_accept_it() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let server = RunningBinary::start(dir.path(), &[]).await;
+    let url = format!("{}/static/htmx-2.0.11.min.js", server.base);
+    let (status, plain_headers, plain) = http_get(&url, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!plain_headers.contains_key("content-encoding"));
+    assert_eq!(plain_headers["vary"], "accept-encoding");
+    let (status, headers, zipped) =
+        http_get(&url, &[("accept-encoding", "gzip, deflate, br")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["vary"], "accept-encoding");
+    assert_ne!(headers["etag"], plain_headers["etag"], "one ETag per representation");
+    assert!(zipped.len() < plain.len() / 2);
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+    // Revalidating the gzipped copy by its own ETag.
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, _) = http_get(
+        &url,
+        &[("accept-encoding", "gzip"), ("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let (_, headers, _) = http_get(&url, &[("accept-encoding", "gzip;q=0")]).await;
+    assert!(!headers.contains_key("content-encoding"));
+}
+
+#[tokio::test]
 async fn the_binary_serves_metrics_on_their_own_address_only() {
     let dir = tempfile::tempdir().unwrap();
     let metrics_port = free_port();

@@ -949,8 +949,8 @@ async fn a_password_changed_on_one_instance_holds_on_another_that_had_the_learne
     assert_eq!(wrong.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-/// The catalog is kept in memory, a learner's enrolments never are: one made on one instance
-/// shows on another at once.
+/// Every instance keeps the catalog and a learner's enrolments in memory; an enrolment made, or a
+/// course left, on one instance shows on another that had them kept, at once.
 #[tokio::test]
 async fn an_enrolment_made_on_one_instance_shows_on_another_at_once() {
     if !real_services() {
@@ -974,4 +974,10 @@ async fn an_enrolment_made_on_one_instance_shows_on_another_at_once() {
     let mine = &after
         [after.find(r#"id="my-courses""#).unwrap()..after.find(r#"id="more-courses""#).unwrap()];
     assert!(mine.contains("Async Rust"), "{after}");
+    let left = app
+        .post_with_token("/courses/async-rust/leave", &token)
+        .await;
+    assert_redirect_to(&left, StatusCode::SEE_OTHER, "/dashboard");
+    let again = peer.get_with_session("/dashboard", &session).await.text();
+    assert!(again.contains(r#"id="no-courses""#), "{again}");
 }
