@@ -112,7 +112,7 @@ pub struct User {
     pub id: String,
     pub email: String,
     pub display_name: String,
-    /// The argon2 PHC string; also axum-login's session auth hash.
+    /// The argon2 PHC string; its end is also axum-login's session auth hash.
     pub password_hash: String,
     pub created_at: i64,
 }

@@ -134,6 +134,9 @@ mod tests {
                 .unwrap();
             assert_eq!(unzipped, asset.data, "{name}");
         }
-        assert!(Asset::get("favicon.svg").unwrap().gzip.is_none(), "too small to gain");
+        assert!(
+            Asset::get("favicon.svg").unwrap().gzip.is_none(),
+            "too small to gain"
+        );
     }
 }

@@ -70,7 +70,11 @@ pub struct Record<'a> {
     pub at: i64,
 }
 
-pub async fn record(pool: &Pool, entry: Record<'_>) -> Result<()> {
+/// Writes one event, on a pool or inside the transaction of the change it records.
+pub async fn record<'e, E>(db: E, entry: Record<'_>) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     sqlx::query(
         "insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
          values ($1, $2, $3, $4, $5, $6, $7)",
@@ -82,7 +86,7 @@ pub async fn record(pool: &Pool, entry: Record<'_>) -> Result<()> {
     .bind(entry.at)
     .bind(&entry.client.ip)
     .bind(&entry.client.user_agent)
-    .execute(pool)
+    .execute(db)
     .await?;
     tracing::info!(
         event = entry.event.as_str(),

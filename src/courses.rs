@@ -80,7 +80,8 @@ impl std::ops::Deref for Catalog {
     }
 }
 
-fn enrolments_mark(user_id: &str) -> String {
+/// The name of a learner's enrolments' change mark.
+pub fn enrolments_mark(user_id: &str) -> String {
     format!("enrolments:{user_id}")
 }
 
@@ -114,9 +115,17 @@ impl Catalog {
     }
 
     /// A learner's enrolments: the kept ones while their mark is current, else the database's.
-    /// The mark is read before the query, so a change made meanwhile is noticed on the next look.
-    async fn enrolments(&self, user_id: &str) -> Result<Arc<[(String, i64)]>> {
-        let mark = self.marks.mark(&enrolments_mark(user_id)).await?;
+    /// The mark (`seen`, when the caller read it already) is read before the query, so a change
+    /// made meanwhile is noticed on the next look.
+    async fn enrolments(
+        &self,
+        user_id: &str,
+        seen: Option<Option<String>>,
+    ) -> Result<Arc<[(String, i64)]>> {
+        let mark = match seen {
+            Some(mark) => mark,
+            None => self.marks.mark(&enrolments_mark(user_id)).await?,
+        };
         if let Some(kept) = self.enrolments.get(user_id)
             && kept.mark == mark
         {
@@ -148,11 +157,26 @@ impl Catalog {
 
     /// The whole catalog, marked for `user_id` (visitors: nothing enrolled).
     pub async fn marked_for(&self, user_id: Option<&str>) -> Result<Vec<Course>> {
-        let courses = self.courses().await?;
         let enrolled = match user_id {
-            Some(user_id) => self.enrolments(user_id).await?,
+            Some(user_id) => self.enrolments(user_id, None).await?,
             None => Arc::from([]),
         };
+        self.marked(&enrolled).await
+    }
+
+    /// [`Self::marked_for`] a learner whose enrolments' change mark this request already read
+    /// (with its sign-in's liveness): no further round trip while nothing changed.
+    pub async fn marked_for_seen(
+        &self,
+        user_id: &str,
+        mark: Option<String>,
+    ) -> Result<Vec<Course>> {
+        let enrolled = self.enrolments(user_id, Some(mark)).await?;
+        self.marked(&enrolled).await
+    }
+
+    async fn marked(&self, enrolled: &[(String, i64)]) -> Result<Vec<Course>> {
+        let courses = self.courses().await?;
         Ok(courses
             .iter()
             .map(|course| Course {

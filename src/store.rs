@@ -95,6 +95,14 @@ pub trait SignInStore: Send + Sync + 'static {
     /// The standing of a sign-in that is live now; `None` once it ended or lapsed.
     async fn standing(&self, sid: &str) -> Result<Option<Standing>>;
 
+    /// [`SignInStore::standing`], and the change mark `mark` (see [`ChangeMarks`]), in one round
+    /// trip: what a page view needs to know besides its session.
+    async fn standing_and_mark(
+        &self,
+        sid: &str,
+        mark: &str,
+    ) -> Result<(Option<Standing>, Option<String>)>;
+
     /// [`SignInStore::standing`] for many sign-ins in one round trip.
     async fn standings(&self, sids: &[String]) -> Result<Vec<Option<Standing>>>;
 

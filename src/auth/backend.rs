@@ -12,6 +12,9 @@ use crate::{
     error::AppError,
 };
 
+/// How much of the password hash a session keeps.
+const AUTH_HASH_LEN: usize = 22;
+
 impl AuthUser for User {
     type Id = String;
 
@@ -21,9 +24,12 @@ impl AuthUser for User {
         format!("{}.{}", self.id, self.credentials())
     }
 
-    /// The password hash: a new password invalidates every session signed with the old one.
+    /// The end of the password hash (the last 22 characters of argon2's output, without salt or
+    /// parameters): a new password invalidates every session signed with the old one, and a
+    /// session record in Redis holds nothing a guess could be checked against.
     fn session_auth_hash(&self) -> &[u8] {
-        self.password_hash.as_bytes()
+        let phc = self.password_hash.as_bytes();
+        &phc[phc.len().saturating_sub(AUTH_HASH_LEN)..]
     }
 }
 
@@ -85,5 +91,23 @@ impl AuthnBackend for Backend {
     /// Every page request: the cached learner, when the session's password is still theirs.
     async fn get_user(&self, user_id: &String) -> Result<Option<User>, AppError> {
         self.0.users.signed_in(user_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_keeps_only_the_end_of_the_password_hash() {
+        let user = User {
+            id: "u1".into(),
+            email: "ada@example.com".into(),
+            display_name: "Ada".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g".into(),
+            created_at: 0,
+        };
+        assert_eq!(user.session_auth_hash(), b"Ghhc2hoYXNoaGFzaGhhc2g");
+        assert!(!String::from_utf8_lossy(user.session_auth_hash()).contains('$'));
     }
 }

@@ -41,6 +41,9 @@ pub struct CurrentUser {
     pub session_id: String,
     /// This session's CSRF token, for the page's meta tag and forms.
     pub csrf: String,
+    /// The change mark of the learner's enrolments as this request found it, read in the same
+    /// round trip as the sign-in's liveness (see [`crate::courses::Catalog`]).
+    pub enrolments_mark: Option<String>,
 }
 
 impl CurrentUser {
@@ -108,7 +111,10 @@ where
             ended: Some("expired".to_owned()),
         });
     };
-    let reason = match sign_ins.liveness(&sid).await? {
+    let (liveness, enrolments_mark) = sign_ins
+        .liveness_and_mark(&sid, &crate::courses::enrolments_mark(&user.id))
+        .await?;
+    let reason = match liveness {
         Liveness::Live(_) => None,
         Liveness::Ended(reason) => Some(reason),
     };
@@ -151,6 +157,7 @@ where
         sid,
         session_id,
         csrf,
+        enrolments_mark,
     };
     parts.extensions.insert(current.clone());
     Ok(Resolved::SignedIn(current))

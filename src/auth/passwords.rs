@@ -1,6 +1,8 @@
 //! Password hashing with argon2id, off the async threads and with bounded concurrency, so a flood
-//! of sign-ins queues for hashing instead of starving page views. The caller's tracing span is
-//! carried into the blocking task.
+//! of sign-ins queues for hashing instead of starving page views. Hashes run on a pool of their own,
+//! one thread per core at a lower scheduling priority (nice 10, on Linux): an idle machine gives
+//! them every core, a busy one serves page views first. The caller's tracing span is carried into
+//! the hashing task.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use crate::error::{AppError, Result};
 pub struct Passwords {
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
+    pool: Arc<rayon::ThreadPool>,
     /// Verified against when the email is unknown, so timing does not reveal which emails exist.
     dummy_hash: Arc<str>,
 }
@@ -33,9 +36,16 @@ impl Passwords {
             .hash_password(b"lectern dummy password, never used", &salt)
             .map_err(|e| anyhow::anyhow!("hashing the dummy password: {e}"))?
             .to_string();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(concurrency.max(1))
+            .thread_name(|i| format!("lectern-hash-{i}"))
+            .start_handler(|_| lower_priority())
+            .build()
+            .context("starting the password-hashing threads")?;
         Ok(Self {
             argon2,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            pool: Arc::new(pool),
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -84,15 +94,58 @@ impl Passwords {
             .await
             .map_err(|e| AppError::Unexpected(e.into()))?;
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(work))
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.pool.spawn(move || {
+            // The receiver is gone only when the request was dropped; nothing is waiting.
+            let _ = done.send(span.in_scope(work));
+        });
+        result
             .await
             .map_err(|e| AppError::Unexpected(anyhow::Error::new(e).context("password task")))?
+    }
+}
+
+/// How much nicer than the rest of the process the hashing threads are.
+const HASHING_NICE: i32 = 10;
+
+/// The calling thread's niceness (Linux keeps one per thread).
+#[cfg(target_os = "linux")]
+fn thread_nice() -> (libc::id_t, i32) {
+    // SAFETY: plain system calls about the calling thread, with no pointers involved.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        (tid, libc::getpriority(libc::PRIO_PROCESS, tid))
+    }
+}
+
+/// Lowers the calling thread's scheduling priority by [`HASHING_NICE`] (on Linux, `setpriority`
+/// on a thread id moves that thread alone). Best effort: a refusal leaves it where it was.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let (tid, nice) = thread_nice();
+        // SAFETY: a plain system call on the calling thread.
+        let refused =
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, (nice + HASHING_NICE).min(19)) }
+                != 0;
+        if refused {
+            tracing::warn!("could not lower the priority of a password-hashing thread");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_at_a_lower_priority_than_page_views() {
+        let p = Passwords::new(1).unwrap();
+        let (_, ours) = thread_nice();
+        let (_, hashing) = p.run(|| Ok(thread_nice())).await.unwrap();
+        assert_eq!(hashing, (ours + HASHING_NICE).min(19));
+    }
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {

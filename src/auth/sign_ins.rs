@@ -290,43 +290,52 @@ impl SignIns {
             idle_until: Some(now + self.lifetimes.idle),
         };
         self.store.mark_live(&sid, &standing).await?;
-        let written = sqlx::query(
-            "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
-             select $1, $2, $3, $4, $5, $6
-             where exists (select 1 from users where id = $2 and password_hash = $7)",
-        )
-        .bind(&sid)
-        .bind(&user.id)
-        .bind(now)
-        .bind(expires_at)
-        .bind(&client.ip)
-        .bind(&client.user_agent)
-        .bind(&user.password_hash)
-        .execute(&self.db)
-        .await;
-        let refused = match written {
-            Ok(done) if done.rows_affected() == 1 => None,
-            Ok(_) => Some(AppError::InvalidCredentials),
-            Err(err) => Some(err.into()),
-        };
-        if let Some(err) = refused {
-            // Nothing refers to the marker; take it back (it would lapse at its idle deadline).
-            let _ = self.store.end(&sid).await;
-            return Err(err);
+        // The row, its first refresh token and the audit event: one transaction, one commit.
+        let written = async {
+            let mut tx = self.db.begin().await?;
+            let inserted = sqlx::query(
+                "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
+                 select $1, $2, $3, $4, $5, $6
+                 where exists (select 1 from users where id = $2 and password_hash = $7)",
+            )
+            .bind(&sid)
+            .bind(&user.id)
+            .bind(now)
+            .bind(expires_at)
+            .bind(&client.ip)
+            .bind(&client.user_agent)
+            .bind(&user.password_hash)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() != 1 {
+                // The password changed since it was checked.
+                return Err(AppError::InvalidCredentials);
+            }
+            let refresh = refresh_tokens::insert(&mut *tx, &sid, now).await?;
+            audit::record(
+                &mut *tx,
+                audit::Record {
+                    event: Event::SignIn,
+                    user_id: Some(&user.id),
+                    sign_in_id: Some(&sid),
+                    client,
+                    at: now,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(refresh)
         }
-        let refresh = refresh_tokens::insert(&self.db, &sid, now).await?;
+        .await;
+        let refresh = match written {
+            Ok(refresh) => refresh,
+            Err(err) => {
+                // Nothing refers to the marker; take it back (it would lapse at its idle deadline).
+                let _ = self.store.end(&sid).await;
+                return Err(err);
+            }
+        };
         telemetry::sign_in_started(kind.as_str());
-        audit::record(
-            &self.db,
-            audit::Record {
-                event: Event::SignIn,
-                user_id: Some(&user.id),
-                sign_in_id: Some(&sid),
-                client,
-                at: now,
-            },
-        )
-        .await?;
         Ok(Started {
             sid,
             expires_at,
@@ -368,7 +377,25 @@ impl SignIns {
         let started = std::time::Instant::now();
         let standing = self.store.standing(sid).await;
         telemetry::revocation_checked(started.elapsed().as_secs_f64());
-        if let Some(standing) = standing? {
+        self.why(sid, standing?).await
+    }
+
+    /// [`Self::liveness`], with the change mark `mark` read in the same round trip.
+    pub async fn liveness_and_mark(
+        &self,
+        sid: &str,
+        mark: &str,
+    ) -> Result<(Liveness, Option<String>)> {
+        let started = std::time::Instant::now();
+        let read = self.store.standing_and_mark(sid, mark).await;
+        telemetry::revocation_checked(started.elapsed().as_secs_f64());
+        let (standing, mark) = read?;
+        Ok((self.why(sid, standing).await?, mark))
+    }
+
+    /// A sign-in's liveness from its stored standing: live, or over and why (from its row).
+    async fn why(&self, sid: &str, standing: Option<Standing>) -> Result<Liveness> {
+        if let Some(standing) = standing {
             return Ok(Liveness::Live(standing));
         }
         let row = self.find(sid).await?;
@@ -418,7 +445,9 @@ impl SignIns {
     pub async fn end(&self, sid: &str, reason: EndReason, client: &ClientInfo) -> Result<Ended> {
         let ended = self.store.end(sid).await?;
         let now = self.clock.now();
-        // Only the call that flips the row writes the audit row; it learns the learner in passing.
+        // Only the call that flips the row writes the audit row (it learns the learner in
+        // passing), in the same transaction: one commit.
+        let mut tx = self.db.begin().await?;
         let flipped: Option<String> = sqlx::query_scalar(
             "update sign_ins set revoked_at = $1, revoked_reason = $2
              where id = $3 and revoked_at is null returning user_id",
@@ -426,21 +455,24 @@ impl SignIns {
         .bind(now)
         .bind(reason.as_str())
         .bind(sid)
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *tx)
         .await?;
-        if let Some(user_id) = flipped {
-            telemetry::sign_in_ended(reason.as_str());
+        if let Some(user_id) = &flipped {
             audit::record(
-                &self.db,
+                &mut *tx,
                 audit::Record {
                     event: reason.event(),
-                    user_id: Some(&user_id),
+                    user_id: Some(user_id),
                     sign_in_id: Some(sid),
                     client,
                     at: now,
                 },
             )
             .await?;
+        }
+        tx.commit().await?;
+        if flipped.is_some() {
+            telemetry::sign_in_ended(reason.as_str());
             tracing::info!(revoked_tokens = ended.access_tokens, "sign-in ended");
         }
         Ok(ended)

@@ -133,6 +133,21 @@ impl SignInStore for MemoryStore {
         Ok(self.with(|s, now| s.standing(sid, now)))
     }
 
+    async fn standing_and_mark(
+        &self,
+        sid: &str,
+        mark: &str,
+    ) -> Result<(Option<Standing>, Option<String>)> {
+        Ok(self.with(|s, now| {
+            let mark = s
+                .marks
+                .get(mark)
+                .filter(|(_, until)| *until > now)
+                .map(|(mark, _)| mark.clone());
+            (s.standing(sid, now), mark)
+        }))
+    }
+
     async fn standings(&self, sids: &[String]) -> Result<Vec<Option<Standing>>> {
         Ok(self.with(|s, now| sids.iter().map(|sid| s.standing(sid, now)).collect()))
     }
@@ -245,6 +260,27 @@ impl RateCounters for MemoryStore {
     }
 }
 
+#[async_trait]
+impl ChangeMarks for MemoryStore {
+    async fn mark(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.with(|state, now| {
+            state
+                .marks
+                .get(name)
+                .filter(|(_, until)| *until > now)
+                .map(|(mark, _)| mark.clone())
+        }))
+    }
+
+    async fn remark(&self, name: &str, ttl: i64) -> Result<()> {
+        let mark = super::fresh_mark();
+        self.with(|state, now| {
+            state.marks.insert(name.to_owned(), (mark, now + ttl));
+        });
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -268,26 +304,5 @@ mod tests {
         assert!(!store.is_empty());
         clock.advance(Duration::from_secs(120));
         assert!(store.is_empty());
-    }
-}
-
-#[async_trait]
-impl ChangeMarks for MemoryStore {
-    async fn mark(&self, name: &str) -> Result<Option<String>> {
-        Ok(self.with(|state, now| {
-            state
-                .marks
-                .get(name)
-                .filter(|(_, until)| *until > now)
-                .map(|(mark, _)| mark.clone())
-        }))
-    }
-
-    async fn remark(&self, name: &str, ttl: i64) -> Result<()> {
-        let mark = super::fresh_mark();
-        self.with(|state, now| {
-            state.marks.insert(name.to_owned(), (mark, now + ttl));
-        });
-        Ok(())
     }
 }

@@ -20,7 +20,8 @@ use tower_sessions_redis_store::fred::{
 };
 
 use super::{
-    ChangeMarks, ClusterHealth, Ended, RateCounters, SignInStore, Standing, WINDOW_SECS, keys::RedisKeys,
+    ChangeMarks, ClusterHealth, Ended, RateCounters, SignInStore, Standing, WINDOW_SECS,
+    keys::RedisKeys,
 };
 use crate::{
     clock::Clock,
@@ -259,6 +260,22 @@ impl SignInStore for RedisStore {
         let key = self.keys.live(sid);
         let value: Option<String> = across_slot_moves(|| self.pool.get(&key)).await?;
         Ok(self.live(value))
+    }
+
+    async fn standing_and_mark(
+        &self,
+        sid: &str,
+        mark: &str,
+    ) -> Result<(Option<Standing>, Option<String>)> {
+        // One pipeline; on a cluster the two keys may live on two masters, asked at once.
+        let (live, mark): (Option<String>, Option<String>) = across_slot_moves(|| async {
+            let pipe = self.pool.next().pipeline();
+            pipe.get::<(), _>(self.keys.live(sid)).await?;
+            pipe.get::<(), _>(self.keys.mark(mark)).await?;
+            pipe.all().await
+        })
+        .await?;
+        Ok((self.live(live), mark))
     }
 
     async fn standings(&self, sids: &[String]) -> Result<Vec<Option<Standing>>> {

@@ -112,7 +112,10 @@ mod tests {
 
     fn accepting(value: &str) -> bool {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
         accepts_gzip(&headers)
     }
 

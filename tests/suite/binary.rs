@@ -94,7 +94,10 @@ async fn scripts_and_styles_are_sent_gzipped_to_clients_that_accept_it() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-encoding"], "gzip");
     assert_eq!(headers["vary"], "accept-encoding");
-    assert_ne!(headers["etag"], plain_headers["etag"], "one ETag per representation");
+    assert_ne!(
+        headers["etag"], plain_headers["etag"],
+        "one ETag per representation"
+    );
     assert!(zipped.len() < plain.len() / 2);
     let mut unzipped = Vec::new();
     flate2::read::GzDecoder::new(&zipped[..])
