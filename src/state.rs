@@ -86,7 +86,7 @@ impl AppState {
             );
         }
         let keys = Keys::derive(settings.secret_bytes());
-        // Hashing runs on the blocking pool, at most one per core, so sign-in floods queue there.
+        // Hashing runs on its own lower-priority threads, at most one per core, so sign-in floods queue there.
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let passwords = Passwords::new(cores)?;
         let sign_ins = SignIns::new(

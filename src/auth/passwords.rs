@@ -40,6 +40,8 @@ impl Passwords {
             .num_threads(concurrency.max(1))
             .thread_name(|i| format!("lectern-hash-{i}"))
             .start_handler(|_| lower_priority())
+            // A panicking hash fails its request (its answer is dropped), not the process.
+            .panic_handler(|_| tracing::error!("a password-hashing task panicked"))
             .build()
             .context("starting the password-hashing threads")?;
         Ok(Self {
@@ -137,6 +139,20 @@ fn lower_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_hash_fails_its_request_not_the_process() {
+        let p = Passwords::new(1).unwrap();
+        let failed = p
+            .run(|| -> Result<()> { panic!("a hash that panics") })
+            .await;
+        assert!(failed.is_err());
+        assert!(
+            p.hash(SecretString::from("the pool still hashes"))
+                .await
+                .is_ok()
+        );
+    }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
