@@ -98,6 +98,13 @@ impl State {
     fn standing(&self, sid: &str, now: i64) -> Option<Standing> {
         self.live.get(sid).filter(|s| s.live_at(now)).cloned()
     }
+
+    fn mark(&self, name: &str, now: i64) -> Option<String> {
+        self.marks
+            .get(name)
+            .filter(|(_, until)| *until > now)
+            .map(|(mark, _)| mark.clone())
+    }
 }
 
 fn bind(map: &mut HashMap<String, (HashSet<String>, i64)>, key: &str, member: &str, until: i64) {
@@ -138,14 +145,7 @@ impl SignInStore for MemoryStore {
         sid: &str,
         mark: &str,
     ) -> Result<(Option<Standing>, Option<String>)> {
-        Ok(self.with(|s, now| {
-            let mark = s
-                .marks
-                .get(mark)
-                .filter(|(_, until)| *until > now)
-                .map(|(mark, _)| mark.clone());
-            (s.standing(sid, now), mark)
-        }))
+        Ok(self.with(|s, now| (s.standing(sid, now), s.mark(mark, now))))
     }
 
     async fn standings(&self, sids: &[String]) -> Result<Vec<Option<Standing>>> {
@@ -263,13 +263,7 @@ impl RateCounters for MemoryStore {
 #[async_trait]
 impl ChangeMarks for MemoryStore {
     async fn mark(&self, name: &str) -> Result<Option<String>> {
-        Ok(self.with(|state, now| {
-            state
-                .marks
-                .get(name)
-                .filter(|(_, until)| *until > now)
-                .map(|(mark, _)| mark.clone())
-        }))
+        Ok(self.with(|state, now| state.mark(name, now)))
     }
 
     async fn remark(&self, name: &str, ttl: i64) -> Result<()> {
