@@ -46,7 +46,7 @@ use tower_sessions::SessionManagerLayer;
 use tower_sessions_redis_store::{
     RedisStore,
     fred::{
-        interfaces::{KeysInterface, MemoryInterface, SetsInterface, SortedSetsInterface},
+        interfaces::{KeysInterface, MemoryInterface, SortedSetsInterface},
         prelude::Pool,
     },
 };
@@ -931,17 +931,12 @@ fn main() {
         let (access, refresh) = lectern.api(&mut conn, &email).await;
         let api_sid = sid_of(&access);
         let browser_keys = {
-            // The browser's sign-in: find its sid among the live keys bound to the session.
-            let bound = keys_matching(&redis_url, &format!("{prefix}{{session:{session_id}}}*")).await;
+            // The session record, what the session holds besides, and its sign-in's keys (whose
+            // id derives from the session's).
             let mut keys = vec![session_id.clone()];
-            keys.extend(bound);
-            let sids: Vec<String> = redis
-                .smembers(format!("{prefix}{{session:{session_id}}}:sign_ins"))
-                .await
-                .unwrap_or_default();
-            for sid in sids {
-                keys.extend(keys_matching(&redis_url, &format!("{prefix}{{{sid}}}*")).await);
-            }
+            keys.extend(keys_matching(&redis_url, &format!("{prefix}{{session:{session_id}}}*")).await);
+            let sid = lectern::auth::sign_ins::browser_sign_in_id(&session_id);
+            keys.extend(keys_matching(&redis_url, &format!("{prefix}{{{sid}}}*")).await);
             keys
         };
         let mut browser_bytes = Vec::new();

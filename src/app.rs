@@ -61,7 +61,9 @@ pub fn router(state: AppState) -> Router {
         .with_expiry(Expiry::OnInactivity(CookieDuration::seconds(clock::secs(
             settings.session_idle,
         ))));
-    let auth_layer = AuthManagerLayerBuilder::new(state.backend(), session_layer).build();
+    let auth_layer = AuthManagerLayerBuilder::new(state.backend(), session_layer)
+        .with_data_key(crate::auth::AUTH_DATA_KEY)
+        .build();
 
     let learners = Router::new()
         .merge(pages::courses::router())

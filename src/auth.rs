@@ -25,7 +25,10 @@ pub use sign_ins::SignIns;
 /// axum-login's session for our backend.
 pub type AuthSession = axum_login::AuthSession<Backend>;
 
-/// Session keys Lectern writes beside axum-login's own.
+/// Where axum-login keeps the signed-in learner in a session record.
+pub const AUTH_DATA_KEY: &str = "axum-login.data";
+/// Session keys Lectern writes beside axum-login's own. A browser sign-in's id derives from its
+/// session's ([`sign_ins::browser_sign_in_id`]); sessions signed in before that store it here.
 pub const SID_KEY: &str = "lectern.sid";
 pub const CSRF_KEY: &str = "lectern.csrf";
 pub const TOUCHED_KEY: &str = "lectern.touched";

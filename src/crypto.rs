@@ -18,6 +18,16 @@ pub fn sha256_hex(value: &[u8]) -> String {
     hex::encode(Sha256::digest(value))
 }
 
+/// A 22-character id (base64url of 16 bytes) derived from `value` under `purpose`: the same value
+/// always gives the same id, and the id does not reveal the value.
+pub fn derived_id(purpose: &str, value: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(purpose.as_bytes());
+    hash.update(b":");
+    hash.update(value.as_bytes());
+    URL_SAFE_NO_PAD.encode(&hash.finalize()[..16])
+}
+
 /// HMAC-SHA256(secret, label): a 32-byte key for one purpose, so no two uses share a key.
 pub fn derive_key(secret: &[u8], label: &str) -> [u8; 32] {
     // HMAC takes a key of any length, so this cannot fail.
@@ -48,6 +58,15 @@ mod tests {
         assert_eq!(a, derive_key(b"secret", "one"));
         assert_ne!(a, derive_key(b"secret", "two"));
         assert_ne!(a, derive_key(b"other", "one"));
+    }
+
+    #[test]
+    fn derived_ids_are_stable_per_purpose() {
+        let a = derived_id("one", "value");
+        assert_eq!(a.len(), 22);
+        assert_eq!(a, derived_id("one", "value"));
+        assert_ne!(a, derived_id("two", "value"));
+        assert_ne!(a, derived_id("one", "other"));
     }
 
     #[test]

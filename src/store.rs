@@ -27,6 +27,9 @@ pub struct Standing {
     pub expires_at: i64,
     /// For a browser sign-in, when it ends unless the learner is active again.
     pub idle_until: Option<i64>,
+    /// The browser session that holds it (a browser sign-in's own, or the one an API sign-in
+    /// was made beside), which ending it deletes.
+    pub session: Option<String>,
 }
 
 impl Standing {
@@ -40,27 +43,37 @@ impl Standing {
         now < self.deadline()
     }
 
-    /// `user|expires_at|idle_until` (`-` for none): the value of the Redis key.
+    /// `user|expires_at|idle_until|session` (`-` for none): the value of the Redis key.
     fn encode(&self) -> String {
         let idle = self
             .idle_until
             .map_or_else(|| "-".to_owned(), |t| t.to_string());
-        format!("{}|{}|{idle}", self.user_id, self.expires_at)
+        let session = self.session.as_deref().unwrap_or("-");
+        format!("{}|{}|{idle}|{session}", self.user_id, self.expires_at)
     }
 
+    /// Reads [`Self::encode`]'s value, and the `user|expires_at|idle_until` of sign-ins started
+    /// before a standing named its session.
     fn decode(value: &str) -> Option<Self> {
-        let mut parts = value.rsplitn(3, '|');
-        let idle = parts.next()?;
-        let expires_at = parts.next()?.parse().ok()?;
+        let mut parts = value.split('|');
         let user_id = parts.next()?.to_owned();
-        let idle_until = match idle {
+        let expires_at = parts.next()?.parse().ok()?;
+        let idle_until = match parts.next()? {
             "-" => None,
             t => Some(t.parse().ok()?),
         };
+        let session = match parts.next() {
+            None | Some("-") => None,
+            Some(id) => Some(id.to_owned()),
+        };
+        if parts.next().is_some() {
+            return None;
+        }
         Some(Self {
             user_id,
             expires_at,
             idle_until,
+            session,
         })
     }
 }
@@ -70,7 +83,7 @@ impl Standing {
 pub struct Ended {
     /// Access tokens put on the revocation list.
     pub access_tokens: usize,
-    /// The browser sessions bound to the sign-in, for the caller to delete.
+    /// The browser sessions that held the sign-in, for the caller to delete.
     pub sessions: Vec<String>,
 }
 
@@ -116,14 +129,17 @@ pub trait SignInStore: Send + Sync + 'static {
     /// Seconds until a revoked token's entry disappears by itself; `None` when it is not revoked.
     async fn revocation_ttl(&self, sid: &str, jti: &str) -> Result<Option<i64>>;
 
-    /// Records that a browser session holds a sign-in (both ways), until `until`.
-    async fn bind_session(&self, sid: &str, session_id: &str, until: i64) -> Result<()>;
+    /// Records, until `until`, that a browser session holds a sign-in besides its own (an API
+    /// sign-in made beside it), so that signing the browser out ends that one too.
+    async fn hold(&self, session_id: &str, sid: &str, until: i64) -> Result<()>;
 
-    /// The sign-ins a browser session holds (even after its record expired).
+    /// The sign-ins a browser session holds besides its own (recorded by [`SignInStore::hold`]),
+    /// even after its record expired.
     async fn sign_ins_of_session(&self, session_id: &str) -> Result<Vec<String>>;
 
     /// Ends a sign-in: every recorded access token that could still be accepted goes on the
-    /// revocation list until that moment, and it stops being live. Ending twice is harmless.
+    /// revocation list until that moment, and it stops being live. Returns the browser session
+    /// its standing named, for the caller to delete. Ending twice is harmless.
     async fn end(&self, sid: &str) -> Result<Ended>;
 
     /// Remembers, until `until`, why the system ended a browser session (for the login page).
@@ -236,19 +252,33 @@ mod tests {
     fn standings_read_back_what_they_wrote() {
         for standing in [
             Standing {
-                user_id: "u|1".into(),
+                user_id: "u1".into(),
                 expires_at: 100,
                 idle_until: Some(50),
+                session: Some("s1".into()),
             },
             Standing {
                 user_id: "u2".into(),
                 expires_at: 100,
                 idle_until: None,
+                session: None,
             },
         ] {
             assert_eq!(Standing::decode(&standing.encode()), Some(standing));
         }
-        assert_eq!(Standing::decode("garbage"), None);
+        // A sign-in started before standings named their session.
+        assert_eq!(
+            Standing::decode("u3|100|50"),
+            Some(Standing {
+                user_id: "u3".into(),
+                expires_at: 100,
+                idle_until: Some(50),
+                session: None,
+            })
+        );
+        for garbage in ["garbage", "u|1|2|3|4", "u|x|-"] {
+            assert_eq!(Standing::decode(garbage), None);
+        }
     }
 
     #[test]
@@ -257,6 +287,7 @@ mod tests {
             user_id: "u".into(),
             expires_at: 100,
             idle_until: Some(50),
+            session: None,
         };
         assert_eq!(s.deadline(), 50);
         assert!(s.live_at(49) && !s.live_at(50));

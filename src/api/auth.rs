@@ -75,15 +75,21 @@ async fn login(
         return Err(AppError::InvalidCredentials.into());
     };
     attempt.succeeded().await?;
-    let started = state.sign_ins.start(&user, &client, Kind::Api).await?;
-    // A page's script signing in beside its browser session: bind the two, so that the
-    // browser's sign-out (with or without JavaScript) ends this sign-in too.
-    if let Some(session_id) = cookies.get(SESSION_COOKIE).map(|c| c.value().to_owned())
-        && state.stores.sessions.find(&session_id).await?.is_some()
-    {
+    // A page's script signing in beside its browser session: the two hold each other, so that
+    // the browser's sign-out (with or without JavaScript) ends this sign-in too, and this one's
+    // sign-out the browser's.
+    let beside = match cookies.get(SESSION_COOKIE).map(|c| c.value().to_owned()) {
+        Some(id) if state.stores.sessions.find(&id).await?.is_some() => Some(id),
+        _ => None,
+    };
+    let started = state
+        .sign_ins
+        .start(&user, &client, Kind::Api, beside.as_deref())
+        .await?;
+    if let Some(session_id) = &beside {
         state
             .sign_ins
-            .bind_session(&started.sid, &session_id, started.expires_at)
+            .hold(session_id, &started.sid, started.expires_at)
             .await?;
     }
     let issued = state

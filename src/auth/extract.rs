@@ -19,7 +19,7 @@ use tower_sessions::Session;
 
 use super::{
     AuthSession, CSRF_KEY, Keys, SID_KEY, TOUCHED_KEY,
-    sign_ins::{Liveness, SignIns},
+    sign_ins::{Liveness, SignIns, browser_sign_in_id},
     sign_out::{self, Owed},
 };
 use crate::{
@@ -104,13 +104,9 @@ where
         return Ok(Resolved::Anonymous { ended });
     };
     let session_id = session.id().map(|id| id.to_string()).unwrap_or_default();
-    let sid: Option<String> = session.get(SID_KEY).await.map_err(unavailable)?;
-    let Some(sid) = sid else {
-        session.flush().await.map_err(unavailable)?;
-        return Ok(Resolved::Anonymous {
-            ended: Some("expired".to_owned()),
-        });
-    };
+    // A sign-in started before its id derived from the session's keeps the id it stored.
+    let stored: Option<String> = session.get(SID_KEY).await.map_err(unavailable)?;
+    let sid = stored.unwrap_or_else(|| browser_sign_in_id(&session_id));
     let (liveness, enrolments_mark) = sign_ins
         .liveness_and_mark(&sid, &crate::courses::enrolments_mark(&user.id))
         .await?;
@@ -188,11 +184,21 @@ where
     // The system may have ended it (its note says why); either way, whatever it still holds ends
     // now, so nothing of it survives a sign-out that stopped half-way.
     let note = sign_ins.store().session_end_note(&session_id).await?;
-    let held = sign_ins.store().sign_ins_of_session(&session_id).await?;
-    let Some(first) = held.first() else {
-        return Ok(Some(note.unwrap_or_else(|| "expired".to_owned())));
+    // Its own sign-in if it ever had one (a visitor's session never did), else one it held.
+    let own = browser_sign_in_id(&session_id);
+    let first = match sign_ins.find(&own).await? {
+        Some(_) => own,
+        None => match sign_ins
+            .store()
+            .sign_ins_of_session(&session_id)
+            .await?
+            .first()
+        {
+            Some(sid) => sid.clone(),
+            None => return Ok(Some(note.unwrap_or_else(|| "expired".to_owned()))),
+        },
     };
-    let reason = match sign_ins.liveness(first).await? {
+    let reason = match sign_ins.liveness(&first).await? {
         Liveness::Ended(reason) => reason,
         Liveness::Live(_) => super::sign_ins::EndReason::Expired,
     };

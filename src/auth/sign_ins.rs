@@ -88,6 +88,13 @@ impl SignIn {
     }
 }
 
+/// The id of the browser sign-in that the browser session `session_id` holds: derived from the
+/// session's id, so the session record need not store it (one browser session holds at most one
+/// browser sign-in; signing in again cycles the session id).
+pub fn browser_sign_in_id(session_id: &str) -> String {
+    crate::crypto::derived_id("lectern.sign-in", session_id)
+}
+
 /// Where a sign-in was made: a browser form (it idles with its browser session) or the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -276,9 +283,27 @@ impl SignIns {
     /// that changed meanwhile is refused, so a password change's sweep of open sign-ins (taken
     /// after the new hash is stored) cannot miss one. The live marker goes first, so no record
     /// exists that a sweep could end before its marker is written.
+    ///
+    /// `session` is the browser session that holds it: a browser sign-in's own (required; its id
+    /// derives from the session's, see [`browser_sign_in_id`]), or the one an API sign-in was
+    /// made beside. Ending the sign-in deletes that session.
     #[tracing::instrument(name = "sign_in.start", skip_all, fields(user.id = %user.id, sign_in.id))]
-    pub async fn start(&self, user: &User, client: &ClientInfo, kind: Kind) -> Result<Started> {
-        let sid = crate::crypto::random_token(16);
+    pub async fn start(
+        &self,
+        user: &User,
+        client: &ClientInfo,
+        kind: Kind,
+        session: Option<&str>,
+    ) -> Result<Started> {
+        let sid = match (kind, session) {
+            (Kind::Browser, Some(session)) => browser_sign_in_id(session),
+            (Kind::Browser, None) => {
+                return Err(AppError::Unexpected(anyhow::anyhow!(
+                    "a browser sign-in started without its session"
+                )));
+            }
+            (Kind::Api, _) => crate::crypto::random_token(16),
+        };
         tracing::Span::current().record("sign_in.id", sid.as_str());
         let now = self.clock.now();
         let expires_at = now + self.lifetimes.absolute;
@@ -288,6 +313,7 @@ impl SignIns {
             // Idle applies to the whole sign-in, whatever started it: a browser's activity or an
             // API client's refreshes keep it going.
             idle_until: Some(now + self.lifetimes.idle),
+            session: session.map(str::to_owned),
         };
         self.store.mark_live(&sid, &standing).await?;
         // The row, its first refresh token and the audit event: one transaction, one commit.
@@ -343,10 +369,19 @@ impl SignIns {
         })
     }
 
-    /// Records that a browser session holds this sign-in, so that signing that browser out (or
-    /// ending the sign-in from anywhere) reaches both.
-    pub async fn bind_session(&self, sid: &str, session_id: &str, expires_at: i64) -> Result<()> {
-        self.store.bind_session(sid, session_id, expires_at).await
+    /// Records that a browser session holds an API sign-in made beside it, so that signing that
+    /// browser out ends both.
+    pub async fn hold(&self, session_id: &str, sid: &str, expires_at: i64) -> Result<()> {
+        self.store.hold(session_id, sid, expires_at).await
+    }
+
+    /// The sign-ins a browser session holds, even after the session record itself has expired:
+    /// its own (whose id derives from the session's; live, ended or never started) and those
+    /// [`Self::hold`] added, in one round trip.
+    pub async fn held_by(&self, session_id: &str) -> Result<Vec<String>> {
+        let mut sids = vec![browser_sign_in_id(session_id)];
+        sids.extend(self.store.sign_ins_of_session(session_id).await?);
+        Ok(sids)
     }
 
     /// Issues an access token under `sid` and records its `jti`, so ending the sign-in revokes

@@ -154,7 +154,7 @@ pub async fn reach(
     }
     let mut held = presented.sids.clone();
     for session_id in &presented.session_ids {
-        held.extend(sign_ins.store().sign_ins_of_session(session_id).await?);
+        held.extend(sign_ins.held_by(session_id).await?);
     }
     let mut owed = match scope {
         Scope::Others => Owed {
@@ -239,7 +239,7 @@ pub async fn end_all(
         .map(String::as_str)
         .chain(own_session)
     {
-        match store.sign_ins_of_session(session_id).await {
+        match sign_ins.held_by(session_id).await {
             Ok(sids) => sids.iter().for_each(|sid| owed.add_sid(sid)),
             Err(err) => keep(Err(err)),
         }
@@ -259,7 +259,7 @@ pub async fn end_all(
             if held.contains(&session_id) {
                 continue;
             }
-            match store.sign_ins_of_session(&session_id).await {
+            match sign_ins.held_by(&session_id).await {
                 Ok(sids) => sids
                     .iter()
                     .filter(|s| !presented.spare.contains(s))

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::{
     accounts::{self, CreateError, DisplayName, Email, Password, User},
     auth::{
-        AuthSession, CSRF_KEY, CurrentUser, SID_KEY, TOUCHED_KEY, Viewer, auth_error,
+        AuthSession, CSRF_KEY, CurrentUser, TOUCHED_KEY, Viewer, auth_error,
         backend::Credentials,
         csrf, refresh_tokens,
         sign_ins::{EndReason, Kind},
@@ -36,10 +36,10 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
 }
 
-/// Turns a browser session into a new sign-in: ends any sign-in it had (for `ending`), cycles the session id
-/// (axum-login only does so when the session had no user yet, and a fixed id would let a planted
-/// cookie ride the sign-in), starts the sign-in, stores its id and a fresh CSRF token in the
-/// session, binds the two, and sets the refresh cookie.
+/// Turns a browser session into a new sign-in: ends any sign-in it had (for `ending`), cycles the
+/// session id (axum-login only does so when the session had no user yet, and a fixed id would let
+/// a planted cookie ride the sign-in), stores the learner and a fresh CSRF token in the session,
+/// starts the sign-in under an id derived from the session's, and sets the refresh cookie.
 #[tracing::instrument(name = "sign_in.establish", skip_all)]
 pub(super) async fn establish(
     state: &AppState,
@@ -66,13 +66,8 @@ pub(super) async fn establish(
     if auth.session.id().is_some() {
         auth.session.cycle_id().await.map_err(unavailable)?;
     }
-    let started = state.sign_ins.start(user, client, Kind::Browser).await?;
     auth.login(user).await.map_err(auth_error)?;
     let session = &auth.session;
-    session
-        .insert(SID_KEY, &started.sid)
-        .await
-        .map_err(unavailable)?;
     session
         .insert(CSRF_KEY, csrf::session_token())
         .await
@@ -81,16 +76,26 @@ pub(super) async fn establish(
         .insert(TOUCHED_KEY, state.clock.now())
         .await
         .map_err(unavailable)?;
-    // Save now so the session has its (new) id, and bind it: ending this sign-in from anywhere
-    // then deletes this browser session, and a sign-out from this browser finds the sign-in
-    // even after the session record itself has expired.
+    // Save now so the session has its final id, from which the sign-in's id derives: ending
+    // the sign-in from anywhere then deletes this browser session, and a sign-out from this
+    // browser finds the sign-in even after the session record itself has expired.
     session.save().await.map_err(unavailable)?;
-    if let Some(id) = session.id() {
-        state
-            .sign_ins
-            .bind_session(&started.sid, &id.to_string(), started.expires_at)
-            .await?;
-    }
+    let session_id = session
+        .id()
+        .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("a saved session without an id")))?
+        .to_string();
+    let started = match state
+        .sign_ins
+        .start(user, client, Kind::Browser, Some(&session_id))
+        .await
+    {
+        Ok(started) => started,
+        Err(err) => {
+            // No sign-in to go with it: the record must not outlive this request.
+            let _ = session.flush().await;
+            return Err(err);
+        }
+    };
     Ok(refresh_tokens::set_cookie(
         jar,
         &started.refresh,

@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use crate::{
     auth::{
-        CSRF_KEY, SID_KEY, csrf,
-        sign_ins::EndReason,
+        AUTH_DATA_KEY, CSRF_KEY, SID_KEY, csrf,
+        sign_ins::{EndReason, browser_sign_in_id},
         sign_out::{self, Owed, Scope, clear_client_state},
     },
     error::AppError,
@@ -97,7 +97,12 @@ async fn logout(
     if let Some(id) = &session_id {
         owed.add_session(id);
     }
-    let sid = read(SID_KEY);
+    // The browser sign-in this session holds, while its record says it is signed in.
+    let sid = read(SID_KEY).or_else(|| {
+        let id = session_id.as_deref()?;
+        let signed_in = record.as_ref()?.data.contains_key(AUTH_DATA_KEY);
+        signed_in.then(|| browser_sign_in_id(id))
+    });
     if let Some(sid) = &sid {
         owed.add_sid(sid);
     }

@@ -36,12 +36,14 @@ impl RedisKeys {
         self.sign_in(sid, "revoked")
     }
 
-    /// `lectern:{<sid>}:sessions`: the browser sessions that hold the sign-in.
+    /// `lectern:{<sid>}:sessions`: the browser sessions that held a sign-in started before its
+    /// standing named its session. Only read and deleted now; it expires by itself.
     pub fn sessions(&self, sid: &str) -> String {
         self.sign_in(sid, "sessions")
     }
 
-    /// `lectern:{session:<id>}:sign_ins`: the sign-ins a browser session holds.
+    /// `lectern:{session:<id>}:sign_ins`: the sign-ins a browser session holds besides its own
+    /// (API sign-ins made beside it, and, for sessions from before that, its own).
     pub fn session_sign_ins(&self, session_id: &str) -> String {
         format!("{}{{session:{session_id}}}:sign_ins", self.prefix)
     }

@@ -28,9 +28,7 @@ struct State {
     jtis: HashMap<String, Vec<(String, i64)>>,
     /// (sid, jti) -> until
     revoked: HashMap<(String, String), i64>,
-    /// sid -> (browser sessions, until)
-    sessions: HashMap<String, (HashSet<String>, i64)>,
-    /// browser session -> (sign-ins, until)
+    /// browser session -> (the sign-ins it holds besides its own, until)
     session_sign_ins: HashMap<String, (HashSet<String>, i64)>,
     /// browser session -> (why it was ended, until)
     ended: HashMap<String, (String, i64)>,
@@ -67,7 +65,6 @@ impl MemoryStore {
             s.live.len()
                 + s.jtis.len()
                 + s.revoked.len()
-                + s.sessions.len()
                 + s.session_sign_ins.len()
                 + s.ended.len()
                 + s.counters.len()
@@ -87,7 +84,6 @@ impl State {
             !issued.is_empty()
         });
         self.revoked.retain(|_, until| *until > now);
-        self.sessions.retain(|_, (_, until)| *until > now);
         self.session_sign_ins.retain(|_, (_, until)| *until > now);
         self.ended.retain(|_, (_, until)| *until > now);
         self.counters
@@ -105,14 +101,6 @@ impl State {
             .filter(|(_, until)| *until > now)
             .map(|(mark, _)| mark.clone())
     }
-}
-
-fn bind(map: &mut HashMap<String, (HashSet<String>, i64)>, key: &str, member: &str, until: i64) {
-    let entry = map
-        .entry(key.to_owned())
-        .or_insert_with(|| (HashSet::new(), until));
-    entry.0.insert(member.to_owned());
-    entry.1 = entry.1.max(until);
 }
 
 #[async_trait]
@@ -181,10 +169,14 @@ impl SignInStore for MemoryStore {
         }))
     }
 
-    async fn bind_session(&self, sid: &str, session_id: &str, until: i64) -> Result<()> {
+    async fn hold(&self, session_id: &str, sid: &str, until: i64) -> Result<()> {
         self.with(|s, _| {
-            bind(&mut s.sessions, sid, session_id, until);
-            bind(&mut s.session_sign_ins, session_id, sid, until);
+            let entry = s
+                .session_sign_ins
+                .entry(session_id.to_owned())
+                .or_insert_with(|| (HashSet::new(), until));
+            entry.0.insert(sid.to_owned());
+            entry.1 = entry.1.max(until);
         });
         Ok(())
     }
@@ -201,7 +193,12 @@ impl SignInStore for MemoryStore {
 
     async fn end(&self, sid: &str) -> Result<Ended> {
         Ok(self.with(|s, now| {
-            s.live.remove(sid);
+            let sessions = s
+                .live
+                .remove(sid)
+                .and_then(|standing| standing.session)
+                .into_iter()
+                .collect();
             let mut access_tokens = 0;
             for (jti, until) in s.jtis.remove(sid).unwrap_or_default() {
                 if until > now {
@@ -209,12 +206,6 @@ impl SignInStore for MemoryStore {
                     access_tokens += 1;
                 }
             }
-            let sessions = s
-                .sessions
-                .remove(sid)
-                .filter(|(_, until)| *until > now)
-                .map(|(ids, _)| ids.into_iter().collect())
-                .unwrap_or_default();
             Ended {
                 access_tokens,
                 sessions,
@@ -290,10 +281,11 @@ mod tests {
             user_id: "u".into(),
             expires_at: now + 10,
             idle_until: None,
+            session: Some("b".into()),
         };
         store.mark_live("s", &standing).await.unwrap();
         store.record_access_token("s", "j", now + 10).await.unwrap();
-        store.bind_session("s", "b", now + 10).await.unwrap();
+        store.hold("b", "s", now + 10).await.unwrap();
         store.hit("bucket", now - now % 60).await.unwrap();
         assert!(!store.is_empty());
         clock.advance(Duration::from_secs(120));

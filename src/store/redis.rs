@@ -325,9 +325,7 @@ impl SignInStore for RedisStore {
         Ok(until.map(|u| u as i64 - now).filter(|ttl| *ttl > 0))
     }
 
-    async fn bind_session(&self, sid: &str, session_id: &str, until: i64) -> Result<()> {
-        self.add_until(self.keys.sessions(sid), session_id, until)
-            .await?;
+    async fn hold(&self, session_id: &str, sid: &str, until: i64) -> Result<()> {
         self.add_until(self.keys.session_sign_ins(session_id), sid, until)
             .await
     }
@@ -339,14 +337,25 @@ impl SignInStore for RedisStore {
 
     async fn end(&self, sid: &str) -> Result<Ended> {
         let now = self.clock.now();
-        let (issued, sessions): (Vec<(String, f64)>, Vec<String>) = across_slot_moves(|| async {
+        type Read = (Vec<(String, f64)>, Option<String>, Vec<String>);
+        let (issued, live, legacy): Read = across_slot_moves(|| async {
             let read = self.pool.next().pipeline();
             read.zrangebyscore::<(), _, _, _>(self.keys.jtis(sid), now + 1, "+inf", true, None)
                 .await?;
+            read.get::<(), _>(self.keys.live(sid)).await?;
             read.smembers::<(), _>(self.keys.sessions(sid)).await?;
             read.all().await
         })
         .await?;
+        // The session the standing names (read without the clock: the record goes with it
+        // whatever the time), and those bound the way sign-ins started before that were.
+        let sessions: Vec<String> = live
+            .as_deref()
+            .and_then(Standing::decode)
+            .and_then(|standing| standing.session)
+            .into_iter()
+            .chain(legacy)
+            .collect();
         // Revoke the tokens, then end the sign-in: one slot ({sid}), and single-key commands
         // only, so that during a slot move each is redirected on its own. However many tokens
         // the sign-in was issued, that is one ZADD onto its revocation list, whose lifetime only

@@ -1110,3 +1110,59 @@ async fn an_unknown_scope_signs_out_this_browser_only() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_session_that_stored_its_sign_in_id_from_before_still_signs_out_completely() {
+    let app = spawn_app().await;
+    let old = form_sign_in(&app).await;
+    // Made as sign-ins were before their id derived from the session's: a random id, stored in
+    // the session record, which the session holds.
+    let email = app.signed_up_email_of(&old.access[0]).await;
+    let parsed = lectern::accounts::Email::parse(&email).unwrap();
+    let user = lectern::accounts::find_by_email(&app.state.db, &parsed)
+        .await
+        .unwrap()
+        .unwrap();
+    let sign_ins = &app.state.sign_ins;
+    let client = lectern::web::ClientInfo::operator();
+    let legacy = sign_ins
+        .start(&user, &client, lectern::auth::sign_ins::Kind::Api, None)
+        .await
+        .unwrap();
+    let token = sign_ins
+        .issue_access_token(&user.id, &legacy.sid)
+        .await
+        .unwrap()
+        .token;
+    let id: tower_sessions::session::Id = old.session.value().parse().unwrap();
+    let mut record = tower_sessions::SessionStore::load(&app.sessions, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    record
+        .data
+        .insert("lectern.sid".into(), legacy.sid.clone().into());
+    tower_sessions::SessionStore::save(&app.sessions, &record)
+        .await
+        .unwrap();
+    sign_ins
+        .hold(old.session.value(), &legacy.sid, legacy.expires_at)
+        .await
+        .unwrap();
+    // Pages go by the stored id.
+    let page = app.get_with_session("/dashboard", &old.session).await;
+    assert_eq!(page.status_code(), StatusCode::OK);
+    assert_eq!(app.me(&token).await.status_code(), StatusCode::OK);
+    let csrf = csrf_from(&page.text());
+    let response = sign_out_with(&app, &old.session, &csrf).await;
+    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
+    assert_everything_refused(&app, &old).await;
+    assert_eq!(
+        app.me(&token).await.status_code(),
+        StatusCode::UNAUTHORIZED,
+        "the stored sign-in's access token"
+    );
+    assert!(!app.session_exists(&old.session).await);
+    let row = app.sign_in_row(&legacy.sid).await;
+    assert_eq!(row.revoked_reason.as_deref(), Some("signed_out"));
+}

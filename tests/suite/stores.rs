@@ -50,6 +50,7 @@ fn browser(now: i64) -> Standing {
         user_id: "user-1".into(),
         expires_at: now + 3600,
         idle_until: Some(now + 60),
+        session: Some("browser-session".into()),
     }
 }
 
@@ -168,26 +169,23 @@ async fn a_token_of_a_lapsed_sign_in_is_refused_without_being_revoked() {
 }
 
 #[tokio::test]
-async fn a_bound_session_finds_its_sign_ins_and_ending_one_names_the_session() {
+async fn a_session_finds_what_it_holds_and_ending_a_sign_in_names_its_session() {
     for s in subjects().await {
         let now = s.clock.now();
         let (form, api) = (sid(), sid());
         for sid in [&form, &api] {
             s.sign_ins.mark_live(sid, &browser(now)).await.unwrap();
-            s.sign_ins
-                .bind_session(sid, "browser-session", now + 3600)
-                .await
-                .unwrap();
         }
-        let mut held = s
+        s.sign_ins
+            .hold("browser-session", &api, now + 3600)
+            .await
+            .unwrap();
+        let held = s
             .sign_ins
             .sign_ins_of_session("browser-session")
             .await
             .unwrap();
-        held.sort();
-        let mut expected = vec![form.clone(), api.clone()];
-        expected.sort();
-        assert_eq!(held, expected, "{}", s.name);
+        assert_eq!(held, vec![api.clone()], "{}", s.name);
         let ended = s.sign_ins.end(&form).await.unwrap();
         assert_eq!(
             ended.sessions,
@@ -195,6 +193,9 @@ async fn a_bound_session_finds_its_sign_ins_and_ending_one_names_the_session() {
             "{}",
             s.name
         );
+        // Ended twice: the standing is gone, and so is the session it named.
+        let again = s.sign_ins.end(&form).await.unwrap();
+        assert!(again.sessions.is_empty(), "{}", s.name);
         assert!(
             s.sign_ins
                 .sign_ins_of_session("no-such-session")
