@@ -79,7 +79,7 @@ where
         "insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
          values ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(new_id())
     .bind(entry.event.as_str())
     .bind(entry.user_id)
     .bind(entry.sign_in_id)
@@ -88,6 +88,17 @@ where
     .bind(&entry.client.user_agent)
     .execute(db)
     .await?;
+    logged(&entry);
+    Ok(())
+}
+
+/// A new event's id.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The log line of an event written (for a statement that writes one beside its change).
+pub(crate) fn logged(entry: &Record<'_>) {
     tracing::info!(
         event = entry.event.as_str(),
         user.id = entry.user_id,
@@ -95,7 +106,6 @@ where
         ip = %entry.client.ip,
         "audit"
     );
-    Ok(())
 }
 
 /// The newest `limit` events of one learner.

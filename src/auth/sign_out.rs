@@ -233,18 +233,20 @@ pub async fn end_all(
             first_error = Some(err);
         }
     };
-    for session_id in presented
+    // The sessions whose sign-ins are collected, starting with those presented.
+    let mut held: Vec<String> = presented
         .session_ids
         .iter()
         .map(String::as_str)
         .chain(own_session)
-    {
+        .map(str::to_owned)
+        .collect();
+    for session_id in &held {
         match sign_ins.held_by(session_id).await {
             Ok(sids) => sids.iter().for_each(|sid| owed.add_sid(sid)),
             Err(err) => keep(Err(err)),
         }
     }
-    let mut held: Vec<String> = Vec::new();
     let mut next = 0;
     while let Some(sid) = owed.sids.get(next).cloned() {
         next += 1;
