@@ -586,11 +586,25 @@ fn sid_of(token: &str) -> String {
     claims["sid"].as_str().unwrap().to_owned()
 }
 
-async fn memory_usage(pool: &Pool, key: &str) -> u64 {
-    pool.memory_usage::<Option<u64>, _>(key, Some(0))
-        .await
-        .unwrap()
-        .unwrap_or(0)
+/// What `key` takes in Redis under the name it has in production: a key under this run's longer
+/// `prefix` is copied to `lectern:`…, measured there and deleted (the hash tag keeps both names
+/// in one slot).
+async fn memory_usage(pool: &Pool, prefix: &str, key: &str) -> u64 {
+    let measure = |key: String| async move {
+        pool.memory_usage::<Option<u64>, _>(key, Some(0))
+            .await
+            .unwrap()
+            .unwrap_or(0)
+    };
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return measure(key.to_owned()).await;
+    };
+    let production = format!("lectern:{rest}");
+    let copied: bool = pool.copy(key, &production, None, false).await.unwrap();
+    assert!(copied, "{production} already exists");
+    let bytes = measure(production.clone()).await;
+    pool.del::<(), _>(&production).await.unwrap();
+    bytes
 }
 
 /// Every key under `pattern` (SCAN on each master).
@@ -941,12 +955,13 @@ fn main() {
         };
         let mut browser_bytes = Vec::new();
         for key in &browser_keys {
-            browser_bytes.push((key.replace(&session_id, "<session id>"), memory_usage(&redis, key).await));
+            let shown = key.replace(&prefix, "lectern:").replace(&session_id, "<session id>");
+            browser_bytes.push((shown, memory_usage(&redis, &prefix, key).await));
         }
         let api_keys = keys_matching(&redis_url, &format!("{prefix}{{{api_sid}}}*")).await;
         let mut api_bytes = 0;
         for key in &api_keys {
-            api_bytes += memory_usage(&redis, key).await;
+            api_bytes += memory_usage(&redis, &prefix, key).await;
         }
         let logout = Template::post("/api/v1/auth/logout", "application/json", "")
             .with("authorization", &format!("Bearer {access}"))
@@ -955,7 +970,7 @@ fn main() {
         // The sign-in's revocation list, holding its one token.
         let revoked = keys_matching(&redis_url, &format!("{prefix}{{{api_sid}}}:revoked")).await;
         let revoked_bytes = match revoked.first() {
-            Some(key) => memory_usage(&redis, key).await,
+            Some(key) => memory_usage(&redis, &prefix, key).await,
             None => 0,
         };
         // A sign-in issued 100 access tokens: what each further revoked jti adds to its list.
@@ -968,7 +983,7 @@ fn main() {
         assert_eq!(conn.send(&logout).await.0, StatusCode::NO_CONTENT);
         let hundred_key = format!("{prefix}{{{hundred_sid}}}:revoked");
         let hundred_entries: u64 = redis.zcard(&hundred_key).await.unwrap_or(0);
-        let hundred_bytes = memory_usage(&redis, &hundred_key).await;
+        let hundred_bytes = memory_usage(&redis, &prefix, &hundred_key).await;
         let revoked_each = if hundred_entries > 1 {
             hundred_bytes.saturating_sub(revoked_bytes) as f64 / (hundred_entries - 1) as f64
         } else {

@@ -249,7 +249,11 @@ impl SignIns {
         clock: Clock,
         lifetimes: Lifetimes,
     ) -> Self {
-        let postgres = db.connect_options().database_url.scheme().starts_with("postgres");
+        let postgres = db
+            .connect_options()
+            .database_url
+            .scheme()
+            .starts_with("postgres");
         Self(Arc::new(Parts {
             postgres,
             db,

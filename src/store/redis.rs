@@ -15,7 +15,7 @@ use tower_sessions_redis_store::fred::{
     prelude::{Builder, Client, Config, Pool},
     types::{
         Expiration, ExpireOptions, SetOptions, cluster::ClusterRouting, config::ReconnectPolicy,
-        sorted_sets::Ordering,
+        sorted_sets::AggregateOptions,
     },
 };
 
@@ -163,14 +163,17 @@ pub(super) const SLOT_MOVE_PATIENCE: Duration = Duration::from_secs(2);
 /// Runs a Redis step, trying again for up to [`SLOT_MOVE_PATIENCE`] while it fails to route.
 /// fred 10 sends a command that meets `ASK` (its slot half-way moved to another master) back to
 /// the old master, and gives up with a routing error; once the move is done, `MOVED` routes it
-/// right. Every step here is safe to repeat. Any error left is a 503, never a pass.
+/// right. A command over two keys of one slot may meet `TRYAGAIN` while only one of them has
+/// moved, until the move is done. Every step here is safe to repeat. Any error left is a 503,
+/// never a pass.
 async fn across_slot_moves<T, Fut>(step: impl FnMut() -> Fut) -> Result<T>
 where
     Fut: Future<Output = std::result::Result<T, FredError>>,
 {
-    retry_while(|err| *err.kind() == ErrorKind::Routing, step)
-        .await
-        .map_err(unavailable)
+    let moving = |err: &FredError| {
+        *err.kind() == ErrorKind::Routing || err.details().starts_with("TRYAGAIN")
+    };
+    retry_while(moving, step).await.map_err(unavailable)
 }
 
 /// Runs `step` again (for up to [`SLOT_MOVE_PATIENCE`]) while its error is `moving`.
@@ -337,10 +340,17 @@ impl SignInStore for RedisStore {
 
     async fn end(&self, sid: &str) -> Result<Ended> {
         let now = self.clock.now();
-        type Read = (Vec<(String, f64)>, Option<String>, Vec<String>);
-        let (issued, live, legacy): Read = across_slot_moves(|| async {
+        let (jtis, revoked) = (self.keys.jtis(sid), self.keys.revoked(sid));
+        type Last = Vec<(String, f64)>;
+        type Read = (u64, Last, Last, Option<String>, Vec<String>);
+        let (open, newest, listed, live, legacy): Read = across_slot_moves(|| async {
             let read = self.pool.next().pipeline();
-            read.zrangebyscore::<(), _, _, _>(self.keys.jtis(sid), now + 1, "+inf", true, None)
+            read.zcount::<(), _>(&jtis, (now + 1) as f64, f64::INFINITY)
+                .await?;
+            // The highest score of each list: the last moment one of its tokens is accepted.
+            read.zrange::<(), _, _, _>(&jtis, -1, -1, None, false, None, true)
+                .await?;
+            read.zrange::<(), _, _, _>(&revoked, -1, -1, None, false, None, true)
                 .await?;
             read.get::<(), _>(self.keys.live(sid)).await?;
             read.smembers::<(), _>(self.keys.sessions(sid)).await?;
@@ -356,30 +366,31 @@ impl SignInStore for RedisStore {
             .into_iter()
             .chain(legacy)
             .collect();
-        // Revoke the tokens, then end the sign-in: one slot ({sid}), and single-key commands
-        // only, so that during a slot move each is redirected on its own. However many tokens
-        // the sign-in was issued, that is one ZADD onto its revocation list, whose lifetime only
-        // grows to the last moment one of them could be accepted. Should a step fail, what was
-        // revoked stays revoked, and the whole step is safe to repeat.
-        let revoked = self.keys.revoked(sid);
-        let last = issued.iter().map(|(_, until)| *until as i64).max();
+        // Revoke the tokens, then end the sign-in, in one slot ({sid}). However many tokens the
+        // sign-in was issued, Redis moves them onto its revocation list itself, in one command
+        // (a union, keeping each token's latest moment), and drops those already past; the
+        // list lives until the last of them. Should a step fail, what was revoked stays
+        // revoked, and the whole step is safe to repeat.
+        let last = newest
+            .iter()
+            .chain(&listed)
+            .map(|(_, until)| *until as i64)
+            .max()
+            .filter(|_| open > 0);
         let client = self.revocations.next();
         across_slot_moves(|| async {
             let write = client.pipeline();
             if let Some(last) = last {
-                let entries: Vec<(f64, &str)> = issued
-                    .iter()
-                    .map(|(jti, until)| (*until, jti.as_str()))
-                    .collect();
                 write
-                    .zadd::<(), _, _>(
+                    .zunionstore::<(), _, _, _>(
                         &revoked,
+                        vec![revoked.as_str(), jtis.as_str()],
                         None,
-                        Some(Ordering::GreaterThan),
-                        false,
-                        false,
-                        entries,
+                        Some(AggregateOptions::Max),
                     )
+                    .await?;
+                write
+                    .zremrangebyscore::<(), _, _, _>(&revoked, f64::NEG_INFINITY, now as f64)
                     .await?;
                 write
                     .expire_at::<(), _>(&revoked, last, Some(ExpireOptions::NX))
@@ -388,11 +399,7 @@ impl SignInStore for RedisStore {
                     .expire_at::<(), _>(&revoked, last, Some(ExpireOptions::GT))
                     .await?;
             }
-            for key in [
-                self.keys.live(sid),
-                self.keys.jtis(sid),
-                self.keys.sessions(sid),
-            ] {
+            for key in [self.keys.live(sid), jtis.clone(), self.keys.sessions(sid)] {
                 write.del::<(), _>(key).await?;
             }
             write.all::<()>().await
@@ -400,7 +407,7 @@ impl SignInStore for RedisStore {
         .await?;
         Self::replicate(client, &self.keys.live(sid)).await;
         Ok(Ended {
-            access_tokens: issued.len(),
+            access_tokens: open as usize,
             sessions,
         })
     }
