@@ -1,4 +1,4 @@
-//! Where sign-in liveness, revocations, session bindings, rate-limit counters and change marks live: Redis in
+//! Where sign-in liveness, revocations, the sign-ins a browser session holds, rate-limit counters and change marks live: Redis in
 //! production, process memory in the embedded shape. Each is a small trait with one file per
 //! backend, chosen once at start-up; services never know which one runs. The browser sessions
 //! themselves are tower-sessions' stores ([`sessions`]).

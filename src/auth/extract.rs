@@ -160,7 +160,7 @@ where
 }
 
 /// Why a session cookie names no session: the system ended it (its note says why), or its record
-/// expired with sign-ins still bound to it, which are ended now so nothing of them survives.
+/// expired while it still held sign-ins, which are ended now so nothing of them survives.
 async fn explain_stale_cookie<S>(
     parts: &mut Parts,
     state: &S,

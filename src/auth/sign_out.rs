@@ -39,7 +39,7 @@ const RETRY_TTL: i64 = 3600;
 /// `global` sign-out, with room to spare).
 const OWED_MAX: usize = 1024;
 
-/// A sign-in id as `random_token(16)` makes them.
+/// A sign-in id: 22 base64url characters, as `random_token(16)` and `browser_sign_in_id` make them.
 fn is_sid(value: &str) -> bool {
     value.len() == 22
         && value

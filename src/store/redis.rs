@@ -366,11 +366,20 @@ impl SignInStore for RedisStore {
             .into_iter()
             .chain(legacy)
             .collect();
+        if live.is_none() && newest.is_empty() && sessions.is_empty() {
+            // Nothing of it is left (ended before, or never started): nothing to write or wait for.
+            return Ok(Ended {
+                access_tokens: 0,
+                sessions,
+            });
+        }
         // Revoke the tokens, then end the sign-in, in one slot ({sid}). However many tokens the
         // sign-in was issued, Redis moves them onto its revocation list itself, in one command
         // (a union, keeping each token's latest moment), and drops those already past; the
-        // list lives until the last of them. Should a step fail, what was revoked stays
-        // revoked, and the whole step is safe to repeat.
+        // list lives until the last of them. The recorded tokens are deleted only in the next
+        // step, once that has succeeded: a pipeline is not atomic, and a union refused part-way
+        // (`TRYAGAIN` while its slot moves) must find them still there when it is repeated.
+        // Each step is safe to repeat, and what was revoked stays revoked.
         let last = newest
             .iter()
             .chain(&listed)
@@ -378,10 +387,10 @@ impl SignInStore for RedisStore {
             .max()
             .filter(|_| open > 0);
         let client = self.revocations.next();
-        across_slot_moves(|| async {
-            let write = client.pipeline();
-            if let Some(last) = last {
-                write
+        if let Some(last) = last {
+            across_slot_moves(|| async {
+                let revoke = client.pipeline();
+                revoke
                     .zunionstore::<(), _, _, _>(
                         &revoked,
                         vec![revoked.as_str(), jtis.as_str()],
@@ -389,20 +398,25 @@ impl SignInStore for RedisStore {
                         Some(AggregateOptions::Max),
                     )
                     .await?;
-                write
+                revoke
                     .zremrangebyscore::<(), _, _, _>(&revoked, f64::NEG_INFINITY, now as f64)
                     .await?;
-                write
+                revoke
                     .expire_at::<(), _>(&revoked, last, Some(ExpireOptions::NX))
                     .await?;
-                write
+                revoke
                     .expire_at::<(), _>(&revoked, last, Some(ExpireOptions::GT))
                     .await?;
-            }
+                revoke.all::<()>().await
+            })
+            .await?;
+        }
+        across_slot_moves(|| async {
+            let delete = client.pipeline();
             for key in [self.keys.live(sid), jtis.clone(), self.keys.sessions(sid)] {
-                write.del::<(), _>(key).await?;
+                delete.del::<(), _>(key).await?;
             }
-            write.all::<()>().await
+            delete.all::<()>().await
         })
         .await?;
         Self::replicate(client, &self.keys.live(sid)).await;

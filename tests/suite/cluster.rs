@@ -366,6 +366,19 @@ async fn a_sign_out_while_its_slot_moves_between_masters_is_kept_by_the_new_one(
     assert_eq!(signed_out.status_code(), StatusCode::OK);
     assert_eq!(cluster.master_of(&sid).1, to);
     assert_everything_refused(&app, &old).await;
+    // Refused because the sign-in is over, and each token also on the revocation list, which the
+    // move did not lose.
+    for token in &old.access {
+        let jti = app
+            .state
+            .sign_ins
+            .tokens()
+            .verify_ignoring_expiry(token)
+            .unwrap()
+            .jti;
+        let ttl = app.state.sign_ins.store().revocation_ttl(&sid, &jti).await;
+        assert!(matches!(ttl, Ok(Some(t)) if t > 0), "{jti}: {ttl:?}");
+    }
     // The app still serves that slot, now from the new master.
     let fresh = signed_in(&app).await;
     assert_eq!(app.me(&fresh.access[0]).await.status_code(), StatusCode::OK);

@@ -150,6 +150,45 @@ async fn ending_revokes_every_token_that_could_still_be_accepted_until_that_mome
 }
 
 #[tokio::test]
+async fn ending_again_adds_later_tokens_to_the_list_and_drops_those_already_past() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let sid = sid();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        for (jti, until) in [("past", now + 2), ("j1", now + 305)] {
+            s.sign_ins
+                .record_access_token(&sid, jti, until)
+                .await
+                .unwrap();
+        }
+        s.clock.advance(Duration::from_secs(5));
+        assert_eq!(s.sign_ins.end(&sid).await.unwrap().access_tokens, 1);
+        // A token recorded after the end (a refresh racing it) is revoked by the next one.
+        s.sign_ins
+            .record_access_token(&sid, "j2", now + 400)
+            .await
+            .unwrap();
+        assert_eq!(s.sign_ins.end(&sid).await.unwrap().access_tokens, 1);
+        let ttl = |jti: &'static str| {
+            let store = &s.sign_ins;
+            let sid = sid.clone();
+            async move { store.revocation_ttl(&sid, jti).await.unwrap() }
+        };
+        assert_eq!(ttl("past").await, None, "{}: a token already past", s.name);
+        assert!(
+            matches!(ttl("j1").await, Some(t) if (298..=300).contains(&t)),
+            "{}",
+            s.name
+        );
+        assert!(
+            matches!(ttl("j2").await, Some(t) if (393..=395).contains(&t)),
+            "{}",
+            s.name
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_token_of_a_lapsed_sign_in_is_refused_without_being_revoked() {
     for s in subjects().await {
         let now = s.clock.now();
