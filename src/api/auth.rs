@@ -84,7 +84,13 @@ async fn login(
     };
     let started = state
         .sign_ins
-        .start(&user, &client, Kind::Api, beside.as_deref())
+        .start(
+            &user,
+            &client,
+            Kind::Api {
+                beside: beside.as_deref(),
+            },
+        )
         .await?;
     if let Some(session_id) = &beside {
         state

@@ -95,18 +95,29 @@ pub fn browser_sign_in_id(session_id: &str) -> String {
     crate::crypto::derived_id("lectern.sign-in", session_id)
 }
 
-/// Where a sign-in was made: a browser form (it idles with its browser session) or the API.
+/// Where a sign-in was made, and the browser session that holds it (which ending it deletes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Browser,
-    Api,
+pub enum Kind<'a> {
+    /// A browser form, in this session: the sign-in's id derives from the session's (see
+    /// [`browser_sign_in_id`]).
+    Browser { session: &'a str },
+    /// The API, beside a browser session when a page's script sent its cookie.
+    Api { beside: Option<&'a str> },
 }
 
-impl Kind {
+impl<'a> Kind<'a> {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Browser => "browser",
-            Self::Api => "api",
+            Self::Browser { .. } => "browser",
+            Self::Api { .. } => "api",
+        }
+    }
+
+    /// The browser session that holds the sign-in.
+    fn session(self) -> Option<&'a str> {
+        match self {
+            Self::Browser { session } => Some(session),
+            Self::Api { beside } => beside,
         }
     }
 }
@@ -290,27 +301,13 @@ impl SignIns {
     /// was just checked against) is still the learner's: a sign-in verified against a password
     /// that changed meanwhile is refused, so a password change's sweep of open sign-ins (taken
     /// after the new hash is stored) cannot miss one. The live marker goes first, so no record
-    /// exists that a sweep could end before its marker is written.
-    ///
-    /// `session` is the browser session that holds it: a browser sign-in's own (required; its id
-    /// derives from the session's, see [`browser_sign_in_id`]), or the one an API sign-in was
-    /// made beside. Ending the sign-in deletes that session.
+    /// exists that a sweep could end before its marker is written. Its standing names the
+    /// browser session `kind` says holds it.
     #[tracing::instrument(name = "sign_in.start", skip_all, fields(user.id = %user.id, sign_in.id))]
-    pub async fn start(
-        &self,
-        user: &User,
-        client: &ClientInfo,
-        kind: Kind,
-        session: Option<&str>,
-    ) -> Result<Started> {
-        let sid = match (kind, session) {
-            (Kind::Browser, Some(session)) => browser_sign_in_id(session),
-            (Kind::Browser, None) => {
-                return Err(AppError::Unexpected(anyhow::anyhow!(
-                    "a browser sign-in started without its session"
-                )));
-            }
-            (Kind::Api, _) => crate::crypto::random_token(16),
+    pub async fn start(&self, user: &User, client: &ClientInfo, kind: Kind<'_>) -> Result<Started> {
+        let sid = match kind {
+            Kind::Browser { session } => browser_sign_in_id(session),
+            Kind::Api { .. } => crate::crypto::random_token(16),
         };
         tracing::Span::current().record("sign_in.id", sid.as_str());
         let now = self.clock.now();
@@ -321,7 +318,7 @@ impl SignIns {
             // Idle applies to the whole sign-in, whatever started it: a browser's activity or an
             // API client's refreshes keep it going.
             idle_until: Some(now + self.lifetimes.idle),
-            session: session.map(str::to_owned),
+            session: kind.session().map(str::to_owned),
         };
         self.store.mark_live(&sid, &standing).await?;
         // The row, its first refresh token and the audit event: one transaction, one commit.

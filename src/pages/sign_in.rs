@@ -86,7 +86,13 @@ pub(super) async fn establish(
         .to_string();
     let started = match state
         .sign_ins
-        .start(user, client, Kind::Browser, Some(&session_id))
+        .start(
+            user,
+            client,
+            Kind::Browser {
+                session: &session_id,
+            },
+        )
         .await
     {
         Ok(started) => started,

@@ -786,7 +786,11 @@ async fn a_sign_in_checked_against_a_password_that_changed_meanwhile_is_refused(
     let late = app
         .state
         .sign_ins
-        .start(&before, &client, lectern::auth::sign_ins::Kind::Api, None)
+        .start(
+            &before,
+            &client,
+            lectern::auth::sign_ins::Kind::Api { beside: None },
+        )
         .await;
     assert!(
         matches!(late, Err(lectern::AppError::InvalidCredentials)),
@@ -806,7 +810,11 @@ async fn signing_out_everywhere_reaches_every_sign_in_however_many() {
         let started = app
             .state
             .sign_ins
-            .start(&user, &client, lectern::auth::sign_ins::Kind::Api, None)
+            .start(
+                &user,
+                &client,
+                lectern::auth::sign_ins::Kind::Api { beside: None },
+            )
             .await
             .unwrap();
         let issued = app

@@ -332,3 +332,40 @@ where
     }
     out
 }
+
+#[tokio::test]
+async fn a_sign_in_from_before_its_standing_named_its_session_still_names_its_sessions() {
+    use tower_sessions_redis_store::fred::{
+        interfaces::{KeysInterface, SetsInterface},
+        types::Expiration,
+    };
+    // Only Redis holds what an earlier version wrote.
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        return;
+    };
+    let clock = Clock::manual();
+    let pool = lectern::store::redis::connect(&url).await.unwrap();
+    let prefix = format!("lectern:test:{}:", uuid::Uuid::new_v4().simple());
+    let store = RedisStore::new(pool.clone(), &prefix, clock.clone());
+    let (now, sid) = (clock.now(), sid());
+    // As it was written then: three fields, and its browser sessions in a set of their own.
+    let live = format!("{prefix}{{{sid}}}:live");
+    let sessions = format!("{prefix}{{{sid}}}:sessions");
+    let value = format!("user-1|{}|{}", now + 3600, now + 60);
+    pool.set::<(), _, _>(&live, value, Some(Expiration::EX(60)), None, false)
+        .await
+        .unwrap();
+    pool.sadd::<(), _, _>(&sessions, "old-session")
+        .await
+        .unwrap();
+    pool.expire::<(), _>(&sessions, 60, None).await.unwrap();
+    let standing = store.standing(&sid).await.unwrap().expect("still live");
+    assert_eq!(
+        (standing.user_id.as_str(), standing.session),
+        ("user-1", None)
+    );
+    let ended = store.end(&sid).await.unwrap();
+    assert_eq!(ended.sessions, vec!["old-session".to_owned()]);
+    assert_eq!(store.standing(&sid).await.unwrap(), None);
+    assert_eq!(pool.exists::<u64, _>(&sessions).await.unwrap(), 0);
+}
