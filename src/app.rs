@@ -98,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/favicon.ico", get(web::static_files::favicon))
         .method_not_allowed_fallback(|| async { crate::error::AppError::MethodNotAllowed })
         .nest("/api/v1", api)
-        .nest("/static", web::static_files::router())
+        .merge(web::static_files::router())
         .layer(DefaultBodyLimit::max(64 * 1024));
     web::security::headers(app)
         .layer(

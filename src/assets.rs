@@ -5,22 +5,23 @@
 
 use std::{borrow::Cow, collections::HashMap, sync::LazyLock};
 
-use axum::body::Bytes;
+use axum::{body::Bytes, http::HeaderValue};
 
 /// Everything under `static/`, compiled in (in debug builds too).
 #[derive(rust_embed::RustEmbed)]
 #[folder = "static/"]
 pub struct Assets;
 
-/// One embedded file, with what its responses say of it worked out once.
+/// One embedded file, with what its responses say of it worked out once (header values
+/// included, so a response copies nothing).
 pub struct Asset {
     /// The content, served without a copy.
     pub data: Bytes,
-    pub content_type: String,
+    pub content_type: HeaderValue,
     /// Hex SHA-256 of the content: its ETag and, shortened, its version.
     pub hash: String,
     /// `"<hash>"`, as the `ETag` header and `If-None-Match` carry it.
-    pub etag: String,
+    pub etag: HeaderValue,
     /// The content gzipped, when that is worth it.
     pub gzip: Option<Gzipped>,
 }
@@ -29,7 +30,12 @@ pub struct Asset {
 pub struct Gzipped {
     pub data: Bytes,
     /// `"<hash>-gzip"`: each representation has its own (strong) ETag.
-    pub etag: String,
+    pub etag: HeaderValue,
+}
+
+/// A header value made of what this module wrote itself (a MIME type, a quoted hex hash).
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Gzips `data` if it is text that shrinks by at least a tenth.
@@ -47,7 +53,7 @@ fn gzipped(data: &[u8], content_type: &str, hash: &str) -> Option<Gzipped> {
     let compressed = encoder.finish().ok()?;
     (compressed.len() * 10 <= data.len() * 9).then(|| Gzipped {
         data: Bytes::from(compressed),
-        etag: format!("\"{hash}-gzip\""),
+        etag: header_value(format!("\"{hash}-gzip\"")),
     })
 }
 
@@ -68,8 +74,8 @@ static ALL: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| {
             let asset = Asset {
                 gzip: gzipped(&data, &content_type, &hash),
                 data,
-                content_type,
-                etag: format!("\"{hash}\""),
+                content_type: header_value(content_type),
+                etag: header_value(format!("\"{hash}\"")),
                 hash,
             };
             Some((name.into_owned(), asset))
@@ -110,8 +116,8 @@ mod tests {
         ] {
             let asset = Asset::get(name).unwrap_or_else(|| panic!("{name} is embedded"));
             assert!(
-                asset.content_type.contains(kind),
-                "{name}: {}",
+                asset.content_type.to_str().unwrap().contains(kind),
+                "{name}: {:?}",
                 asset.content_type
             );
             assert!(!asset.data.is_empty());

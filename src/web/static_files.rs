@@ -5,49 +5,50 @@
 //! Written here rather than taken from a crate: with the files already embedded by rust-embed,
 //! what is left is these few header rules.
 
+use std::borrow::Cow;
+
 use axum::{
     Router,
-    extract::{Path, Query},
+    extract::{Path, Request},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde::Deserialize;
+use url::form_urlencoded;
 
 use crate::{assets::Asset, error::AppError};
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/{*path}", get(serve))
+    // At its full address rather than nested: nesting rebuilds each request's URI.
+    Router::new().route("/static/{*path}", get(serve))
 }
 
 /// `/favicon.ico`, for browsers that ask before reading the page's icon link.
-pub async fn favicon(headers: HeaderMap) -> Response {
-    respond("favicon.svg", None, &headers)
+pub async fn favicon(request: Request) -> Response {
+    respond("favicon.svg", None, request.headers())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Version {
-    v: Option<String>,
+/// The request is taken whole, so its headers are read where they are, not copied.
+async fn serve(Path(path): Path<String>, request: Request) -> Response {
+    respond(&path, version(request.uri().query()), request.headers())
 }
 
-async fn serve(
-    Path(path): Path<String>,
-    Query(version): Query<Version>,
-    headers: HeaderMap,
-) -> Response {
-    respond(&path, version.v.as_deref(), &headers)
+/// `?v=` of the address, when it has one.
+fn version(query: Option<&str>) -> Option<Cow<'_, str>> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == "v")
+        .map(|(_, value)| value)
 }
 
-fn respond(name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
+fn respond(name: &str, version: Option<Cow<'_, str>>, headers: &HeaderMap) -> Response {
     let Some(asset) = Asset::get(name) else {
         return AppError::NotFound.into_response();
     };
     let (data, etag, gzipped) = match &asset.gzip {
-        Some(gzip) if accepts_gzip(headers) => (&gzip.data, gzip.etag.as_str(), true),
-        _ => (&asset.data, asset.etag.as_str(), false),
+        Some(gzip) if accepts_gzip(headers) => (&gzip.data, &gzip.etag, true),
+        _ => (&asset.data, &asset.etag, false),
     };
-    let cache = if version == Some(asset.version()) {
+    let cache = if version.as_deref() == Some(asset.version()) {
         "public, max-age=31536000, immutable"
     } else {
         "public, no-cache"
@@ -55,25 +56,24 @@ fn respond(name: &str, version: Option<&str>, headers: &HeaderMap) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|tags| {
+            tags.split(',')
+                .map(str::trim)
+                .any(|t| t.as_bytes() == etag.as_bytes() || t == "*")
+        });
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut response = data.clone().into_response();
-        if let Ok(kind) = HeaderValue::from_str(&asset.content_type) {
-            response.headers_mut().insert(header::CONTENT_TYPE, kind);
-        }
+        let out = response.headers_mut();
+        out.insert(header::CONTENT_TYPE, asset.content_type.clone());
         if gzipped {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         response
     };
     let out = response.headers_mut();
-    if let Ok(tag) = HeaderValue::from_str(etag) {
-        out.insert(header::ETAG, tag);
-    }
+    out.insert(header::ETAG, etag.clone());
     if asset.gzip.is_some() {
         out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
