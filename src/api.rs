@@ -28,9 +28,7 @@ pub fn router() -> Router<AppState> {
         .merge(me::router())
         .fallback(|| async { ApiError(AppError::NotFound) })
         .method_not_allowed_fallback(|| async { ApiError(AppError::MethodNotAllowed) })
-        .layer(middleware::from_fn(same_site_only))
-        .layer(middleware::from_fn(cache::no_store))
-        .layer(middleware::from_fn(failures::as_json))
+        .layer(middleware::from_fn(api_rules))
 }
 
 /// `Json<T>` whose rejections are JSON errors: 415 for a non-JSON body, 422 for a malformed one.
@@ -70,18 +68,23 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ApiPath {
     }
 }
 
-/// Refuses state-changing requests a browser marks as cross-site, before any handler runs: a
-/// cross-site page can neither sign in, refresh, nor sign a learner out.
-async fn same_site_only(request: Request, next: Next) -> Response {
+/// The API's rules around every route, in one layer (a call pays for one, not three):
+/// state-changing requests a browser marks as cross-site are refused before any handler runs, so
+/// a cross-site page can neither sign in, refresh, nor sign a learner out; every answer is
+/// `no-store`; and a library's bare 5xx becomes a JSON error.
+async fn api_rules(request: Request, next: Next) -> Response {
     let safe = matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if !safe && !crate::auth::csrf::same_origin(request.headers()) {
-        return ApiError(AppError::Forbidden(
+    let mut response = if !safe && !crate::auth::csrf::same_origin(request.headers()) {
+        ApiError(AppError::Forbidden(
             "cross-site requests to the API are not accepted",
         ))
-        .into_response();
-    }
-    next.run(request).await
+        .into_response()
+    } else {
+        failures::as_json(next.run(request).await)
+    };
+    cache::set_no_store(&mut response);
+    response
 }

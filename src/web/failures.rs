@@ -30,9 +30,8 @@ pub async fn as_pages(request: Request, next: Next) -> Response {
     response
 }
 
-/// For the API.
-pub async fn as_json(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// For the API (part of its one layer of rules, see `api`).
+pub fn as_json(response: Response) -> Response {
     if is_bare_failure(&response) {
         return cause().json();
     }

@@ -4,26 +4,47 @@
 use axum::{
     Router,
     http::{HeaderName, HeaderValue},
+    response::Response,
 };
-use tower_http::set_header::SetResponseHeaderLayer;
+use tower::util::MapResponseLayer;
 
 /// Scripts, styles and everything else come from this origin only; no inline code at all.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                        connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
-fn header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::if_not_present(
-        HeaderName::from_static(name),
-        HeaderValue::from_static(value),
-    )
+/// Each header, unless the response set its own.
+const HEADERS: [(HeaderName, HeaderValue); 5] = [
+    (
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(CSP),
+    ),
+    (
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    ),
+    (
+        HeaderName::from_static("referrer-policy"),
+        HeaderValue::from_static("same-origin"),
+    ),
+    (
+        HeaderName::from_static("x-frame-options"),
+        HeaderValue::from_static("DENY"),
+    ),
+    (
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    ),
+];
+
+fn add_headers(mut response: Response) -> Response {
+    let out = response.headers_mut();
+    for (name, value) in HEADERS {
+        out.entry(name).or_insert(value);
+    }
+    response
 }
 
-/// Adds the security headers to every response of `router`.
+/// Adds the security headers to every response of `router`, in one layer.
 pub fn headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router
-        .layer(header("content-security-policy", CSP))
-        .layer(header("x-content-type-options", "nosniff"))
-        .layer(header("referrer-policy", "same-origin"))
-        .layer(header("x-frame-options", "DENY"))
-        .layer(header("cross-origin-opener-policy", "same-origin"))
+    router.layer(MapResponseLayer::new(add_headers))
 }
