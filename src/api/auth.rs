@@ -175,13 +175,15 @@ async fn logout(
     let token = bearer.map(|TypedHeader(Authorization(bearer))| bearer.token().to_owned());
     let outcome = async {
         let mut owed = Owed::default();
-        // Whose sign-ins a wider scope reaches: only a live credential can say.
+        // Whose sign-ins a wider scope reaches: only a live credential can say. A local sign-out
+        // ends what is presented, live or not, so it does not ask.
+        let wider = scope != Scope::Local;
         let mut user = None;
         if let Some(token) = &token
             && let Some(claims) = state.sign_ins.tokens().verify_ignoring_expiry(token)
         {
             owed.add_sid(&claims.sid);
-            if let Some(live) = state.sign_ins.authorize_bearer(token).await? {
+            if wider && let Some(live) = state.sign_ins.authorize_bearer(token).await? {
                 user = Some(live.sub);
             }
         }
@@ -189,7 +191,7 @@ async fn logout(
             && let Some(presented) = refresh_tokens::find(&state.db, &token).await?
         {
             owed.add_sid(&presented.sign_in_id);
-            if user.is_none() && presented.revoked_at.is_none() {
+            if wider && user.is_none() && presented.revoked_at.is_none() {
                 user = state.sign_ins.live_user(&presented.sign_in_id).await?;
             }
         }
