@@ -1091,6 +1091,44 @@ async fn an_api_client_can_sign_out_the_others_and_stay() {
 }
 
 #[tokio::test]
+async fn an_api_client_with_only_its_refresh_cookie_can_sign_out_everywhere() {
+    let app = spawn_app().await;
+    let everywhere = signed_in_everywhere(&app).await;
+    let (access, refresh) = &everywhere.api;
+    let response = app
+        .server
+        .post("/api/v1/auth/logout?scope=global")
+        .clear_cookies()
+        .add_cookie(refresh.clone())
+        .await;
+    assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
+    app.assert_api_credentials_refused(access, refresh).await;
+    assert_everything_refused(&app, &everywhere.other_browser).await;
+}
+
+#[tokio::test]
+async fn an_api_client_signing_out_locally_ends_its_own_sign_in_only() {
+    let app = spawn_app().await;
+    let everywhere = signed_in_everywhere(&app).await;
+    let (access, refresh) = &everywhere.api;
+    let response = app
+        .server
+        .post("/api/v1/auth/logout")
+        .clear_cookies()
+        .authorization_bearer(access)
+        .add_cookie(refresh.clone())
+        .await;
+    assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
+    app.assert_api_credentials_refused(access, refresh).await;
+    assert_eq!(
+        app.get_with_session("/dashboard", &everywhere.other_browser.session)
+            .await
+            .status_code(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_scope_signs_out_this_browser_only() {
     let app = spawn_app().await;
     let everywhere = signed_in_everywhere(&app).await;
