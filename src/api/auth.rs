@@ -166,12 +166,7 @@ async fn logout(
     jar: SignedCookieJar,
     cookies: CookieJar,
 ) -> Response {
-    let scope = Scope::parse(
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .find(|(k, _)| k == "scope")
-            .map(|(_, v)| v.into_owned())
-            .as_deref(),
-    );
+    let scope = Scope::parse(crate::web::forms::query_field(query.as_deref(), "scope").as_deref());
     let token = bearer.map(|TypedHeader(Authorization(bearer))| bearer.token().to_owned());
     let outcome = async {
         let mut owed = Owed::default();

@@ -4,6 +4,8 @@
 //! record itself, so it works whatever state the session is in (live, idled out, expired, gone)
 //! and whatever body it is sent, and nothing saves the record back after it is deleted.
 
+use std::borrow::Cow;
+
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -32,7 +34,7 @@ use crate::{
         ClientInfo, PageQuery,
         cache::set_no_store,
         cookies::SESSION_COOKIE,
-        forms::{MAX_FORM_BYTES, form_field, read_prefix},
+        forms::{MAX_FORM_BYTES, form_field, query_field, read_prefix},
         query_escape, redirect,
     },
 };
@@ -61,7 +63,7 @@ async fn logout(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let scope = scope_of_query(query.as_deref());
+    let scope = query_field(query.as_deref(), "scope").map(Cow::into_owned);
     // Any body at all: read what fits and never refuse for the rest.
     let body = read_prefix(body, MAX_FORM_BYTES).await;
     let now = state.clock.now();
@@ -148,13 +150,6 @@ async fn logout(
         }
         Err(unfinished) => unconfirmed(&state, htmx, &unfinished.owed, unfinished.error),
     }
-}
-
-/// `?scope=` on the address, read leniently.
-fn scope_of_query(query: Option<&str>) -> Option<String> {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "scope")
-        .map(|(_, v)| v.into_owned())
 }
 
 /// A refused sign-out changes nothing, cookies included.

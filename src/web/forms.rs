@@ -1,6 +1,8 @@
 //! Form and query extractors whose rejections are error pages, and the lenient body reading a
 //! sign-out needs (it must work whatever the body holds).
 
+use std::borrow::Cow;
+
 use axum::{
     body::{Body, Bytes},
     extract::{FromRequest, FromRequestParts, Request},
@@ -101,9 +103,31 @@ pub fn form_field(headers: &HeaderMap, body: &[u8], name: &str) -> Option<String
         .map(|(_, v)| v.into_owned())
 }
 
+/// One field of an address's query, read as leniently as [`form_field`] reads a body.
+pub fn query_field<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_field_is_read_leniently() {
+        assert_eq!(
+            query_field(Some("a=1&scope=global"), "scope").as_deref(),
+            Some("global")
+        );
+        assert_eq!(
+            query_field(Some("scope=%zz&scope=x"), "scope").as_deref(),
+            Some("%zz")
+        );
+        assert_eq!(query_field(Some("v=1+2%21"), "v").as_deref(), Some("1 2!"));
+        assert_eq!(query_field(Some("other=1"), "scope"), None);
+        assert_eq!(query_field(None, "scope"), None);
+    }
 
     #[tokio::test]
     async fn a_prefix_is_read_whatever_the_size() {

@@ -14,9 +14,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use url::form_urlencoded;
 
-use crate::{assets::Asset, error::AppError};
+use crate::{assets::Asset, error::AppError, web::forms::query_field};
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     // At its full address rather than nested: nesting rebuilds each request's URI.
@@ -30,14 +29,8 @@ pub async fn favicon(request: Request) -> Response {
 
 /// The request is taken whole, so its headers are read where they are, not copied.
 async fn serve(Path(path): Path<String>, request: Request) -> Response {
-    respond(&path, version(request.uri().query()), request.headers())
-}
-
-/// `?v=` of the address, when it has one.
-fn version(query: Option<&str>) -> Option<Cow<'_, str>> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(key, _)| key == "v")
-        .map(|(_, value)| value)
+    let version = query_field(request.uri().query(), "v");
+    respond(&path, version, request.headers())
 }
 
 fn respond(name: &str, version: Option<Cow<'_, str>>, headers: &HeaderMap) -> Response {
