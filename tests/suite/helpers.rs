@@ -292,11 +292,28 @@ impl TestApp {
         bearer: Option<&str>,
         refresh: Option<&Cookie<'static>>,
     ) -> TestResponse {
-        let mut request = self
-            .server
-            .post("/api/v1/auth/logout")
-            .clear_cookies()
-            .do_not_save_cookies();
+        self.api_logout_at("/api/v1/auth/logout", bearer, refresh)
+            .await
+    }
+
+    /// [`Self::api_logout`] with `?scope=`.
+    pub async fn api_logout_scoped(
+        &self,
+        scope: &str,
+        bearer: Option<&str>,
+        refresh: Option<&Cookie<'static>>,
+    ) -> TestResponse {
+        let path = format!("/api/v1/auth/logout?scope={scope}");
+        self.api_logout_at(&path, bearer, refresh).await
+    }
+
+    async fn api_logout_at(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        refresh: Option<&Cookie<'static>>,
+    ) -> TestResponse {
+        let mut request = self.server.post(path).clear_cookies().do_not_save_cookies();
         if let Some(token) = bearer {
             request = request.authorization_bearer(token);
         }

@@ -1076,11 +1076,7 @@ async fn an_api_client_can_sign_out_the_others_and_stay() {
     let everywhere = signed_in_everywhere(&app).await;
     let (access, refresh) = &everywhere.api;
     let response = app
-        .server
-        .post("/api/v1/auth/logout?scope=others")
-        .clear_cookies()
-        .authorization_bearer(access)
-        .add_cookie(refresh.clone())
+        .api_logout_scoped("others", Some(access), Some(refresh))
         .await;
     assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
     assert!(set_cookies(&response).is_empty(), "the caller stays");
@@ -1095,12 +1091,7 @@ async fn an_api_client_with_only_its_refresh_cookie_can_sign_out_everywhere() {
     let app = spawn_app().await;
     let everywhere = signed_in_everywhere(&app).await;
     let (access, refresh) = &everywhere.api;
-    let response = app
-        .server
-        .post("/api/v1/auth/logout?scope=global")
-        .clear_cookies()
-        .add_cookie(refresh.clone())
-        .await;
+    let response = app.api_logout_scoped("global", None, Some(refresh)).await;
     assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
     app.assert_api_credentials_refused(access, refresh).await;
     assert_everything_refused(&app, &everywhere.other_browser).await;
@@ -1111,13 +1102,7 @@ async fn an_api_client_signing_out_locally_ends_its_own_sign_in_only() {
     let app = spawn_app().await;
     let everywhere = signed_in_everywhere(&app).await;
     let (access, refresh) = &everywhere.api;
-    let response = app
-        .server
-        .post("/api/v1/auth/logout")
-        .clear_cookies()
-        .authorization_bearer(access)
-        .add_cookie(refresh.clone())
-        .await;
+    let response = app.api_logout(Some(access), Some(refresh)).await;
     assert_eq!(response.status_code(), StatusCode::NO_CONTENT);
     app.assert_api_credentials_refused(access, refresh).await;
     assert_eq!(
