@@ -2,7 +2,7 @@
 //! the session store. Every key has a TTL; values that carry a deadline are also checked against
 //! the application's clock, so Redis's own expiry is only the garbage collector.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use tower_sessions_redis_store::fred::{
     prelude::{Builder, Client, Config, Pool},
     types::{
         Expiration, ExpireOptions, SetOptions, cluster::ClusterRouting, config::ReconnectPolicy,
-        sorted_sets::AggregateOptions,
+        scripts::Script, sorted_sets::AggregateOptions,
     },
 };
 
@@ -59,6 +59,18 @@ pub async fn connect_sized(url: &str, size: usize) -> anyhow::Result<Pool> {
         .with_context(|| format!("cannot reach Redis at {}", crate::db::redact(url)))?;
     Ok(pool)
 }
+
+/// A bearer token's whole check in one command: the sign-in's liveness value when the token's
+/// `jti` is not on its revocation list, else nil. Both keys share the sign-in's hash tag, so a
+/// cluster runs it on one node; `no-writes` lets a read-only replica run it too.
+static ACCESS_ALLOWED: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        "#!lua flags=no-writes\n\
+         local live = redis.call('GET', KEYS[1])\n\
+         if live and not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return live end\n\
+         return false\n",
+    )
+});
 
 /// How long a revocation waits for a replica to confirm it has the revocation too.
 const REPLICA_WAIT_MS: i64 = 200;
@@ -311,14 +323,13 @@ impl SignInStore for RedisStore {
     }
 
     async fn access_allowed(&self, sid: &str, jti: &str) -> Result<bool> {
-        let (live, revoked_until): (Option<String>, Option<f64>) = across_slot_moves(|| async {
-            let pipe = self.pool.next().pipeline();
-            pipe.get::<(), _>(self.keys.live(sid)).await?;
-            pipe.zscore::<(), _, _>(self.keys.revoked(sid), jti).await?;
-            pipe.all().await
+        // One command: the liveness value, when the token is not on the revocation list.
+        let keys = vec![self.keys.live(sid), self.keys.revoked(sid)];
+        let live: Option<String> = across_slot_moves(|| {
+            ACCESS_ALLOWED.evalsha_with_reload(self.pool.next(), keys.clone(), jti)
         })
         .await?;
-        Ok(self.live(live).is_some() && revoked_until.is_none())
+        Ok(self.live(live).is_some())
     }
 
     async fn revocation_ttl(&self, sid: &str, jti: &str) -> Result<Option<i64>> {

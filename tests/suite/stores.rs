@@ -204,6 +204,34 @@ async fn a_token_of_a_lapsed_sign_in_is_refused_without_being_revoked() {
     }
 }
 
+/// The revocation list is checked beside liveness, not instead of it: after a failover that kept
+/// the list but lost the liveness delete, the sign-in reads live again, and its revoked token is
+/// still refused while a token it never revoked is accepted.
+#[tokio::test]
+async fn a_revoked_token_is_refused_even_while_its_sign_in_reads_live() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let sid = sid();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        s.sign_ins
+            .record_access_token(&sid, "j1", now + 305)
+            .await
+            .unwrap();
+        s.sign_ins.end(&sid).await.unwrap();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        assert!(
+            !s.sign_ins.access_allowed(&sid, "j1").await.unwrap(),
+            "{}: the revoked token",
+            s.name
+        );
+        assert!(
+            s.sign_ins.access_allowed(&sid, "j2").await.unwrap(),
+            "{}: a token never revoked",
+            s.name
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_session_finds_what_it_holds_and_ending_a_sign_in_names_its_session() {
     for s in subjects().await {
