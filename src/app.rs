@@ -82,6 +82,10 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::home::router())
         .fallback(pages::home::not_found)
         .layer(auth_layer)
+        .layer(middleware::from_fn_with_state(
+            state.sign_ins.clone(),
+            crate::auth::extract::read_beside_session,
+        ))
         .layer(middleware::from_fn(web::cache::no_store_for_learners))
         .layer(timeout())
         .layer(middleware::from_fn(web::failures::as_pages));

@@ -61,8 +61,8 @@ impl AppState {
                 Stores {
                     sign_ins: shared.clone(),
                     counters: shared.clone(),
-                    marks: shared,
-                    sessions: SessionBackend::redis(redis),
+                    marks: shared.clone(),
+                    sessions: SessionBackend::redis(redis, shared),
                     redis: true,
                 }
             }

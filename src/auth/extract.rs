@@ -6,8 +6,9 @@
 //! past its lifetime is ended then and there, through the one way out.
 
 use axum::{
-    extract::{FromRef, FromRequestParts},
+    extract::{FromRef, FromRequestParts, Request, State},
     http::request::Parts,
+    middleware::Next,
     response::{IntoResponse, Response},
 };
 use axum_extra::{
@@ -26,7 +27,7 @@ use crate::{
     accounts::User,
     error::{ApiError, AppError, Result},
     layout::Layout,
-    store::sessions::unavailable,
+    store::sessions::{Beside, unavailable},
     web::{ClientInfo, TrustedProxies, cookies::SESSION_COOKIE, login_required},
 };
 
@@ -107,9 +108,12 @@ where
     // A sign-in started before its id derived from the session's keeps the id it stored.
     let stored: Option<String> = session.get(SID_KEY).await.map_err(unavailable)?;
     let sid = stored.unwrap_or_else(|| browser_sign_in_id(&session_id));
-    let (liveness, enrolments_mark) = sign_ins
-        .liveness_and_mark(&sid, &crate::courses::enrolments_mark(&user.id))
-        .await?;
+    let mark = crate::courses::enrolments_mark(&user.id);
+    // Read with the session record when the record's load could (see `read_beside_session`).
+    let (liveness, enrolments_mark) = match Beside::take(&session_id, &sid, &mark) {
+        Some((standing, found)) => (sign_ins.liveness_from(&sid, standing).await?, found),
+        None => sign_ins.liveness_and_mark(&sid, &mark).await?,
+    };
     let reason = match liveness {
         Liveness::Live(_) => None,
         Liveness::Ended(reason) => Some(reason),
@@ -155,8 +159,34 @@ where
         csrf,
         enrolments_mark,
     };
+    sign_ins.remember_learner(&current.session_id, &current.user.id);
     parts.extensions.insert(current.clone());
     Ok(Resolved::SignedIn(current))
+}
+
+/// Around the page routes, outside the session layer: lets a request's session record load also
+/// read its browser sign-in's liveness and, when this instance has seen the session's learner,
+/// the learner's enrolment mark, so a page view learns who is asking in one Redis round trip.
+/// The read belongs to this request only ([`Beside`]); nothing of it is kept.
+pub async fn read_beside_session(
+    State(sign_ins): State<SignIns>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let session_id = CookieJar::from_headers(request.headers())
+        .get(SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|id| !id.is_empty());
+    match session_id {
+        Some(session_id) if sign_ins.sessions().reads_beside() => {
+            let sid = browser_sign_in_id(&session_id);
+            let mark = sign_ins
+                .learner_of(&session_id)
+                .map(|user| crate::courses::enrolments_mark(&user));
+            Beside::scope(session_id, sid, mark, next.run(request)).await
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Why a session cookie names no session: the system ended it (its note says why), or its record

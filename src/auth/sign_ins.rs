@@ -241,6 +241,10 @@ pub struct Parts {
     tokens: Arc<AccessTokens>,
     clock: Clock,
     lifetimes: Lifetimes,
+    /// The learner of each browser session this instance has recently shown a page to, so the
+    /// next view's session load can read the learner's enrolment mark too. Only a hint: a wrong
+    /// or missing entry costs that view a second round trip, never a wrong answer.
+    learners: moka::sync::Cache<String, String>,
 }
 
 impl std::ops::Deref for SignIns {
@@ -273,6 +277,10 @@ impl SignIns {
             tokens,
             clock,
             lifetimes,
+            learners: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(300))
+                .build(),
         }))
     }
 
@@ -431,6 +439,24 @@ impl SignIns {
         telemetry::revocation_checked(started.elapsed().as_secs_f64());
         let (standing, mark) = read?;
         Ok((self.why(sid, standing).await?, mark))
+    }
+
+    /// The learner [`Self::remember_learner`] last saw on browser session `session_id`.
+    pub fn learner_of(&self, session_id: &str) -> Option<String> {
+        self.learners.get(session_id)
+    }
+
+    /// Notes that browser session `session_id` is `user_id`'s (see [`Self::learner_of`]).
+    pub fn remember_learner(&self, session_id: &str, user_id: &str) {
+        if self.learners.get(session_id).as_deref() != Some(user_id) {
+            self.learners
+                .insert(session_id.to_owned(), user_id.to_owned());
+        }
+    }
+
+    /// [`Self::liveness`] from a standing already read in this request (with its session record).
+    pub async fn liveness_from(&self, sid: &str, standing: Option<Standing>) -> Result<Liveness> {
+        self.why(sid, standing).await
     }
 
     /// A sign-in's liveness from its stored standing: live, or over and why (from its row).

@@ -14,8 +14,8 @@ use tower_sessions_redis_store::fred::{
     },
     prelude::{Builder, Client, Config, Pool},
     types::{
-        Expiration, ExpireOptions, SetOptions, cluster::ClusterRouting, config::ReconnectPolicy,
-        scripts::Script, sorted_sets::AggregateOptions,
+        Expiration, ExpireOptions, SetOptions, Value, cluster::ClusterRouting,
+        config::ReconnectPolicy, scripts::Script, sorted_sets::AggregateOptions,
     },
 };
 
@@ -76,6 +76,7 @@ static ACCESS_ALLOWED: LazyLock<Script> = LazyLock::new(|| {
 const REPLICA_WAIT_MS: i64 = 200;
 
 /// Both stores of the production shape.
+#[derive(Debug)]
 pub struct RedisStore {
     pool: Pool,
     /// Where a revocation is written and its replication awaited: `WAIT` holds up its whole
@@ -112,6 +113,34 @@ impl RedisStore {
             .as_deref()
             .and_then(Standing::decode)
             .filter(|s| s.live_at(now))
+    }
+
+    /// A browser session's record (stored by tower-sessions-redis-store under the bare id
+    /// `record_key`), a sign-in's standing and, when named, a change mark: one pipeline, so a page
+    /// view learns who is asking and whether that sign-in is live in one round trip. On a cluster
+    /// the keys may live on different masters, asked at once.
+    pub async fn record_with_standing(
+        &self,
+        record_key: &str,
+        sid: &str,
+        mark: Option<&str>,
+    ) -> Result<(Option<Vec<u8>>, Option<Standing>, Option<String>)> {
+        let replies: Vec<Value> = across_slot_moves(|| async {
+            let pipe = self.pool.next().pipeline();
+            pipe.get::<(), _>(record_key).await?;
+            pipe.get::<(), _>(self.keys.live(sid)).await?;
+            if let Some(name) = mark {
+                pipe.get::<(), _>(self.keys.mark(name)).await?;
+            }
+            pipe.all().await
+        })
+        .await?;
+        let mut replies = replies.into_iter();
+        let mut next = || replies.next().unwrap_or(Value::Null);
+        let record: Option<Vec<u8>> = next().convert().map_err(unavailable)?;
+        let live: Option<String> = next().convert().map_err(unavailable)?;
+        let mark: Option<String> = next().convert().map_err(unavailable)?;
+        Ok((record, self.live(live), mark))
     }
 
     /// On a Redis Cluster whose master for `key` has replicas: waits (up to [`REPLICA_WAIT_MS`])

@@ -402,6 +402,37 @@ async fn a_sign_out_on_one_instance_is_honoured_by_another() {
     assert_everything_refused(&second, &old).await;
 }
 
+/// A page view reads its sign-in's liveness in the same round trip as its session record, once
+/// the instance knows the session's learner. A sign-in ended elsewhere whose record is still
+/// there (a sign-out stopped before deleting it) is refused by the very next view all the same.
+#[tokio::test]
+async fn a_sign_in_ended_elsewhere_is_refused_by_the_next_view_though_its_record_is_left() {
+    if !real_services() {
+        eprintln!("skipped: needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances)");
+        return;
+    }
+    let first = spawn_app().await;
+    let second = spawn_peer(&first).await;
+    let old = signed_in(&first).await;
+    // The second view is the one that reads liveness beside the record.
+    for _ in 0..2 {
+        let page = second.get_with_session("/dashboard", &old.session).await;
+        assert_eq!(page.status_code(), StatusCode::OK);
+    }
+    let sid = first.sid_of(&old.access[0]);
+    first.state.sign_ins.store().end(&sid).await.unwrap();
+    let page = second.get_with_session("/dashboard", &old.session).await;
+    assert_eq!(page.status_code(), StatusCode::SEE_OTHER);
+    let location = page.header("location").to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("/login?next=%2Fdashboard"),
+        "{location}"
+    );
+    second
+        .assert_api_credentials_refused(&old.access[0], &old.refresh)
+        .await;
+}
+
 #[tokio::test]
 async fn when_redis_is_lost_sign_out_still_clears_cookies_and_says_it_could_not_confirm() {
     let Some((mut redis, app)) = spawn_app_on_private_redis().await else {
