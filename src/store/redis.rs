@@ -15,7 +15,7 @@ use tower_sessions_redis_store::fred::{
     prelude::{Builder, Client, Config, Pool},
     types::{
         Expiration, ExpireOptions, SetOptions, Value, cluster::ClusterRouting,
-        config::ReconnectPolicy, scripts::Script, sorted_sets::AggregateOptions,
+        config::ReconnectPolicy, scripts::Script,
     },
 };
 
@@ -69,6 +69,38 @@ static ACCESS_ALLOWED: LazyLock<Script> = LazyLock::new(|| {
          local live = redis.call('GET', KEYS[1])\n\
          if live and not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return live end\n\
          return false\n",
+    )
+});
+
+/// Ends a sign-in in one command, atomically, in its own slot (every key carries its `{sid}`).
+/// KEYS: its recorded access tokens, its revocation list, its liveness, and the set of sessions
+/// sign-ins started before a standing named its session were bound by; ARGV: now.
+///
+/// However many tokens the sign-in was issued, those still acceptable move onto its revocation
+/// list inside Redis (a union keeping each token's latest moment), entries already past are
+/// dropped, and the list lives until the last of them; then the tokens, the liveness and the set
+/// are deleted. A sign-in with nothing left (ended before, or never started) writes nothing.
+/// Returns whether it wrote, the liveness value it found, how many tokens it revoked, and the
+/// set's members.
+static END: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        "local now = tonumber(ARGV[1])\n\
+         local live = redis.call('GET', KEYS[3])\n\
+         local legacy = redis.call('SMEMBERS', KEYS[4])\n\
+         local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')\n\
+         if not live and #newest == 0 and #legacy == 0 then return {0, false, 0, legacy} end\n\
+         local open = redis.call('ZCOUNT', KEYS[1], now + 1, '+inf')\n\
+         if open > 0 then\n\
+           local last = tonumber(newest[2])\n\
+           local listed = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')\n\
+           if #listed > 0 then last = math.max(last, tonumber(listed[2])) end\n\
+           redis.call('ZUNIONSTORE', KEYS[2], 2, KEYS[2], KEYS[1], 'AGGREGATE', 'MAX')\n\
+           redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n\
+           redis.call('EXPIREAT', KEYS[2], last, 'NX')\n\
+           redis.call('EXPIREAT', KEYS[2], last, 'GT')\n\
+         end\n\
+         redis.call('DEL', KEYS[3], KEYS[1], KEYS[4])\n\
+         return {1, live, open, legacy}\n",
     )
 });
 
@@ -380,23 +412,22 @@ impl SignInStore for RedisStore {
 
     async fn end(&self, sid: &str) -> Result<Ended> {
         let now = self.clock.now();
-        let (jtis, revoked) = (self.keys.jtis(sid), self.keys.revoked(sid));
-        type Last = Vec<(String, f64)>;
-        type Read = (u64, Last, Last, Option<String>, Vec<String>);
-        let (open, newest, listed, live, legacy): Read = across_slot_moves(|| async {
-            let read = self.pool.next().pipeline();
-            read.zcount::<(), _>(&jtis, (now + 1) as f64, f64::INFINITY)
-                .await?;
-            // The highest score of each list: the last moment one of its tokens is accepted.
-            read.zrange::<(), _, _, _>(&jtis, -1, -1, None, false, None, true)
-                .await?;
-            read.zrange::<(), _, _, _>(&revoked, -1, -1, None, false, None, true)
-                .await?;
-            read.get::<(), _>(self.keys.live(sid)).await?;
-            read.smembers::<(), _>(self.keys.sessions(sid)).await?;
-            read.all().await
-        })
-        .await?;
+        let keys = vec![
+            self.keys.jtis(sid),
+            self.keys.revoked(sid),
+            self.keys.live(sid),
+            self.keys.sessions(sid),
+        ];
+        // One command, run on the connection a replica wait then holds (see `END`).
+        let client = self.revocations.next();
+        let replies: Vec<Value> =
+            across_slot_moves(|| END.evalsha_with_reload(client, keys.clone(), now)).await?;
+        let mut replies = replies.into_iter();
+        let mut next = || replies.next().unwrap_or(Value::Null);
+        let wrote: bool = next().convert().map_err(unavailable)?;
+        let live: Option<String> = next().convert().map_err(unavailable)?;
+        let open: u64 = next().convert().map_err(unavailable)?;
+        let legacy: Vec<String> = next().convert().map_err(unavailable)?;
         // The session the standing names (read without the clock: the record goes with it
         // whatever the time), and those bound the way sign-ins started before that were.
         let sessions: Vec<String> = live
@@ -406,60 +437,10 @@ impl SignInStore for RedisStore {
             .into_iter()
             .chain(legacy)
             .collect();
-        if live.is_none() && newest.is_empty() && sessions.is_empty() {
-            // Nothing of it is left (ended before, or never started): nothing to write or wait for.
-            return Ok(Ended {
-                access_tokens: 0,
-                sessions,
-            });
+        if wrote {
+            // Nothing of it was left (ended before, or never started): nothing to wait for.
+            Self::replicate(client, &self.keys.live(sid)).await;
         }
-        // Revoke the tokens, then end the sign-in, in one slot ({sid}). However many tokens the
-        // sign-in was issued, Redis moves them onto its revocation list itself, in one command
-        // (a union, keeping each token's latest moment), and drops those already past; the
-        // list lives until the last of them. The recorded tokens are deleted only in the next
-        // step, once that has succeeded: a pipeline is not atomic, and a union refused part-way
-        // (`TRYAGAIN` while its slot moves) must find them still there when it is repeated.
-        // Each step is safe to repeat, and what was revoked stays revoked.
-        let last = newest
-            .iter()
-            .chain(&listed)
-            .map(|(_, until)| *until as i64)
-            .max()
-            .filter(|_| open > 0);
-        let client = self.revocations.next();
-        if let Some(last) = last {
-            across_slot_moves(|| async {
-                let revoke = client.pipeline();
-                revoke
-                    .zunionstore::<(), _, _, _>(
-                        &revoked,
-                        vec![revoked.as_str(), jtis.as_str()],
-                        None,
-                        Some(AggregateOptions::Max),
-                    )
-                    .await?;
-                revoke
-                    .zremrangebyscore::<(), _, _, _>(&revoked, f64::NEG_INFINITY, now as f64)
-                    .await?;
-                revoke
-                    .expire_at::<(), _>(&revoked, last, Some(ExpireOptions::NX))
-                    .await?;
-                revoke
-                    .expire_at::<(), _>(&revoked, last, Some(ExpireOptions::GT))
-                    .await?;
-                revoke.all::<()>().await
-            })
-            .await?;
-        }
-        across_slot_moves(|| async {
-            let delete = client.pipeline();
-            for key in [self.keys.live(sid), jtis.clone(), self.keys.sessions(sid)] {
-                delete.del::<(), _>(key).await?;
-            }
-            delete.all::<()>().await
-        })
-        .await?;
-        Self::replicate(client, &self.keys.live(sid)).await;
         Ok(Ended {
             access_tokens: open as usize,
             sessions,
