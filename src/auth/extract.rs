@@ -28,6 +28,7 @@ use crate::{
     error::{ApiError, AppError, Result},
     layout::Layout,
     store::sessions::{Beside, unavailable},
+    telemetry,
     web::{ClientInfo, TrustedProxies, cookies::SESSION_COOKIE, login_required},
 };
 
@@ -111,7 +112,13 @@ where
     let mark = crate::courses::enrolments_mark(&user.id);
     // Read with the session record when the record's load could (see `read_beside_session`).
     let (liveness, enrolments_mark) = match Beside::take(&session_id, &sid, &mark) {
-        Some((standing, found)) => (sign_ins.liveness_from(&sid, standing).await?, found),
+        Some(read) => {
+            telemetry::revocation_checked(read.seconds);
+            (
+                sign_ins.liveness_from(&sid, read.standing).await?,
+                read.mark,
+            )
+        }
         None => sign_ins.liveness_and_mark(&sid, &mark).await?,
     };
     let reason = match liveness {

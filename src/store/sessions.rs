@@ -48,7 +48,13 @@ pub struct Beside {
 }
 
 /// A sign-in's standing and a change mark, as one round trip found them.
-pub type Read = (Option<Standing>, Option<String>);
+#[derive(Debug)]
+pub struct Read {
+    pub standing: Option<Standing>,
+    pub mark: Option<String>,
+    /// How long that round trip took (session record included).
+    pub seconds: f64,
+}
 
 impl Beside {
     /// Runs `request` with the session `session_id`'s load also reading sign-in `sid`'s standing
@@ -181,13 +187,15 @@ impl SessionStore for SessionBackend {
                     return retry_while(moving, || records.load(id)).await;
                 };
                 let started = std::time::Instant::now();
-                let read = sign_ins
+                let (record, standing, mark) = sign_ins
                     .record_with_standing(&key, &sid, mark.as_deref())
-                    .await;
-                crate::telemetry::revocation_checked(started.elapsed().as_secs_f64());
-                let (record, standing, mark) =
-                    read.map_err(|err| session_store::Error::Backend(format!("{err:#}")))?;
-                Beside::keep((standing, mark));
+                    .await
+                    .map_err(|err| session_store::Error::Backend(format!("{err:#}")))?;
+                Beside::keep(Read {
+                    standing,
+                    mark,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
                 // Decoded as tower-sessions-redis-store encodes it.
                 record
                     .map(|bytes| rmp_serde::from_slice(&bytes))
