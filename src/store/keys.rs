@@ -1,5 +1,6 @@
 //! Every Redis key Lectern writes, built here and only here. `{...}` is a Redis Cluster hash tag:
-//! the keys one request reads or writes together share a slot.
+//! the keys one step writes together share a slot (a read may span slots: a page view reads its
+//! session record, its sign-in's liveness and a change mark at once).
 
 use std::sync::Arc;
 

@@ -9,12 +9,12 @@ use async_trait::async_trait;
 use tower_sessions_redis_store::fred::{
     error::{Error as FredError, ErrorKind},
     interfaces::{
-        ClientLike, ClusterInterface, KeysInterface, ServerInterface, SetsInterface,
+        ClientLike, ClusterInterface, KeysInterface, LuaInterface, ServerInterface, SetsInterface,
         SortedSetsInterface,
     },
     prelude::{Builder, Client, Config, Pool},
     types::{
-        Expiration, ExpireOptions, SetOptions, Value, cluster::ClusterRouting,
+        Expiration, ExpireOptions, FromValue, SetOptions, Value, cluster::ClusterRouting,
         config::ReconnectPolicy, scripts::Script,
     },
 };
@@ -60,9 +60,30 @@ pub async fn connect_sized(url: &str, size: usize) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
+/// Runs `script` by its hash. A node without it (restarted, newly promoted, flushed) gets the
+/// body instead (`EVAL`, which caches it there), so a call never waits on loading it into every
+/// master of a cluster.
+async fn run_script<R: FromValue>(
+    client: &Client,
+    script: &Script,
+    keys: &[String],
+    arg: Value,
+) -> std::result::Result<R, FredError> {
+    match client
+        .evalsha(script.sha1().clone(), keys.to_vec(), arg.clone())
+        .await
+    {
+        Err(err) if err.details().starts_with("NOSCRIPT") => {
+            let body = script.lua().cloned().unwrap_or_default();
+            client.eval(body, keys.to_vec(), arg).await
+        }
+        other => other,
+    }
+}
+
 /// A bearer token's whole check in one command: the sign-in's liveness value when the token's
 /// `jti` is not on its revocation list, else nil. Both keys share the sign-in's hash tag, so a
-/// cluster runs it on one node; `no-writes` lets a read-only replica run it too.
+/// cluster runs it on one node; it is declared read-only (`no-writes`).
 static ACCESS_ALLOWED: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         "#!lua flags=no-writes\n\
@@ -76,10 +97,12 @@ static ACCESS_ALLOWED: LazyLock<Script> = LazyLock::new(|| {
 /// KEYS: its recorded access tokens, its revocation list, its liveness, and the set of sessions
 /// sign-ins started before a standing named its session were bound by; ARGV: now.
 ///
-/// However many tokens the sign-in was issued, those still acceptable move onto its revocation
-/// list inside Redis (a union keeping each token's latest moment), entries already past are
-/// dropped, and the list lives until the last of them; then the tokens, the liveness and the set
-/// are deleted. A sign-in with nothing left (ended before, or never started) writes nothing.
+/// The liveness goes first, so a step that fails part-way (a script is not rolled back) leaves
+/// the sign-in refused. However many tokens the sign-in was issued, those still acceptable move
+/// onto its revocation list inside Redis (a union keeping each token's latest moment), entries
+/// already past are dropped, and the list lives until the last of them; then the recorded tokens
+/// and the set are deleted. A sign-in with nothing left (ended before, or never started) writes
+/// nothing.
 /// Returns whether it wrote, the liveness value it found, how many tokens it revoked, and the
 /// set's members.
 static END: LazyLock<Script> = LazyLock::new(|| {
@@ -89,6 +112,7 @@ static END: LazyLock<Script> = LazyLock::new(|| {
          local legacy = redis.call('SMEMBERS', KEYS[4])\n\
          local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')\n\
          if not live and #newest == 0 and #legacy == 0 then return {0, false, 0, legacy} end\n\
+         redis.call('DEL', KEYS[3])\n\
          local open = redis.call('ZCOUNT', KEYS[1], now + 1, '+inf')\n\
          if open > 0 then\n\
            local last = tonumber(newest[2])\n\
@@ -99,7 +123,7 @@ static END: LazyLock<Script> = LazyLock::new(|| {
            redis.call('EXPIREAT', KEYS[2], last, 'NX')\n\
            redis.call('EXPIREAT', KEYS[2], last, 'GT')\n\
          end\n\
-         redis.call('DEL', KEYS[3], KEYS[1], KEYS[4])\n\
+         redis.call('DEL', KEYS[1], KEYS[4])\n\
          return {1, live, open, legacy}\n",
     )
 });
@@ -387,7 +411,7 @@ impl SignInStore for RedisStore {
         // One command: the liveness value, when the token is not on the revocation list.
         let keys = vec![self.keys.live(sid), self.keys.revoked(sid)];
         let live: Option<String> = across_slot_moves(|| {
-            ACCESS_ALLOWED.evalsha_with_reload(self.pool.next(), keys.clone(), jti)
+            run_script(self.pool.next(), &ACCESS_ALLOWED, &keys, Value::from(jti))
         })
         .await?;
         Ok(self.live(live).is_some())
@@ -421,7 +445,7 @@ impl SignInStore for RedisStore {
         // One command, run on the connection a replica wait then holds (see `END`).
         let client = self.revocations.next();
         let replies: Vec<Value> =
-            across_slot_moves(|| END.evalsha_with_reload(client, keys.clone(), now)).await?;
+            across_slot_moves(|| run_script(client, &END, &keys, Value::from(now))).await?;
         let mut replies = replies.into_iter();
         let mut next = || replies.next().unwrap_or(Value::Null);
         let wrote: bool = next().convert().map_err(unavailable)?;
@@ -437,8 +461,9 @@ impl SignInStore for RedisStore {
             .into_iter()
             .chain(legacy)
             .collect();
+        // When nothing of it was left (ended before, or never started), nothing was written,
+        // so there is nothing for a replica to confirm.
         if wrote {
-            // Nothing of it was left (ended before, or never started): nothing to wait for.
             Self::replicate(client, &self.keys.live(sid)).await;
         }
         Ok(Ended {

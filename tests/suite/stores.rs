@@ -232,6 +232,34 @@ async fn a_revoked_token_is_refused_even_while_its_sign_in_reads_live() {
     }
 }
 
+/// Checks and ends run as Lua scripts by hash; a Redis that lost them (restarted, newly
+/// promoted, flushed) is sent their body, and both keep working.
+#[tokio::test]
+async fn checks_and_ends_keep_working_after_redis_loses_its_scripts() {
+    use fred::interfaces::LuaInterface;
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        eprintln!("skipped: needs TEST_REDIS_URL");
+        return;
+    };
+    let admin = lectern::store::redis::connect(&url).await.unwrap();
+    let forget = || async { admin.next().script_flush_cluster(false).await.unwrap() };
+    for s in subjects().await.into_iter().filter(|s| s.name == "redis") {
+        let now = s.clock.now();
+        let sid = sid();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        s.sign_ins
+            .record_access_token(&sid, "j1", now + 305)
+            .await
+            .unwrap();
+        forget().await;
+        assert!(s.sign_ins.access_allowed(&sid, "j1").await.unwrap());
+        forget().await;
+        assert_eq!(s.sign_ins.end(&sid).await.unwrap().access_tokens, 1);
+        forget().await;
+        assert!(!s.sign_ins.access_allowed(&sid, "j1").await.unwrap());
+    }
+}
+
 #[tokio::test]
 async fn a_session_finds_what_it_holds_and_ending_a_sign_in_names_its_session() {
     for s in subjects().await {
