@@ -7,7 +7,7 @@
 
 use axum::{
     extract::{FromRef, FromRequestParts, Request, State},
-    http::request::Parts,
+    http::{HeaderMap, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -171,29 +171,37 @@ where
     Ok(Resolved::SignedIn(current))
 }
 
-/// Around the page routes, outside the session layer: lets a request's session record load also
-/// read its browser sign-in's liveness and, when this instance has seen the session's learner,
-/// the learner's enrolment mark, so a page view learns who is asking in one Redis round trip.
-/// The read belongs to this request only ([`Beside`]); nothing of it is kept.
+/// Around the page routes, outside the session layer: when this instance has shown a page to the
+/// request's session before (so knows its learner), lets the session record's load also read the
+/// browser sign-in's liveness and the learner's enrolment mark, so the view learns who is asking
+/// in one Redis round trip. The read belongs to this request only ([`Beside`]); nothing of it is
+/// kept. A session new to this instance reads them after its record, as before.
 pub async fn read_beside_session(
     State(sign_ins): State<SignIns>,
     request: Request,
     next: Next,
 ) -> Response {
-    let session_id = CookieJar::from_headers(request.headers())
-        .get(SESSION_COOKIE)
-        .map(|c| c.value().to_owned())
-        .filter(|id| !id.is_empty());
-    match session_id {
-        Some(session_id) if sign_ins.sessions().reads_beside() => {
+    if !sign_ins.sessions().reads_beside() {
+        return next.run(request).await;
+    }
+    let known = session_cookie(request.headers())
+        .and_then(|session_id| Some((sign_ins.learner_of(&session_id)?, session_id)));
+    match known {
+        Some((user, session_id)) => {
             let sid = browser_sign_in_id(&session_id);
-            let mark = sign_ins
-                .learner_of(&session_id)
-                .map(|user| crate::courses::enrolments_mark(&user));
+            let mark = crate::courses::enrolments_mark(&user);
             Beside::scope(session_id, sid, mark, next.run(request)).await
         }
-        _ => next.run(request).await,
+        None => next.run(request).await,
     }
+}
+
+/// The session id a request's cookie names, if it names one.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|id| !id.is_empty())
 }
 
 /// Why a session cookie names no session: the system ended it (its note says why), or its record
@@ -207,12 +215,7 @@ where
     S: Send + Sync,
     TrustedProxies: FromRef<S>,
 {
-    let jar = CookieJar::from_headers(&parts.headers);
-    let Some(session_id) = jar
-        .get(SESSION_COOKIE)
-        .map(|c| c.value().to_owned())
-        .filter(|v| !v.is_empty())
-    else {
+    let Some(session_id) = session_cookie(&parts.headers) else {
         return Ok(None);
     };
     if session_id.parse::<tower_sessions::session::Id>().is_err() {

@@ -172,30 +172,24 @@ impl RedisStore {
     }
 
     /// A browser session's record (stored by tower-sessions-redis-store under the bare id
-    /// `record_key`), a sign-in's standing and, when named, a change mark: one pipeline, so a page
+    /// `record_key`), a sign-in's standing and the change mark `mark`: one pipeline, so a page
     /// view learns who is asking and whether that sign-in is live in one round trip. On a cluster
     /// the keys may live on different masters, asked at once.
     pub async fn record_with_standing(
         &self,
         record_key: &str,
         sid: &str,
-        mark: Option<&str>,
+        mark: &str,
     ) -> Result<(Option<Vec<u8>>, Option<Standing>, Option<String>)> {
-        let replies: Vec<Value> = across_slot_moves(|| async {
-            let pipe = self.pool.next().pipeline();
-            pipe.get::<(), _>(record_key).await?;
-            pipe.get::<(), _>(self.keys.live(sid)).await?;
-            if let Some(name) = mark {
-                pipe.get::<(), _>(self.keys.mark(name)).await?;
-            }
-            pipe.all().await
-        })
-        .await?;
-        let mut replies = replies.into_iter();
-        let mut next = || replies.next().unwrap_or(Value::Null);
-        let record: Option<Vec<u8>> = next().convert().map_err(unavailable)?;
-        let live: Option<String> = next().convert().map_err(unavailable)?;
-        let mark: Option<String> = next().convert().map_err(unavailable)?;
+        let (record, live, mark): (Option<Vec<u8>>, Option<String>, Option<String>) =
+            across_slot_moves(|| async {
+                let pipe = self.pool.next().pipeline();
+                pipe.get::<(), _>(record_key).await?;
+                pipe.get::<(), _>(self.keys.live(sid)).await?;
+                pipe.get::<(), _>(self.keys.mark(mark)).await?;
+                pipe.all().await
+            })
+            .await?;
         Ok((record, self.live(live), mark))
     }
 
@@ -444,14 +438,8 @@ impl SignInStore for RedisStore {
         ];
         // One command, run on the connection a replica wait then holds (see `END`).
         let client = self.revocations.next();
-        let replies: Vec<Value> =
+        let (wrote, live, open, legacy): (bool, Option<String>, u64, Vec<String>) =
             across_slot_moves(|| run_script(client, &END, &keys, Value::from(now))).await?;
-        let mut replies = replies.into_iter();
-        let mut next = || replies.next().unwrap_or(Value::Null);
-        let wrote: bool = next().convert().map_err(unavailable)?;
-        let live: Option<String> = next().convert().map_err(unavailable)?;
-        let open: u64 = next().convert().map_err(unavailable)?;
-        let legacy: Vec<String> = next().convert().map_err(unavailable)?;
         // The session the standing names (read without the clock: the record goes with it
         // whatever the time), and those bound the way sign-ins started before that were.
         let sessions: Vec<String> = live

@@ -42,8 +42,8 @@ tokio::task_local! {
 pub struct Beside {
     session_id: String,
     sid: String,
-    /// The change mark to read, when this instance knows the session's learner.
-    mark: Option<String>,
+    /// The change mark to read: the learner's, as this instance last saw the session.
+    mark: String,
     read: Option<Read>,
 }
 
@@ -58,11 +58,11 @@ pub struct Read {
 
 impl Beside {
     /// Runs `request` with the session `session_id`'s load also reading sign-in `sid`'s standing
-    /// and, when given, the change mark `mark`.
+    /// and the change mark `mark`.
     pub async fn scope<F: Future>(
         session_id: String,
         sid: String,
-        mark: Option<String>,
+        mark: String,
         request: F,
     ) -> F::Output {
         let beside = Self {
@@ -79,9 +79,8 @@ impl Beside {
         BESIDE
             .try_with(|beside| {
                 let mut beside = beside.borrow_mut();
-                let same = beside.session_id == session_id
-                    && beside.sid == sid
-                    && beside.mark.as_deref() == Some(mark);
+                let same =
+                    beside.session_id == session_id && beside.sid == sid && beside.mark == mark;
                 if same { beside.read.take() } else { None }
             })
             .ok()
@@ -90,7 +89,7 @@ impl Beside {
 
     /// The sign-in and mark to read with record `id`, when this request asked and has not read
     /// them yet.
-    fn wanted(id: &str) -> Option<(String, Option<String>)> {
+    fn wanted(id: &str) -> Option<(String, String)> {
         BESIDE
             .try_with(|beside| {
                 let beside = beside.borrow();
@@ -188,7 +187,7 @@ impl SessionStore for SessionBackend {
                 };
                 let started = std::time::Instant::now();
                 let (record, standing, mark) = sign_ins
-                    .record_with_standing(&key, &sid, mark.as_deref())
+                    .record_with_standing(&key, &sid, &mark)
                     .await
                     .map_err(|err| session_store::Error::Backend(format!("{err:#}")))?;
                 Beside::keep(Read {
