@@ -45,6 +45,17 @@ fn sid() -> String {
     lectern::crypto::random_token(16)
 }
 
+/// A live browser sign-in issued one access token, `j1`, accepted for 305 s more: its id.
+async fn live_with_j1(s: &Subject) -> String {
+    let (now, sid) = (s.clock.now(), sid());
+    s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+    s.sign_ins
+        .record_access_token(&sid, "j1", now + 305)
+        .await
+        .unwrap();
+    sid
+}
+
 fn browser(now: i64) -> Standing {
     Standing {
         user_id: "user-1".into(),
@@ -118,12 +129,7 @@ async fn touching_never_revives_an_ended_sign_in() {
 async fn ending_revokes_every_token_that_could_still_be_accepted_until_that_moment() {
     for s in subjects().await {
         let now = s.clock.now();
-        let sid = sid();
-        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
-        s.sign_ins
-            .record_access_token(&sid, "j1", now + 305)
-            .await
-            .unwrap();
+        let sid = live_with_j1(&s).await;
         s.sign_ins
             .record_access_token(&sid, "j2", now + 120)
             .await
@@ -188,13 +194,7 @@ async fn ending_again_adds_later_tokens_to_the_list_and_drops_those_already_past
 #[tokio::test]
 async fn a_token_of_a_lapsed_sign_in_is_refused_without_being_revoked() {
     for s in subjects().await {
-        let now = s.clock.now();
-        let sid = sid();
-        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
-        s.sign_ins
-            .record_access_token(&sid, "j1", now + 305)
-            .await
-            .unwrap();
+        let sid = live_with_j1(&s).await;
         s.clock.advance(Duration::from_secs(61));
         assert!(
             !s.sign_ins.access_allowed(&sid, "j1").await.unwrap(),
@@ -211,12 +211,7 @@ async fn a_token_of_a_lapsed_sign_in_is_refused_without_being_revoked() {
 async fn a_revoked_token_is_refused_even_while_its_sign_in_reads_live() {
     for s in subjects().await {
         let now = s.clock.now();
-        let sid = sid();
-        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
-        s.sign_ins
-            .record_access_token(&sid, "j1", now + 305)
-            .await
-            .unwrap();
+        let sid = live_with_j1(&s).await;
         s.sign_ins.end(&sid).await.unwrap();
         s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
         assert!(
@@ -244,13 +239,7 @@ async fn checks_and_ends_keep_working_after_redis_loses_its_scripts() {
     let admin = lectern::store::redis::connect(&url).await.unwrap();
     let forget = || async { admin.next().script_flush_cluster(false).await.unwrap() };
     for s in subjects().await.into_iter().filter(|s| s.name == "redis") {
-        let now = s.clock.now();
-        let sid = sid();
-        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
-        s.sign_ins
-            .record_access_token(&sid, "j1", now + 305)
-            .await
-            .unwrap();
+        let sid = live_with_j1(&s).await;
         forget().await;
         assert!(s.sign_ins.access_allowed(&sid, "j1").await.unwrap());
         forget().await;
