@@ -78,6 +78,10 @@ impl Standing {
     }
 }
 
+/// How long, in seconds, an ended sign-in's store remembers the browser sessions it named: as
+/// long as a sign-out's retry note is good.
+pub const ENDED_KEPT: i64 = 3600;
+
 /// What ending a sign-in in the store did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Ended {
@@ -139,7 +143,9 @@ pub trait SignInStore: Send + Sync + 'static {
 
     /// Ends a sign-in: every recorded access token that could still be accepted goes on the
     /// revocation list until that moment, and it stops being live. Returns the browser session
-    /// its standing named, for the caller to delete. Ending twice is harmless.
+    /// its standing named, for the caller to delete. Ending twice is harmless, and for
+    /// [`ENDED_KEPT`] seconds an end repeated (a command replayed after its reply was lost, a
+    /// sign-out retried) names that session again, so the repeat finishes what the first began.
     async fn end(&self, sid: &str) -> Result<Ended>;
 
     /// Remembers, until `until`, why the system ended a browser session (for the login page).

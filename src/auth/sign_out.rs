@@ -33,8 +33,9 @@ pub struct Owed {
 
 /// What the retry note is sealed for (bound in as associated data).
 pub const RETRY_PURPOSE: &str = "lectern.signout-retry";
-/// How long a retry note stays good, in seconds.
-const RETRY_TTL: i64 = 3600;
+/// How long a retry note stays good, in seconds: as long as the store names an ended sign-in's
+/// sessions again, so a retry still reaches a browser whose first end was cut short.
+const RETRY_TTL: i64 = crate::store::ENDED_KEPT;
 /// At most this many of each are read back from a retry note (a learner's every sign-in, for a
 /// `global` sign-out, with room to spare).
 const OWED_MAX: usize = 1024;

@@ -43,6 +43,12 @@ impl RedisKeys {
         self.sign_in(sid, "sessions")
     }
 
+    /// `lectern:{<sid>}:ended`: the browser sessions an ended sign-in named (space-separated), so an end
+    /// repeated (a replayed command, a retried sign-out) deletes them too.
+    pub fn ended(&self, sid: &str) -> String {
+        self.sign_in(sid, "ended")
+    }
+
     /// `lectern:{session:<id>}:sign_ins`: the sign-ins a browser session holds besides its own
     /// (API sign-ins made beside it, and, for sessions from before that, its own).
     pub fn session_sign_ins(&self, session_id: &str) -> String {
@@ -76,6 +82,7 @@ mod tests {
         assert_eq!(k.live("abc"), "lectern:{abc}:live");
         assert_eq!(k.revoked("abc"), "lectern:{abc}:revoked");
         assert_eq!(k.jtis("abc"), "lectern:{abc}:jtis");
+        assert_eq!(k.ended("abc"), "lectern:{abc}:ended");
         assert_eq!(k.session_ended("s1"), "lectern:{session:s1}:ended");
         assert_eq!(k.mark("enrolments:u1"), "lectern:{mark:enrolments:u1}");
         assert_eq!(

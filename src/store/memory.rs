@@ -32,6 +32,8 @@ struct State {
     session_sign_ins: HashMap<String, (HashSet<String>, i64)>,
     /// browser session -> (why it was ended, until)
     ended: HashMap<String, (String, i64)>,
+    /// ended sign-in -> (the browser sessions it named, until)
+    ended_sign_ins: HashMap<String, (Vec<String>, i64)>,
     /// (bucket, window) -> count
     counters: HashMap<(String, i64), u64>,
     /// name -> (mark, until)
@@ -67,6 +69,7 @@ impl MemoryStore {
                 + s.revoked.len()
                 + s.session_sign_ins.len()
                 + s.ended.len()
+                + s.ended_sign_ins.len()
                 + s.counters.len()
         })
     }
@@ -86,6 +89,7 @@ impl State {
         self.revoked.retain(|_, until| *until > now);
         self.session_sign_ins.retain(|_, (_, until)| *until > now);
         self.ended.retain(|_, (_, until)| *until > now);
+        self.ended_sign_ins.retain(|_, (_, until)| *until > now);
         self.counters
             .retain(|(_, window), _| *window + WINDOW_SECS > now);
         self.marks.retain(|_, (_, until)| *until > now);
@@ -193,12 +197,24 @@ impl SignInStore for MemoryStore {
 
     async fn end(&self, sid: &str) -> Result<Ended> {
         Ok(self.with(|s, now| {
-            let sessions = s
-                .live
-                .remove(sid)
-                .and_then(|standing| standing.session)
-                .into_iter()
-                .collect();
+            let sessions: Vec<String> = match s.live.remove(sid) {
+                Some(standing) => {
+                    let sessions: Vec<String> = standing.session.into_iter().collect();
+                    if !sessions.is_empty() {
+                        let until = now + super::ENDED_KEPT;
+                        s.ended_sign_ins
+                            .insert(sid.to_owned(), (sessions.clone(), until));
+                    }
+                    sessions
+                }
+                // Ended before: the sessions that end named, while they are remembered.
+                None => s
+                    .ended_sign_ins
+                    .get(sid)
+                    .filter(|(_, until)| *until > now)
+                    .map(|(sessions, _)| sessions.clone())
+                    .unwrap_or_default(),
+            };
             let mut access_tokens = 0;
             for (jti, until) in s.jtis.remove(sid).unwrap_or_default() {
                 if until > now {

@@ -20,8 +20,8 @@ use tower_sessions_redis_store::fred::{
 };
 
 use super::{
-    ChangeMarks, ClusterHealth, Ended, RateCounters, SignInStore, Standing, WINDOW_SECS,
-    keys::RedisKeys,
+    ChangeMarks, ClusterHealth, ENDED_KEPT, Ended, RateCounters, SignInStore, Standing,
+    WINDOW_SECS, keys::RedisKeys,
 };
 use crate::{
     clock::Clock,
@@ -67,15 +67,15 @@ async fn run_script<R: FromValue>(
     client: &Client,
     script: &Script,
     keys: &[String],
-    arg: Value,
+    args: &[Value],
 ) -> std::result::Result<R, FredError> {
     match client
-        .evalsha(script.sha1().clone(), keys.to_vec(), arg.clone())
+        .evalsha(script.sha1().clone(), keys.to_vec(), args.to_vec())
         .await
     {
         Err(err) if err.details().starts_with("NOSCRIPT") => {
             let body = script.lua().cloned().unwrap_or_default();
-            client.eval(body, keys.to_vec(), arg).await
+            client.eval(body, keys.to_vec(), args.to_vec()).await
         }
         other => other,
     }
@@ -94,24 +94,28 @@ static ACCESS_ALLOWED: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Ends a sign-in in one command, atomically, in its own slot (every key carries its `{sid}`).
-/// KEYS: its recorded access tokens, its revocation list, its liveness, and the set of sessions
-/// sign-ins started before a standing named its session were bound by; ARGV: now.
+/// KEYS: its recorded access tokens, its revocation list, its liveness, the set of sessions
+/// sign-ins started before a standing named its session were bound by, and the sessions it
+/// named once ended (space-separated); ARGV: now, and how long those are kept.
 ///
 /// The liveness goes first, so a step that fails part-way (a script is not rolled back) leaves
 /// the sign-in refused. However many tokens the sign-in was issued, those still acceptable move
 /// onto its revocation list inside Redis (a union keeping each token's latest moment), entries
 /// already past are dropped, and the list lives until the last of them; then the recorded tokens
-/// and the set are deleted. A sign-in with nothing left (ended before, or never started) writes
-/// nothing.
-/// Returns whether it wrote, the liveness value it found, how many tokens it revoked, and the
-/// set's members.
+/// and the set are deleted. The browser sessions it held (the fourth field of the liveness
+/// value, see `Standing::encode`, and the old set's members) are kept for a while: an end that
+/// finds nothing left (ended before, or never started) writes nothing and names those again, so a
+/// repeat (a command replayed after its reply was lost, a sign-out retried) deletes them too.
+/// Returns whether it wrote, how many tokens it revoked, and the sessions, space-separated.
 static END: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         "local now = tonumber(ARGV[1])\n\
          local live = redis.call('GET', KEYS[3])\n\
          local legacy = redis.call('SMEMBERS', KEYS[4])\n\
          local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')\n\
-         if not live and #newest == 0 and #legacy == 0 then return {0, false, 0, legacy} end\n\
+         if not live and #newest == 0 and #legacy == 0 then\n\
+           return {0, 0, redis.call('GET', KEYS[5]) or ''}\n\
+         end\n\
          redis.call('DEL', KEYS[3])\n\
          local open = redis.call('ZCOUNT', KEYS[1], now + 1, '+inf')\n\
          if open > 0 then\n\
@@ -124,7 +128,13 @@ static END: LazyLock<Script> = LazyLock::new(|| {
            redis.call('EXPIREAT', KEYS[2], last, 'GT')\n\
          end\n\
          redis.call('DEL', KEYS[1], KEYS[4])\n\
-         return {1, live, open, legacy}\n",
+         local sessions = {}\n\
+         local named = live and string.match(live, '^[^|]*|[^|]*|[^|]*|([^|]+)$')\n\
+         if named and named ~= '-' then sessions[1] = named end\n\
+         for _, id in ipairs(legacy) do sessions[#sessions + 1] = id end\n\
+         local held = table.concat(sessions, ' ')\n\
+         if #sessions > 0 then redis.call('SET', KEYS[5], held, 'EX', ARGV[2]) end\n\
+         return {1, open, held}\n",
     )
 });
 
@@ -404,10 +414,10 @@ impl SignInStore for RedisStore {
     async fn access_allowed(&self, sid: &str, jti: &str) -> Result<bool> {
         // One command: the liveness value, when the token is not on the revocation list.
         let keys = vec![self.keys.live(sid), self.keys.revoked(sid)];
-        let live: Option<String> = across_slot_moves(|| {
-            run_script(self.pool.next(), &ACCESS_ALLOWED, &keys, Value::from(jti))
-        })
-        .await?;
+        let args = [Value::from(jti)];
+        let live: Option<String> =
+            across_slot_moves(|| run_script(self.pool.next(), &ACCESS_ALLOWED, &keys, &args))
+                .await?;
         Ok(self.live(live).is_some())
     }
 
@@ -429,26 +439,18 @@ impl SignInStore for RedisStore {
     }
 
     async fn end(&self, sid: &str) -> Result<Ended> {
-        let now = self.clock.now();
         let keys = vec![
             self.keys.jtis(sid),
             self.keys.revoked(sid),
             self.keys.live(sid),
             self.keys.sessions(sid),
+            self.keys.ended(sid),
         ];
+        let args = [Value::from(self.clock.now()), Value::from(ENDED_KEPT)];
         // One command, run on the connection a replica wait then holds (see `END`).
         let client = self.revocations.next();
-        let (wrote, live, open, legacy): (bool, Option<String>, u64, Vec<String>) =
-            across_slot_moves(|| run_script(client, &END, &keys, Value::from(now))).await?;
-        // The session the standing names (read without the clock: the record goes with it
-        // whatever the time), and those bound the way sign-ins started before that were.
-        let sessions: Vec<String> = live
-            .as_deref()
-            .and_then(Standing::decode)
-            .and_then(|standing| standing.session)
-            .into_iter()
-            .chain(legacy)
-            .collect();
+        let (wrote, open, sessions): (bool, u64, String) =
+            across_slot_moves(|| run_script(client, &END, &keys, &args)).await?;
         // When nothing of it was left (ended before, or never started), nothing was written,
         // so there is nothing for a replica to confirm.
         if wrote {
@@ -456,7 +458,7 @@ impl SignInStore for RedisStore {
         }
         Ok(Ended {
             access_tokens: open as usize,
-            sessions,
+            sessions: sessions.split_whitespace().map(str::to_owned).collect(),
         })
     }
 

@@ -855,6 +855,38 @@ impl TestApp {
     }
 }
 
+/// An end that repeats after its first run was cut short (the store ended the sign-in but the
+/// reply was lost, and the command was replayed or the sign-out retried) still finishes the job:
+/// the browser session that sign-in named is deleted, and the API sign-in that session holds is
+/// refused, before that browser sends anything.
+#[tokio::test]
+async fn an_end_repeated_after_a_lost_reply_still_ends_the_browser_and_what_it_holds() {
+    let app = spawn_app().await;
+    let (form, api) = browser_with_two_sign_ins(&app).await;
+    let sid = app.sid_of(&form.access[0]);
+    // The first run: done in the store, its reply never heard.
+    app.state.sign_ins.store().end(&sid).await.unwrap();
+    let mut owed = lectern::auth::sign_out::Owed::default();
+    owed.add_sid(&sid);
+    lectern::auth::sign_out::end_all(
+        &app.state.sign_ins,
+        &owed,
+        None,
+        lectern::auth::sign_ins::EndReason::Revoked,
+        &lectern::web::ClientInfo::operator(),
+    )
+    .await
+    .unwrap();
+    app.assert_api_credentials_refused(&api.access[0], &api.refresh)
+        .await;
+    let id: tower_sessions::session::Id = form.session.value().parse().unwrap();
+    let record = tower_sessions::SessionStore::load(&app.sessions, &id)
+        .await
+        .unwrap();
+    assert!(record.is_none(), "the browser's session record is deleted");
+    assert_everything_refused(&app, &form).await;
+}
+
 #[tokio::test]
 async fn a_sign_out_without_javascript_ends_every_sign_in_the_browser_holds() {
     let app = spawn_app().await;

@@ -6,7 +6,9 @@ use std::{sync::Arc, time::Duration};
 
 use lectern::{
     clock::Clock,
-    store::{RateCounters, SignInStore, Standing, memory::MemoryStore, redis::RedisStore},
+    store::{
+        ENDED_KEPT, RateCounters, SignInStore, Standing, memory::MemoryStore, redis::RedisStore,
+    },
 };
 
 struct Subject {
@@ -14,6 +16,8 @@ struct Subject {
     sign_ins: Arc<dyn SignInStore>,
     counters: Arc<dyn RateCounters>,
     clock: Clock,
+    /// Redis: the key prefix, and a connection of the test's own.
+    redis: Option<(String, fred::prelude::Pool)>,
 }
 
 /// Every implementation, each with its own manual clock (and its own key prefix on Redis).
@@ -25,17 +29,19 @@ async fn subjects() -> Vec<Subject> {
         sign_ins: memory.clone(),
         counters: memory,
         clock,
+        redis: None,
     }];
     if let Ok(url) = std::env::var("TEST_REDIS_URL") {
         let clock = Clock::manual();
         let pool = lectern::store::redis::connect(&url).await.unwrap();
         let prefix = format!("lectern:test:{}:", uuid::Uuid::new_v4().simple());
-        let redis = Arc::new(RedisStore::new(pool, &prefix, clock.clone()));
+        let redis = Arc::new(RedisStore::new(pool.clone(), &prefix, clock.clone()));
         all.push(Subject {
             name: "redis",
             sign_ins: redis.clone(),
             counters: redis,
             clock,
+            redis: Some((prefix, pool)),
         });
     }
     all
@@ -274,9 +280,11 @@ async fn a_session_finds_what_it_holds_and_ending_a_sign_in_names_its_session() 
             "{}",
             s.name
         );
-        // Ended twice: the standing is gone, and so is the session it named.
+        // Ended again (a command replayed after its reply was lost, a sign-out retried):
+        // nothing more is revoked, and the session is named again, so the repeat deletes it.
         let again = s.sign_ins.end(&form).await.unwrap();
-        assert!(again.sessions.is_empty(), "{}", s.name);
+        assert_eq!(again.access_tokens, 0, "{}", s.name);
+        assert_eq!(again.sessions, ended.sessions, "{}", s.name);
         assert!(
             s.sign_ins
                 .sign_ins_of_session("no-such-session")
@@ -284,6 +292,42 @@ async fn a_session_finds_what_it_holds_and_ending_a_sign_in_names_its_session() 
                 .unwrap()
                 .is_empty()
         );
+    }
+}
+
+/// What an ended sign-in named is kept only for a while: memory forgets it on its clock,
+/// Redis by the key's TTL. A sign-in that named no session keeps nothing.
+#[tokio::test]
+async fn an_ended_sign_ins_sessions_are_named_again_only_for_a_while() {
+    use fred::interfaces::KeysInterface;
+    for s in subjects().await {
+        let now = s.clock.now();
+        let (form, api) = (live_with_j1(&s).await, sid());
+        let standing = Standing {
+            session: None,
+            ..browser(now)
+        };
+        s.sign_ins.mark_live(&api, &standing).await.unwrap();
+        for sid in [&form, &api] {
+            s.sign_ins.end(sid).await.unwrap();
+        }
+        assert!(s.sign_ins.end(&api).await.unwrap().sessions.is_empty());
+        if let Some((prefix, pool)) = &s.redis {
+            let ttl = |sid: String| async move {
+                let key = format!("{prefix}{{{sid}}}:ended");
+                pool.ttl::<i64, _>(key).await.unwrap()
+            };
+            let left = ttl(form.clone()).await;
+            assert!((1..=ENDED_KEPT).contains(&left), "ttl {left}");
+            assert_eq!(
+                ttl(api.clone()).await,
+                -2,
+                "nothing kept for the API sign-in"
+            );
+        } else {
+            s.clock.advance(Duration::from_secs(ENDED_KEPT as u64 + 1));
+            assert!(s.sign_ins.end(&form).await.unwrap().sessions.is_empty());
+        }
     }
 }
 
