@@ -10,7 +10,15 @@ use sqlx::any::AnyPoolOptions;
 /// The connection pool every query goes through.
 pub type Pool = sqlx::AnyPool;
 
+/// A pooled connection that sat idle this long is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Connects to `url` (`sqlite:` or `postgres://`).
+///
+/// A connection is pinged before use only when it sat idle for [`PING_AFTER_IDLE`] (sqlx's
+/// default pings before every use, a second round trip for every query): under load connections
+/// come back within milliseconds, and one the server dropped meanwhile (a restart) fails its
+/// query with a 503, after which the pool replaces it.
 pub async fn connect(url: &str) -> anyhow::Result<Pool> {
     sqlx::any::install_default_drivers();
     let sqlite = url.starts_with("sqlite:");
@@ -18,6 +26,15 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
         // SQLite has one writer at a time; a small pool avoids lock contention.
         .max_connections(if sqlite { 4 } else { 10 })
         .acquire_timeout(Duration::from_secs(3))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect(url)
         .await
         .with_context(|| format!("cannot open the database ({})", redact(url)))?;

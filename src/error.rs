@@ -157,12 +157,23 @@ impl AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::Unavailable(anyhow::Error::new(err).context("database"))
-            }
-            other => Self::Unexpected(anyhow::Error::new(other).context("database query")),
+        if connection_lost(&err) {
+            return Self::Unavailable(anyhow::Error::new(err).context("database"));
         }
+        Self::Unexpected(anyhow::Error::new(err).context("database query"))
+    }
+}
+
+/// Whether the database could not be reached or dropped the connection (it is restarting, or an
+/// operator ended the session): SQLSTATE class 08, and 57P01-57P03 ("terminating connection due
+/// to administrator command", crash shutdown, cannot connect now).
+fn connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 

@@ -950,3 +950,46 @@ async fn a_method_a_page_does_not_take_gets_a_clear_405_page() {
         "method_not_allowed"
     );
 }
+
+/// A database that drops the app's connections (a restart, an operator ending them) costs at
+/// most the requests already holding one: each gets a 503 that says so, never a 500, and the
+/// pool replaces the connection for the next.
+#[tokio::test]
+async fn a_database_that_drops_its_connections_is_a_503_and_then_served_again() {
+    use sqlx::Connection;
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        eprintln!("skipped: needs TEST_DATABASE_URL");
+        return;
+    };
+    let app = spawn_app().await;
+    app.signed_up().await;
+    assert_eq!(
+        app.server.get("/account").await.status_code(),
+        StatusCode::OK
+    );
+    let name = url::Url::parse(&app.database_url).unwrap().path()[1..].to_owned();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1",
+    )
+    .bind(&name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "the app had connections open");
+    let mut served = false;
+    for _ in 0..=ended.len() {
+        let page = app.server.get("/account").await;
+        match page.status_code() {
+            StatusCode::OK => {
+                served = true;
+                break;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(page.text().contains("cannot reach one of its services"));
+            }
+            other => panic!("{other}: {}", page.text()),
+        }
+    }
+    assert!(served, "a dropped connection is replaced");
+}
