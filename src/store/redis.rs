@@ -191,12 +191,18 @@ impl RedisStore {
         sid: &str,
         mark: &str,
     ) -> Result<(Option<Vec<u8>>, Option<Standing>, Option<String>)> {
+        let keys = [record_key.to_owned(), self.keys.live(sid), self.keys.mark(mark)];
         let (record, live, mark): (Option<Vec<u8>>, Option<String>, Option<String>) =
             across_slot_moves(|| async {
-                let pipe = self.pool.next().pipeline();
-                pipe.get::<(), _>(record_key).await?;
-                pipe.get::<(), _>(self.keys.live(sid)).await?;
-                pipe.get::<(), _>(self.keys.mark(mark)).await?;
+                let client = self.pool.next();
+                if !client.is_clustered() {
+                    // One command rather than three: one write and one reply to read.
+                    return client.mget(keys.to_vec()).await;
+                }
+                let pipe = client.pipeline();
+                for key in &keys {
+                    pipe.get::<(), _>(key).await?;
+                }
                 pipe.all().await
             })
             .await?;
