@@ -165,13 +165,14 @@ impl From<sqlx::Error> for AppError {
 }
 
 /// Whether the database could not be reached or dropped the connection (it is restarting, or an
-/// operator ended the session): SQLSTATE class 08, and 57P01-57P03 ("terminating connection due
-/// to administrator command", crash shutdown, cannot connect now).
+/// operator ended the session): SQLSTATE class 08, and 57P01-57P03 and 57P05 ("terminating
+/// connection due to administrator command", crash shutdown, cannot connect now, idle session
+/// timeout).
 fn connection_lost(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
         }),
         _ => false,
     }
@@ -242,5 +243,46 @@ mod tests {
             r#"Bearer error="invalid_token""#
         );
         assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    /// A database error with only a SQLSTATE, as a driver reports one.
+    #[derive(Debug, thiserror::Error)]
+    #[error("database error {0}")]
+    struct Coded(&'static str);
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn a_lost_database_connection_is_a_503_and_a_failed_query_a_500() {
+        let status = |code| AppError::from(sqlx::Error::Database(Box::new(Coded(code)))).status();
+        for lost in ["57P01", "57P02", "57P03", "57P05", "08006", "08003"] {
+            assert_eq!(status(lost), StatusCode::SERVICE_UNAVAILABLE, "{lost}");
+        }
+        for failed in ["23505", "42P01", "57014", "P0001"] {
+            assert_eq!(
+                status(failed),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{failed}"
+            );
+        }
     }
 }
