@@ -148,7 +148,8 @@ pub trait SignInStore: Send + Sync + 'static {
     /// sign-out retried) names that session again, so the repeat finishes what the first began.
     async fn end(&self, sid: &str) -> Result<Ended>;
 
-    /// Remembers, until `until`, why the system ended a browser session (for the login page).
+    /// Remembers, until `until`, why the system ended a browser session (for the login page). The
+    /// first reason stands: a later end of the same session (a repeat) does not rewrite it.
     async fn note_session_ended(&self, session_id: &str, reason: &str, until: i64) -> Result<()>;
 
     /// Why the system ended a browser session, if it did.

@@ -21,7 +21,8 @@ impl RedisKeys {
         format!("{}{{{sid}}}:{part}", self.prefix)
     }
 
-    /// `lectern:{<sid>}:live`: the sign-in is live (value `user|expires_at|idle_until`).
+    /// `lectern:{<sid>}:live`: the sign-in is live (value `user|expires_at|idle_until|session`,
+    /// see `Standing::encode`; the end script reads its last field).
     pub fn live(&self, sid: &str) -> String {
         self.sign_in(sid, "live")
     }

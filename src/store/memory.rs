@@ -230,9 +230,15 @@ impl SignInStore for MemoryStore {
     }
 
     async fn note_session_ended(&self, session_id: &str, reason: &str, until: i64) -> Result<()> {
-        self.with(|s, _| {
-            s.ended
-                .insert(session_id.to_owned(), (reason.to_owned(), until))
+        self.with(|s, now| {
+            let noted = s
+                .ended
+                .get(session_id)
+                .is_some_and(|(_, until)| *until > now);
+            if !noted {
+                s.ended
+                    .insert(session_id.to_owned(), (reason.to_owned(), until));
+            }
         });
         Ok(())
     }

@@ -103,9 +103,10 @@ static ACCESS_ALLOWED: LazyLock<Script> = LazyLock::new(|| {
 /// onto its revocation list inside Redis (a union keeping each token's latest moment), entries
 /// already past are dropped, and the list lives until the last of them; then the recorded tokens
 /// and the set are deleted. The browser sessions it held (the fourth field of the liveness
-/// value, see `Standing::encode`, and the old set's members) are kept for a while: an end that
-/// finds nothing left (ended before, or never started) writes nothing and names those again, so a
-/// repeat (a command replayed after its reply was lost, a sign-out retried) deletes them too.
+/// value, see `Standing::encode`, and the old set's members) are kept for a while, and an end
+/// that finds none (ended before: nothing left, or only tokens recorded since) names those again,
+/// so a repeat (a command replayed after its reply was lost, a sign-out retried) deletes them
+/// too. An end that finds nothing at all writes nothing.
 /// Returns whether it wrote, how many tokens it revoked, and the sessions, space-separated.
 static END: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
@@ -132,8 +133,9 @@ static END: LazyLock<Script> = LazyLock::new(|| {
          local named = live and string.match(live, '^[^|]*|[^|]*|[^|]*|([^|]+)$')\n\
          if named and named ~= '-' then sessions[1] = named end\n\
          for _, id in ipairs(legacy) do sessions[#sessions + 1] = id end\n\
+         if #sessions == 0 then return {1, open, redis.call('GET', KEYS[5]) or ''} end\n\
          local held = table.concat(sessions, ' ')\n\
-         if #sessions > 0 then redis.call('SET', KEYS[5], held, 'EX', ARGV[2]) end\n\
+         redis.call('SET', KEYS[5], held, 'EX', ARGV[2])\n\
          return {1, open, held}\n",
     )
 });
@@ -182,16 +184,20 @@ impl RedisStore {
     }
 
     /// A browser session's record (stored by tower-sessions-redis-store under the bare id
-    /// `record_key`), a sign-in's standing and the change mark `mark`: one pipeline, so a page
-    /// view learns who is asking and whether that sign-in is live in one round trip. On a cluster
-    /// the keys may live on different masters, asked at once.
+    /// `record_key`), a sign-in's standing and the change mark `mark`: one `MGET`, so a page view
+    /// learns who is asking and whether that sign-in is live in one round trip. On a cluster the
+    /// keys may live on different masters: a pipeline of `GET`s asks each of them at once.
     pub async fn record_with_standing(
         &self,
         record_key: &str,
         sid: &str,
         mark: &str,
     ) -> Result<(Option<Vec<u8>>, Option<Standing>, Option<String>)> {
-        let keys = [record_key.to_owned(), self.keys.live(sid), self.keys.mark(mark)];
+        let keys = [
+            record_key.to_owned(),
+            self.keys.live(sid),
+            self.keys.mark(mark),
+        ];
         let (record, live, mark): (Option<Vec<u8>>, Option<String>, Option<String>) =
             across_slot_moves(|| async {
                 let client = self.pool.next();
@@ -471,8 +477,13 @@ impl SignInStore for RedisStore {
     async fn note_session_ended(&self, session_id: &str, reason: &str, until: i64) -> Result<()> {
         let key = self.keys.session_ended(session_id);
         across_slot_moves(|| {
-            self.pool
-                .set::<(), _, _>(&key, reason, Some(Expiration::EXAT(until)), None, false)
+            self.pool.set::<(), _, _>(
+                &key,
+                reason,
+                Some(Expiration::EXAT(until)),
+                Some(SetOptions::NX),
+                false,
+            )
         })
         .await
     }

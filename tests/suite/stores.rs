@@ -295,8 +295,9 @@ async fn a_session_finds_what_it_holds_and_ending_a_sign_in_names_its_session() 
     }
 }
 
-/// What an ended sign-in named is kept only for a while: memory forgets it on its clock,
-/// Redis by the key's TTL. A sign-in that named no session keeps nothing.
+/// What an ended sign-in named is named again by a repeated end, even one that finds a token
+/// recorded after the first (a request racing it), and only for a while: memory forgets it on
+/// its clock, Redis by the key's TTL. A sign-in that named no session keeps nothing.
 #[tokio::test]
 async fn an_ended_sign_ins_sessions_are_named_again_only_for_a_while() {
     use fred::interfaces::KeysInterface;
@@ -311,6 +312,20 @@ async fn an_ended_sign_ins_sessions_are_named_again_only_for_a_while() {
         for sid in [&form, &api] {
             s.sign_ins.end(sid).await.unwrap();
         }
+        let named = vec!["browser-session".to_owned()];
+        assert_eq!(
+            s.sign_ins.end(&form).await.unwrap().sessions,
+            named,
+            "{}",
+            s.name
+        );
+        s.sign_ins
+            .record_access_token(&form, "j2", now + 300)
+            .await
+            .unwrap();
+        let again = s.sign_ins.end(&form).await.unwrap();
+        assert_eq!(again.access_tokens, 1, "{}", s.name);
+        assert_eq!(again.sessions, named, "{}: a racing token", s.name);
         assert!(s.sign_ins.end(&api).await.unwrap().sessions.is_empty());
         if let Some((prefix, pool)) = &s.redis {
             let ttl = |sid: String| async move {
@@ -370,6 +385,17 @@ async fn a_session_end_note_reads_back_until_it_expires() {
             s.name
         );
         assert_eq!(s.sign_ins.session_end_note("s2").await.unwrap(), None);
+        // A repeated end does not rewrite why the session ended.
+        s.sign_ins
+            .note_session_ended("s1", "revoked", now + 120)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.sign_ins.session_end_note("s1").await.unwrap().as_deref(),
+            Some("reuse"),
+            "{}",
+            s.name
+        );
     }
 }
 
