@@ -2,14 +2,14 @@
 //! of sign-ins queues for hashing instead of starving page views. Hashes run on a pool of their own,
 //! one thread per core at a lower scheduling priority (nice 10, on Linux): an idle machine gives
 //! them every core, a busy one serves page views first. The caller's tracing span is carried into
-//! the hashing task.
+//! the hashing task. Each hashing thread keeps the memory one verify fills (19 MiB) for the next.
 
-use std::sync::Arc;
+use std::{cell::RefCell, sync::Arc};
 
 use anyhow::Context;
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
-    password_hash::SaltString,
+    Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
+    password_hash::{Output, SaltString},
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
@@ -78,9 +78,8 @@ impl Passwords {
             let parsed = PasswordHash::new(phc).map_err(|e| {
                 AppError::Unexpected(anyhow::anyhow!("stored hash is malformed: {e}"))
             })?;
-            let matches = argon2
-                .verify_password(password.expose_secret().as_bytes(), &parsed)
-                .is_ok();
+            let matches =
+                verify_on_kept_memory(&argon2, password.expose_secret().as_bytes(), &parsed);
             Ok(known && matches)
         })
         .await
@@ -105,6 +104,49 @@ impl Passwords {
             .await
             .map_err(|e| AppError::Unexpected(anyhow::Error::new(e).context("password task")))?
     }
+}
+
+thread_local! {
+    /// The memory a hashing thread's last verify filled, kept for its next one.
+    static KEPT_BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What `argon2.verify_password(password, hash)` answers, computed in memory this thread keeps
+/// (as large as `argon2`'s own parameters ask) instead of 19 MiB allocated, written over and
+/// returned on every sign-in: the same inputs (algorithm, version, parameters and salt from
+/// `hash`), the crate's own hashing call for caller-provided memory, and `Output`'s constant-time
+/// comparison. A hash that asks for more memory than that goes the crate's own way. Lectern's
+/// hasher has no secret (pepper); one would have to be given to the hasher built here too.
+fn verify_on_kept_memory(argon2: &Argon2<'_>, password: &[u8], hash: &PasswordHash<'_>) -> bool {
+    let computed = (|| {
+        let (salt, expected) = (hash.salt?, hash.hash?);
+        let params = Params::try_from(hash).ok()?;
+        let version = match hash.version {
+            Some(v) => Version::try_from(v).ok()?,
+            None => Version::default(),
+        };
+        let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
+        let mut salt_bytes = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_bytes).ok()?;
+        let blocks = params.block_count();
+        if blocks > argon2.params().block_count() {
+            return Some(argon2.verify_password(password, hash).is_ok());
+        }
+        let hasher = Argon2::new(algorithm, version, params);
+        let output = KEPT_BLOCKS.with_borrow_mut(|kept| {
+            if kept.len() < blocks {
+                kept.resize(argon2.params().block_count(), Block::default());
+            }
+            Output::init_with(expected.len(), |out| {
+                hasher
+                    .hash_password_into_with_memory(password, salt, out, &mut kept[..])
+                    .map_err(Into::into)
+            })
+            .ok()
+        })?;
+        Some(output == expected)
+    })();
+    computed.unwrap_or(false)
 }
 
 /// How much nicer than the rest of the process the hashing threads are.
@@ -184,6 +226,42 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn kept_memory_answers_as_the_crates_own_verify() {
+        use argon2::password_hash::rand_core::OsRng;
+        let ours = Passwords::new(1).unwrap().argon2;
+        let argon2 = |algorithm, version, m, t, p, len| {
+            Argon2::new(algorithm, version, Params::new(m, t, p, len).unwrap())
+        };
+        // Lectern's own parameters; less memory and more passes; another algorithm, version,
+        // lane count and output length; and more memory than is kept (the crate's own way).
+        let hashers = [
+            ours.clone(),
+            argon2(Algorithm::Argon2id, Version::V0x13, 4096, 3, 1, None),
+            argon2(Algorithm::Argon2i, Version::V0x10, 8192, 2, 2, Some(64)),
+            argon2(Algorithm::Argon2id, Version::V0x13, 32 * 1024, 1, 1, None),
+        ];
+        for hasher in hashers {
+            let salt = SaltString::generate(&mut OsRng);
+            let hash = hasher.hash_password(b"correct horse", &salt).unwrap();
+            // Twice, the second time on the memory the first run left behind.
+            for _ in 0..2 {
+                for (password, right) in [(&b"correct horse"[..], true), (b"correct hors", false)] {
+                    assert_eq!(ours.verify_password(password, &hash).is_ok(), right);
+                    assert_eq!(verify_on_kept_memory(&ours, password, &hash), right);
+                }
+            }
+        }
+        // A hash without its output, or with parameters argon2 refuses, verifies nothing.
+        for phc in [
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0",
+            "$argon2id$v=19$m=1,t=2,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            let hash = PasswordHash::new(phc).unwrap();
+            assert!(!verify_on_kept_memory(&ours, b"correct horse", &hash));
+        }
     }
 
     #[tokio::test]
