@@ -8,6 +8,7 @@ pub mod access_tokens;
 pub mod backend;
 pub mod csrf;
 pub mod extract;
+mod flips;
 pub mod guards;
 pub mod keys;
 pub mod passwords;

@@ -168,7 +168,7 @@ impl From<sqlx::Error> for AppError {
 /// operator ended the session): SQLSTATE class 08, and 57P01-57P03 and 57P05 ("terminating
 /// connection due to administrator command", crash shutdown, cannot connect now, idle session
 /// timeout).
-fn connection_lost(err: &sqlx::Error) -> bool {
+pub(crate) fn connection_lost(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{
     access_tokens::{AccessTokens, Claims},
+    flips::{Flip, Flips},
     refresh_tokens::{self, PlainToken},
 };
 use crate::{
@@ -234,8 +235,9 @@ pub struct SignIns(Arc<Parts>);
 /// What [`SignIns`] shares.
 pub struct Parts {
     db: Pool,
-    /// Whether `db` is PostgreSQL (else SQLite): a few writes take one statement there.
-    postgres: bool,
+    /// On PostgreSQL (not SQLite), where ended sign-ins' rows are marked in one statement,
+    /// several to a statement under load.
+    flips: Option<Flips>,
     store: Arc<dyn SignInStore>,
     sessions: SessionBackend,
     tokens: Arc<AccessTokens>,
@@ -270,7 +272,7 @@ impl SignIns {
             .scheme()
             .starts_with("postgres");
         Self(Arc::new(Parts {
-            postgres,
+            flips: postgres.then(|| Flips::new(db.clone())),
             db,
             store,
             sessions,
@@ -536,7 +538,7 @@ impl SignIns {
             client,
             at: now,
         };
-        if !self.postgres {
+        let Some(flips) = &self.flips else {
             // SQLite has no update inside `with`; it is embedded, so its steps cost no trips.
             let mut tx = self.db.begin().await?;
             let flipped: Option<String> = sqlx::query_scalar(
@@ -553,25 +555,19 @@ impl SignIns {
             }
             tx.commit().await?;
             return Ok(flipped);
-        }
-        // One statement, so one round trip, in place of a four-step transaction.
-        let flipped: Option<String> = sqlx::query_scalar(
-            "with flipped as (
-               update sign_ins set revoked_at = $1, revoked_reason = $2
-               where id = $3 and revoked_at is null returning user_id)
-             insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
-             select $4, $5, user_id, $3, $1, $6, $7 from flipped
-             returning user_id",
-        )
-        .bind(now)
-        .bind(reason.as_str())
-        .bind(sid)
-        .bind(audit::new_id())
-        .bind(reason.event().as_str())
-        .bind(&client.ip)
-        .bind(&client.user_agent)
-        .fetch_optional(&self.db)
-        .await?;
+        };
+        // One statement (so one round trip), shared with the ends that arrive with it.
+        let flipped = flips
+            .flip(Flip {
+                sid: sid.to_owned(),
+                reason: reason.as_str(),
+                event: reason.event().as_str(),
+                audit_id: audit::new_id(),
+                at: now,
+                ip: client.ip.clone(),
+                user_agent: client.user_agent.clone(),
+            })
+            .await?;
         if let Some(user_id) = &flipped {
             audit::logged(&event(user_id));
         }

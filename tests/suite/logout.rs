@@ -1258,3 +1258,185 @@ async fn a_session_that_stored_its_sign_in_id_from_before_still_signs_out_comple
     let row = app.sign_in_row(&legacy.sid).await;
     assert_eq!(row.revoked_reason.as_deref(), Some("signed_out"));
 }
+
+/// Sign-outs that arrive together are written together on PostgreSQL, several to a statement:
+/// each still ends its own sign-in once, with one audit row, whether its end is repeated at the
+/// same moment (two tabs) or not; and an end the database refuses fails alone, its row left for
+/// the next try, while the others that came with it are written.
+#[tokio::test]
+async fn sign_outs_at_once_each_end_their_own_sign_in_once_and_a_refused_one_fails_alone() {
+    use lectern::{auth::sign_ins::EndReason, web::ClientInfo};
+    let app = spawn_app().await;
+    let postgres = app.database_url.starts_with("postgres");
+    // Twelve API sign-ins, each from a client of its own.
+    let email = app.signed_up().await;
+    let mut credentials = Vec::new();
+    for _ in 0..12 {
+        credentials.push(app.api_login(&email).await);
+    }
+    let sids: Vec<String> = credentials.iter().map(|(a, _)| app.sid_of(a)).collect();
+    let refused = sids[8].clone();
+    let (refuse, lift) = if postgres {
+        (
+            format!(
+                "create or replace function lectern_refuse_one() returns trigger language plpgsql as $$ \
+                 begin if new.sign_in_id = '{refused}' then raise exception 'injected failure'; end if; \
+                 return new; end $$; \
+                 create trigger refuse_one before insert on audit_events for each row \
+                 execute function lectern_refuse_one(); \
+                 create table statement_rows (written bigint); \
+                 create function lectern_count_rows() returns trigger language plpgsql as $$ \
+                 begin insert into statement_rows select count(*) from new_rows; return null; end $$; \
+                 create trigger count_rows after insert on audit_events referencing new table as new_rows \
+                 for each statement execute function lectern_count_rows();"
+            ),
+            "drop trigger refuse_one on audit_events",
+        )
+    } else {
+        (
+            format!(
+                "create trigger refuse_one before insert on audit_events \
+                 when new.sign_in_id = '{refused}' begin select raise(abort, 'injected failure'); end;"
+            ),
+            "drop trigger refuse_one",
+        )
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(refuse))
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+
+    // Two groups of six, each sign-in ended twice at once; the second group holds the refused one.
+    let mut failed = Vec::new();
+    for group in sids.chunks(6) {
+        failed.extend(ends_at_once(&app, group).await);
+    }
+    let twice: Vec<&String> = sids.chunks(6).flat_map(|g| g.iter().chain(g)).collect();
+    for (sid, failed) in twice.iter().zip(&failed) {
+        assert_eq!(*failed, **sid == refused, "the end of {sid}");
+    }
+    let sign_outs = |sid: String| {
+        let db = app.state.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from audit_events where event = 'sign_out' and sign_in_id = $1",
+            )
+            .bind(sid)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    for sid in &sids {
+        let row = app.sign_in_row(sid).await;
+        if *sid == refused {
+            assert!(row.revoked_at.is_none(), "its row waits for the next try");
+            assert_eq!(sign_outs(sid.clone()).await, 0);
+        } else {
+            assert_eq!(row.revoked_reason.as_deref(), Some("signed_out"), "{sid}");
+            assert_eq!(sign_outs(sid.clone()).await, 1, "{sid}");
+        }
+    }
+    if postgres {
+        // The ends did share statements: one wrote several of them.
+        let most: Option<i64> = sqlx::query_scalar("select max(written) from statement_rows")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+        assert!(most.unwrap_or(0) > 1, "largest statement: {most:?} rows");
+    }
+    // Redis went first: every credential of every one of them is refused already.
+    for (access, refresh) in &credentials {
+        app.assert_api_credentials_refused(access, refresh).await;
+    }
+
+    sqlx::raw_sql(lift).execute(&app.state.db).await.unwrap();
+    app.state
+        .sign_ins
+        .end(&refused, EndReason::SignedOut, &ClientInfo::operator())
+        .await
+        .unwrap();
+    let row = app.sign_in_row(&refused).await;
+    assert_eq!(row.revoked_reason.as_deref(), Some("signed_out"));
+    assert_eq!(sign_outs(refused).await, 1);
+}
+
+/// Ends each of `sids` twice at once; whether each end failed, in the order `sids` then `sids`
+/// again. On PostgreSQL the first one's row is held locked meanwhile, so its statement waits and
+/// the others queue behind it, as they do under load.
+async fn ends_at_once(app: &TestApp, sids: &[String]) -> Vec<bool> {
+    use lectern::{
+        auth::sign_ins::{EndReason, Liveness},
+        web::ClientInfo,
+    };
+    use sqlx::Connection;
+    let end = |sid: String| {
+        let sign_ins = app.state.sign_ins.clone();
+        tokio::spawn(async move {
+            sign_ins
+                .end(&sid, EndReason::SignedOut, &ClientInfo::operator())
+                .await
+                .is_err()
+        })
+    };
+    let mut holder = None;
+    if app.database_url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&app.database_url)
+            .await
+            .unwrap();
+        sqlx::raw_sql("begin").execute(&mut conn).await.unwrap();
+        sqlx::query("select 1 from sign_ins where id = $1 for update")
+            .bind(&sids[0])
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        holder = Some(conn);
+    }
+    let first = end(sids[0].clone());
+    if holder.is_some() {
+        wait_until(
+            app,
+            "select count(*) from pg_stat_activity \
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .await;
+    }
+    let rest: Vec<_> = sids[1..]
+        .iter()
+        .chain(sids)
+        .map(|sid| end(sid.clone()))
+        .collect();
+    if let Some(mut conn) = holder {
+        // Every other end has left Redis and so is queued for (or in) the next statement.
+        for sid in sids {
+            while matches!(
+                app.state.sign_ins.liveness(sid).await.unwrap(),
+                Liveness::Live(_)
+            ) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        sqlx::raw_sql("commit").execute(&mut conn).await.unwrap();
+    }
+    let mut failed = vec![first.await.unwrap()];
+    for end in rest {
+        failed.push(end.await.unwrap());
+    }
+    failed
+}
+
+/// Waits (up to ten seconds) until `count_sql` counts something.
+async fn wait_until(app: &TestApp, count_sql: &'static str) {
+    for _ in 0..1000 {
+        let n: i64 = sqlx::query_scalar(count_sql)
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("nothing came of: {count_sql}");
+}
