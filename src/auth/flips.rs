@@ -1,9 +1,9 @@
 //! Marking ended sign-ins' rows in PostgreSQL together: the ends that arrive while one write is
 //! in flight go into the next statement as a group, so a burst of sign-outs costs PostgreSQL one
 //! statement and one commit per group instead of one per sign-out (in a pgbench trial of this
-//! statement, 16 rows to a statement cost PostgreSQL a quarter of the CPU per row of one). Each end still waits for the commit that holds its row and
-//! its audit row, so a sign-out answers once both are written, as before; one arriving alone is
-//! written alone, at once.
+//! statement, 16 rows to a statement cost PostgreSQL a quarter of the CPU per row of one). Each
+//! end still waits for the commit that holds its row and its audit row, so a sign-out answers
+//! once both are written, as before; one arriving alone is written alone, at once.
 
 use std::{collections::HashMap, sync::OnceLock};
 
