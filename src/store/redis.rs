@@ -100,9 +100,10 @@ static ACCESS_ALLOWED: LazyLock<Script> = LazyLock::new(|| {
 ///
 /// The liveness goes first, so a step that fails part-way (a script is not rolled back) leaves
 /// the sign-in refused. However many tokens the sign-in was issued, those still acceptable move
-/// onto its revocation list inside Redis (a union keeping each token's latest moment), entries
-/// already past are dropped, and the list lives until the last of them; then the recorded tokens
-/// and the set are deleted. The browser sessions it held (the fourth field of the liveness
+/// onto its revocation list inside Redis (when there is no list yet, the recorded set itself
+/// becomes it, renamed, so a first end copies no tokens; else a union keeping each token's
+/// latest moment), entries already past are dropped, and the list lives until the last of them;
+/// then the recorded tokens and the set are deleted. The browser sessions it held (the fourth field of the liveness
 /// value, see `Standing::encode`, and the old set's members) are kept for a while, and an end
 /// that finds none (ended before: nothing left, or only tokens recorded since) names those again,
 /// so a repeat (a command replayed after its reply was lost, a sign-out retried) deletes them
@@ -122,8 +123,12 @@ static END: LazyLock<Script> = LazyLock::new(|| {
          if open > 0 then\n\
            local last = tonumber(newest[2])\n\
            local listed = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')\n\
-           if #listed > 0 then last = math.max(last, tonumber(listed[2])) end\n\
-           redis.call('ZUNIONSTORE', KEYS[2], 2, KEYS[2], KEYS[1], 'AGGREGATE', 'MAX')\n\
+           if #listed > 0 then\n\
+             last = math.max(last, tonumber(listed[2]))\n\
+             redis.call('ZUNIONSTORE', KEYS[2], 2, KEYS[2], KEYS[1], 'AGGREGATE', 'MAX')\n\
+           else\n\
+             redis.call('RENAME', KEYS[1], KEYS[2])\n\
+           end\n\
            redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n\
            redis.call('EXPIREAT', KEYS[2], last, 'NX')\n\
            redis.call('EXPIREAT', KEYS[2], last, 'GT')\n\
