@@ -235,8 +235,9 @@ pub struct SignIns(Arc<Parts>);
 /// What [`SignIns`] shares.
 pub struct Parts {
     db: Pool,
-    /// On PostgreSQL (not SQLite), where ended sign-ins' rows are marked in one statement,
-    /// several to a statement under load.
+    /// Whether `db` is PostgreSQL (else SQLite): a few writes take one statement there.
+    postgres: bool,
+    /// On PostgreSQL, where ended sign-ins' rows are marked, several to a statement under load.
     flips: Option<Flips>,
     store: Arc<dyn SignInStore>,
     sessions: SessionBackend,
@@ -273,6 +274,7 @@ impl SignIns {
             .starts_with("postgres");
         Self(Arc::new(Parts {
             flips: postgres.then(|| Flips::new(db.clone())),
+            postgres,
             db,
             store,
             sessions,
@@ -331,43 +333,13 @@ impl SignIns {
             session: kind.session().map(str::to_owned),
         };
         self.store.mark_live(&sid, &standing).await?;
-        // The row, its first refresh token and the audit event: one transaction, one commit.
-        let written = async {
-            let mut tx = self.db.begin().await?;
-            let inserted = sqlx::query(
-                "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
-                 select $1, $2, $3, $4, $5, $6
-                 where exists (select 1 from users where id = $2 and password_hash = $7)",
-            )
-            .bind(&sid)
-            .bind(&user.id)
-            .bind(now)
-            .bind(expires_at)
-            .bind(&client.ip)
-            .bind(&client.user_agent)
-            .bind(&user.password_hash)
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() != 1 {
-                // The password changed since it was checked.
-                return Err(AppError::InvalidCredentials);
-            }
-            let refresh = refresh_tokens::insert(&mut *tx, &sid, now).await?;
-            audit::record(
-                &mut *tx,
-                audit::Record {
-                    event: Event::SignIn,
-                    user_id: Some(&user.id),
-                    sign_in_id: Some(&sid),
-                    client,
-                    at: now,
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(refresh)
-        }
-        .await;
+        let written = if self.postgres {
+            self.write_started(user, client, &sid, now, expires_at)
+                .await
+        } else {
+            self.write_started_in_steps(user, client, &sid, now, expires_at)
+                .await
+        };
         let refresh = match written {
             Ok(refresh) => refresh,
             Err(err) => {
@@ -382,6 +354,104 @@ impl SignIns {
             expires_at,
             refresh,
         })
+    }
+
+    /// The row of a new sign-in, its first refresh token and its audit event, on PostgreSQL: one
+    /// statement, so one round trip and one commit. The row is written only while the password it
+    /// was checked against is current; otherwise nothing is, and the sign-in is refused.
+    async fn write_started(
+        &self,
+        user: &User,
+        client: &ClientInfo,
+        sid: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<PlainToken> {
+        let refresh = PlainToken::generate();
+        let record = audit::Record {
+            event: Event::SignIn,
+            user_id: Some(&user.id),
+            sign_in_id: Some(sid),
+            client,
+            at: now,
+        };
+        let inserted: i64 = sqlx::query_scalar(
+            "with inserted as (
+               insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
+               select $1, $2, $3, $4, $5, $6
+               where exists (select 1 from users where id = $2 and password_hash = $7)
+               returning id),
+             refreshed as (
+               insert into refresh_tokens (token_hash, sign_in_id, issued_at)
+               select $8, id, $3 from inserted),
+             audited as (
+               insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
+               select $9, $10, $2, id, $3, $5, $6 from inserted)
+             select count(*) from inserted",
+        )
+        .bind(sid)
+        .bind(&user.id)
+        .bind(now)
+        .bind(expires_at)
+        .bind(&client.ip)
+        .bind(&client.user_agent)
+        .bind(&user.password_hash)
+        .bind(refresh.hash().as_str())
+        .bind(audit::new_id())
+        .bind(record.event.as_str())
+        .fetch_one(&self.db)
+        .await?;
+        if inserted != 1 {
+            // The password changed since it was checked.
+            return Err(AppError::InvalidCredentials);
+        }
+        audit::logged(&record);
+        Ok(refresh)
+    }
+
+    /// [`Self::write_started`] on SQLite, which has no insert inside `with`: one transaction of
+    /// three steps (embedded, so its steps cost no trips).
+    async fn write_started_in_steps(
+        &self,
+        user: &User,
+        client: &ClientInfo,
+        sid: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<PlainToken> {
+        let mut tx = self.db.begin().await?;
+        let inserted = sqlx::query(
+            "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
+             select $1, $2, $3, $4, $5, $6
+             where exists (select 1 from users where id = $2 and password_hash = $7)",
+        )
+        .bind(sid)
+        .bind(&user.id)
+        .bind(now)
+        .bind(expires_at)
+        .bind(&client.ip)
+        .bind(&client.user_agent)
+        .bind(&user.password_hash)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            // The password changed since it was checked.
+            return Err(AppError::InvalidCredentials);
+        }
+        let refresh = refresh_tokens::insert(&mut *tx, sid, now).await?;
+        audit::record(
+            &mut *tx,
+            audit::Record {
+                event: Event::SignIn,
+                user_id: Some(&user.id),
+                sign_in_id: Some(sid),
+                client,
+                at: now,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(refresh)
     }
 
     /// Records that a browser session holds an API sign-in made beside it, so that signing that

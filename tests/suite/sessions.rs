@@ -989,3 +989,58 @@ async fn an_enrolment_made_on_one_instance_shows_on_another_at_once() {
     let again = peer.get_with_session("/dashboard", &session).await.text();
     assert!(again.contains(r#"id="no-courses""#), "{again}");
 }
+
+/// A sign-in whose password check raced a password change is refused when its record is
+/// written: nothing of it is stored (no row, refresh token or audit event); one checked against
+/// the current password is stored whole.
+#[tokio::test]
+async fn a_sign_in_checked_against_a_password_since_changed_is_refused_and_leaves_nothing() {
+    use lectern::{auth::sign_ins::Kind, error::AppError, web::ClientInfo};
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let (access, _) = app.api_login(&email).await;
+    let user_id = app.sign_in_row(&app.sid_of(&access)).await.user_id;
+    let current = app.state.users.profile(&user_id).await.unwrap().unwrap();
+    let before = stored_for(&app, &user_id).await;
+
+    let mut stale = current.clone();
+    stale.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c3RhbGVzYWx0$c3RhbGVoYXNo".to_owned();
+    let client = ClientInfo::operator();
+    let refused = app
+        .state
+        .sign_ins
+        .start(&stale, &client, Kind::Api { beside: None })
+        .await;
+    assert!(matches!(refused, Err(AppError::InvalidCredentials)));
+    assert_eq!(stored_for(&app, &user_id).await, before);
+
+    let started = app
+        .state
+        .sign_ins
+        .start(&current, &client, Kind::Api { beside: None })
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_for(&app, &user_id).await,
+        (before.0 + 1, before.1 + 1, before.2 + 1)
+    );
+    assert!(app.sign_in_row(&started.sid).await.revoked_at.is_none());
+}
+
+/// A learner's sign-in rows, refresh tokens and `sign_in` audit events, counted.
+async fn stored_for(app: &TestApp, user_id: &str) -> (i64, i64, i64) {
+    let mut counts = [0; 3];
+    for (count, sql) in counts.iter_mut().zip([
+        "select count(*) from sign_ins where user_id = $1",
+        "select count(*) from refresh_tokens t join sign_ins s on s.id = t.sign_in_id \
+         where s.user_id = $1",
+        "select count(*) from audit_events where event = 'sign_in' and user_id = $1",
+    ]) {
+        *count = sqlx::query_scalar::<_, i64>(sql)
+            .bind(user_id)
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    }
+    (counts[0], counts[1], counts[2])
+}
