@@ -62,6 +62,7 @@ impl Entry {
 }
 
 /// One entry, written by whoever caused it.
+#[derive(Clone, Copy)]
 pub struct Record<'a> {
     pub event: Event,
     pub user_id: Option<&'a str>,

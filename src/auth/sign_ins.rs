@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use sqlx::{Arguments, any::AnyArguments};
+
 use super::{
     access_tokens::{AccessTokens, Claims},
     flips::{Flip, Flips},
@@ -59,6 +61,22 @@ pub struct SignIn {
 }
 
 /// `select` of every column of [`SignIn`] from `sign_ins`, followed by the rest of the query.
+/// A value sqlx could not bind (none of a sign-in's can fail to).
+fn unbound(err: sqlx::error::BoxDynError) -> AppError {
+    AppError::Unexpected(anyhow::anyhow!("binding a sign-in's values: {err}"))
+}
+
+/// The insert of a new sign-in's row (`$1`-`$7`: id, learner, created, expires, address, user
+/// agent, and the password hash it was checked against), which writes it only while that hash is
+/// the learner's current one.
+macro_rules! insert_sign_in {
+    () => {
+        "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
+         select $1, $2, $3, $4, $5, $6
+         where exists (select 1 from users where id = $2 and password_hash = $7)"
+    };
+}
+
 macro_rules! select_sign_ins {
     ($rest:literal) => {
         concat!(
@@ -333,13 +351,9 @@ impl SignIns {
             session: kind.session().map(str::to_owned),
         };
         self.store.mark_live(&sid, &standing).await?;
-        let written = if self.postgres {
-            self.write_started(user, client, &sid, now, expires_at)
-                .await
-        } else {
-            self.write_started_in_steps(user, client, &sid, now, expires_at)
-                .await
-        };
+        let written = self
+            .write_started(user, client, &sid, now, expires_at)
+            .await;
         let refresh = match written {
             Ok(refresh) => refresh,
             Err(err) => {
@@ -356,9 +370,11 @@ impl SignIns {
         })
     }
 
-    /// The row of a new sign-in, its first refresh token and its audit event, on PostgreSQL: one
-    /// statement, so one round trip and one commit. The row is written only while the password it
-    /// was checked against is current; otherwise nothing is, and the sign-in is refused.
+    /// The row of a new sign-in, its first refresh token and its audit event, all or nothing: on
+    /// PostgreSQL one statement (one round trip, one commit), on SQLite (no insert inside `with`)
+    /// a transaction of three steps, embedded, so they cost no trips. The row is written only
+    /// while the password it was checked against is current; otherwise nothing is, and the
+    /// sign-in is refused.
     async fn write_started(
         &self,
         user: &User,
@@ -367,7 +383,6 @@ impl SignIns {
         now: i64,
         expires_at: i64,
     ) -> Result<PlainToken> {
-        let refresh = PlainToken::generate();
         let record = audit::Record {
             event: Event::SignIn,
             user_id: Some(&user.id),
@@ -375,83 +390,65 @@ impl SignIns {
             client,
             at: now,
         };
-        let inserted: i64 = sqlx::query_scalar(
-            "with inserted as (
-               insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
-               select $1, $2, $3, $4, $5, $6
-               where exists (select 1 from users where id = $2 and password_hash = $7)
-               returning id),
-             refreshed as (
-               insert into refresh_tokens (token_hash, sign_in_id, issued_at)
-               select $8, id, $3 from inserted),
-             audited as (
-               insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
-               select $9, $10, $2, id, $3, $5, $6 from inserted)
-             select count(*) from inserted",
-        )
-        .bind(sid)
-        .bind(&user.id)
-        .bind(now)
-        .bind(expires_at)
-        .bind(&client.ip)
-        .bind(&client.user_agent)
-        .bind(&user.password_hash)
-        .bind(refresh.hash().as_str())
-        .bind(audit::new_id())
-        .bind(record.event.as_str())
-        .fetch_one(&self.db)
-        .await?;
-        if inserted != 1 {
-            // The password changed since it was checked.
-            return Err(AppError::InvalidCredentials);
-        }
-        audit::logged(&record);
-        Ok(refresh)
-    }
-
-    /// [`Self::write_started`] on SQLite, which has no insert inside `with`: one transaction of
-    /// three steps (embedded, so its steps cost no trips).
-    async fn write_started_in_steps(
-        &self,
-        user: &User,
-        client: &ClientInfo,
-        sid: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<PlainToken> {
-        let mut tx = self.db.begin().await?;
-        let inserted = sqlx::query(
-            "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
-             select $1, $2, $3, $4, $5, $6
-             where exists (select 1 from users where id = $2 and password_hash = $7)",
-        )
-        .bind(sid)
-        .bind(&user.id)
-        .bind(now)
-        .bind(expires_at)
-        .bind(&client.ip)
-        .bind(&client.user_agent)
-        .bind(&user.password_hash)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() != 1 {
-            // The password changed since it was checked.
-            return Err(AppError::InvalidCredentials);
-        }
-        let refresh = refresh_tokens::insert(&mut *tx, sid, now).await?;
-        audit::record(
-            &mut *tx,
-            audit::Record {
-                event: Event::SignIn,
-                user_id: Some(&user.id),
-                sign_in_id: Some(sid),
-                client,
-                at: now,
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(refresh)
+        // `$1`-`$7` of the row's insert (`insert_sign_in!`), in both shapes.
+        let mut row = AnyArguments::default();
+        let bound = (|| {
+            row.add(sid)?;
+            row.add(user.id.as_str())?;
+            row.add(now)?;
+            row.add(expires_at)?;
+            row.add(client.ip.as_str())?;
+            row.add(client.user_agent.as_str())?;
+            row.add(user.password_hash.as_str())
+        })();
+        bound.map_err(unbound)?;
+        let written = if self.postgres {
+            let refresh = PlainToken::generate();
+            let mut all = row;
+            let bound = (|| {
+                all.add(refresh.hash().as_str())?;
+                all.add(audit::new_id())?;
+                all.add(record.event.as_str())
+            })();
+            bound.map_err(unbound)?;
+            let inserted: i64 = sqlx::query_scalar_with(
+                concat!(
+                    "with inserted as (",
+                    insert_sign_in!(),
+                    " returning id),
+                     refreshed as (
+                       insert into refresh_tokens (token_hash, sign_in_id, issued_at)
+                       select $8, id, $3 from inserted),
+                     audited as (
+                       insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
+                       select $9, $10, $2, id, $3, $5, $6 from inserted)
+                     select count(*) from inserted"
+                ),
+                all,
+            )
+            .fetch_one(&self.db)
+            .await?;
+            if inserted == 1 {
+                audit::logged(&record);
+            }
+            (inserted == 1).then_some(refresh)
+        } else {
+            let mut tx = self.db.begin().await?;
+            let inserted = sqlx::query_with(insert_sign_in!(), row)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if inserted == 1 {
+                let refresh = refresh_tokens::insert(&mut *tx, sid, now).await?;
+                audit::record(&mut *tx, record).await?;
+                tx.commit().await?;
+                Some(refresh)
+            } else {
+                None
+            }
+        };
+        // None: the password changed since it was checked.
+        written.ok_or(AppError::InvalidCredentials)
     }
 
     /// Records that a browser session holds an API sign-in made beside it, so that signing that
