@@ -12,7 +12,9 @@
 //!
 //! `REDIS_URL` and `DATABASE_URL` (a PostgreSQL admin URL; a database is created for the run and
 //! dropped after) default to the local services. `--quick` runs a short smoke version. The table
-//! goes to standard output and everything to `target/bench/http.json`.
+//! goes to standard output and everything to `target/bench/http.json`. `--serve` measures
+//! nothing: it serves the baselines and Lectern, prints a `wrk` command for each steady target,
+//! and waits for Ctrl-C, so a profiler can watch the same servers under an outside load.
 #![expect(
     clippy::unwrap_used,
     reason = "a benchmark that cannot unwrap should stop loudly"
@@ -670,6 +672,7 @@ fn print_row(m: &Measured, baselines: &[(&str, f64)]) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let serve_only = std::env::args().any(|a| a == "--serve");
     let plan = Plan::new(quick);
     // The servers and the load generator share the machine's two cores, as wrk on the same
     // machine would; each has a runtime of its own.
@@ -778,6 +781,20 @@ fn main() {
                 Template::get("/api/v1/me").with("authorization", &format!("Bearer {access}")),
             ),
         ];
+        if serve_only {
+            // For a profiler: the same servers, driven from outside.
+            println!("serving until Ctrl-C; each target as `wrk` drives it:");
+            for (name, addr, template) in &steady {
+                let headers: String = template
+                    .headers
+                    .iter()
+                    .map(|(n, v)| format!(" -H '{n}: {}'", v.to_str().unwrap()))
+                    .collect();
+                println!("{name}\n  wrk -t1 -c64 -d10s{headers} http://{addr}{}", template.path);
+            }
+            let _ = tokio::signal::ctrl_c().await;
+            return None;
+        }
         let mut rounds: Vec<Vec<Measured>> = vec![Vec::new(); steady.len()];
         for _ in 0..plan.rounds {
             for (i, (name, addr, template)) in steady.iter().enumerate() {
@@ -1026,7 +1043,7 @@ fn main() {
         results.extend(sign_out_rows);
         results.push(flooded.clone());
         results.push(sign_ins.clone());
-        json!({
+        Some(json!({
             "quick": quick,
             "connections": plan.connections,
             "duration_s": plan.duration.as_secs_f64(),
@@ -1075,8 +1092,13 @@ fn main() {
                 "keys_written": all.len(),
                 "keys_without_ttl": without_ttl,
             },
-        })
+        }))
     });
+    let Some(report) = report else {
+        drop(load);
+        drop_database(&servers, &admin_url, &db_name);
+        return;
+    };
 
     // The table.
     let baselines: Vec<(&str, f64)> = ["bare", "GET", "JWT", "plain"]
@@ -1166,10 +1188,14 @@ fn main() {
     .unwrap();
     println!("written: target/bench/http.json");
 
-    // Drop the run's database.
     drop(load);
+    drop_database(&servers, &admin_url, &db_name);
+}
+
+/// Drops the run's database.
+fn drop_database(servers: &tokio::runtime::Runtime, admin_url: &str, db_name: &str) {
     servers.block_on(async {
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+        if let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await {
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "drop database if exists {db_name} with (force)"
             )))
