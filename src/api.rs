@@ -15,6 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
+use tower::ServiceBuilder;
 
 use crate::{
     error::{ApiError, AppError},
@@ -28,7 +29,13 @@ pub fn router() -> Router<AppState> {
         .merge(me::router())
         .fallback(|| async { ApiError(AppError::NotFound) })
         .method_not_allowed_fallback(|| async { ApiError(AppError::MethodNotAllowed) })
-        .layer(middleware::from_fn(api_rules))
+        // One stack, so each route is wrapped once: the rules outside, so a request that runs
+        // out of time is answered in JSON too.
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(api_rules))
+                .layer(failures::timeout()),
+        )
 }
 
 /// `Json<T>` whose rejections are JSON errors: 415 for a non-JSON body, 422 for a malformed one.

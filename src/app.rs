@@ -11,21 +11,21 @@
 //! | `/static/…`, `/healthz`, `/readyz` | nothing: no session is ever read for them |
 //! | `/metrics` | only on `LECTERN_METRICS_ADDR`, its own listener |
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath},
-    http::{HeaderName, Request, StatusCode},
+    http::{HeaderName, Request},
     middleware,
     routing::get,
 };
 use axum_login::AuthManagerLayerBuilder;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 use tower_sessions::{
@@ -41,13 +41,6 @@ use crate::{
     state::AppState,
     web::{self, cookies::SESSION_COOKIE},
 };
-
-/// How long a request may take before it is answered with a 503.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn timeout() -> TimeoutLayer {
-    TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT)
-}
 
 /// The router the binary serves and the tests drive.
 pub fn router(state: AppState) -> Router {
@@ -81,20 +74,25 @@ pub fn router(state: AppState) -> Router {
         .merge(forms)
         .merge(pages::home::router())
         .fallback(pages::home::not_found)
-        .layer(auth_layer)
-        .layer(middleware::from_fn_with_state(
-            state.sign_ins.clone(),
-            crate::auth::extract::read_beside_session,
-        ))
-        .layer(middleware::from_fn(web::cache::no_store_for_learners))
-        .layer(timeout())
-        .layer(middleware::from_fn(web::failures::as_pages));
-    let sign_out = pages::sign_out::router()
-        .layer(timeout())
-        .layer(middleware::from_fn(web::failures::as_pages));
-    let api = crate::api::router().layer(timeout());
+        // One stack, outermost first, so each route is wrapped once, not once per layer.
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(web::failures::as_pages))
+                .layer(web::failures::timeout())
+                .layer(middleware::from_fn(web::cache::no_store_for_learners))
+                .layer(middleware::from_fn_with_state(
+                    state.sign_ins.clone(),
+                    crate::auth::extract::read_beside_session,
+                ))
+                .layer(auth_layer),
+        );
+    let sign_out = pages::sign_out::router().layer(
+        ServiceBuilder::new()
+            .layer(middleware::from_fn(web::failures::as_pages))
+            .layer(web::failures::timeout()),
+    );
+    let api = crate::api::router();
 
-    let x_request_id = HeaderName::from_static("x-request-id");
     let app = Router::new()
         .merge(pages)
         .merge(sign_out)
@@ -103,8 +101,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { crate::error::AppError::MethodNotAllowed })
         .nest("/api/v1", api)
         .merge(web::static_files::router())
-        .layer(DefaultBodyLimit::max(64 * 1024));
-    web::security::headers(app)
+        // The one layer that needs the matched route, so it wraps each route.
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let path = request
@@ -119,9 +116,21 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("request", method = %request.method(), path, request_id = id)
             }),
         )
-        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
-        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    // The layers every request passes whatever its route, once around the whole router: each
+    // `Router::layer` would wrap every route again, and a request would pay for a boxed copy of
+    // each of them.
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let everything = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(
+            x_request_id.clone(),
+            MakeRequestUuid,
+        ))
+        .layer(PropagateRequestIdLayer::new(x_request_id))
+        .layer(web::security::headers())
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .service(app);
+    Router::new().fallback_service(everything)
 }
 
 /// A bound, ready-to-run server, with its metrics listener when `LECTERN_METRICS_ADDR` is set.

@@ -2,14 +2,25 @@
 //! failure with a bare 5xx of their own. These layers, one on each router, turn such an answer
 //! into Lectern's: a 503 page for the site, JSON for the API. A lost store fails closed, clearly.
 
+use std::time::Duration;
+
 use axum::{
     extract::Request,
-    http::header,
+    http::{StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use tower_http::timeout::TimeoutLayer;
 
 use crate::error::AppError;
+
+/// How long a request may take before it is answered with a 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request timeout: a bare 503, which the layer outside it turns into a page or JSON.
+pub fn timeout() -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT)
+}
 
 fn is_bare_failure(response: &Response) -> bool {
     response.status().is_server_error() && !response.headers().contains_key(header::CONTENT_TYPE)

@@ -2,7 +2,6 @@
 //! the usual hardening.
 
 use axum::{
-    Router,
     http::{HeaderName, HeaderValue},
     response::Response,
 };
@@ -44,7 +43,7 @@ fn add_headers(mut response: Response) -> Response {
     response
 }
 
-/// Adds the security headers to every response of `router`, in one layer.
-pub fn headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router.layer(MapResponseLayer::new(add_headers))
+/// Adds the security headers to every response of the service it wraps.
+pub fn headers() -> MapResponseLayer<fn(Response) -> Response> {
+    MapResponseLayer::new(add_headers)
 }

@@ -37,8 +37,17 @@ async fn readiness_is_503_when_the_database_is_down() {
 #[tokio::test]
 async fn every_response_carries_the_security_headers() {
     let app = spawn_app().await;
-    for path in ["/", "/login", "/nope", "/api/v1/me", "/static/app.css"] {
-        let r = app.server.get(path).await;
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/login"),
+        ("GET", "/nope"),
+        ("GET", "/api/v1/me"),
+        ("GET", "/static/app.css"),
+        ("DELETE", "/"),
+        ("PUT", "/api/v1/me"),
+        ("GET", "/api/v1/nope"),
+    ] {
+        let r = app.server.method(method.parse().unwrap(), path).await;
         let csp = r.header("content-security-policy");
         let csp = csp.to_str().unwrap();
         assert!(
@@ -949,6 +958,52 @@ async fn a_method_a_page_does_not_take_gets_a_clear_405_page() {
         api.json::<serde_json::Value>()["error"],
         "method_not_allowed"
     );
+}
+
+/// The body limit sits in front of every route: a request over 64 KiB is refused before any
+/// handler reads it (a clear 4xx, never a 500), and one just under it is read as usual.
+#[tokio::test]
+async fn a_body_over_64_kib_is_refused_before_any_handler_reads_it() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let login = |padding: usize| {
+        serde_json::json!({
+            "email": email,
+            "password": "not the password",
+            "padding": "x".repeat(padding),
+        })
+    };
+    let under = app
+        .server
+        .post("/api/v1/auth/login")
+        .json(&login(60 * 1024))
+        .await;
+    assert_eq!(
+        under.status_code(),
+        StatusCode::UNAUTHORIZED,
+        "read and checked"
+    );
+    let over = app
+        .server
+        .post("/api/v1/auth/login")
+        .json(&login(70 * 1024))
+        .await;
+    assert!(
+        over.status_code().is_client_error() && over.status_code() != StatusCode::UNAUTHORIZED,
+        "{}",
+        over.status_code()
+    );
+    assert!(over.json::<serde_json::Value>()["error"].is_string());
+    let form = app
+        .server
+        .post("/login")
+        .text(format!(
+            "email=a%40example.com&password={}",
+            "x".repeat(70 * 1024)
+        ))
+        .content_type("application/x-www-form-urlencoded")
+        .await;
+    assert_client_error_page(&form);
 }
 
 /// A database that drops the app's connections (a restart, an operator ending them) costs at
