@@ -31,12 +31,12 @@ for target in "bare axum handler" "one Redis GET" "HS256 verify" "api/v1/me" \
     "lectern: GET /healthz" "static asset" "GET / as a visitor" "dashboard signed in"; do
     cmd=$(command_for "$target")
     eval "$cmd" >/dev/null # warm-up, not counted
-    callgrind_control -i on "$pid" >/dev/null
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null 2>&1
+    callgrind_control -z "$pid" >/dev/null 2>&1
     result=$(eval "$cmd")
     requests=$(echo "$result" | awk '/requests in/ {print $1}')
-    callgrind_control -i off "$pid" >/dev/null
-    callgrind_control -d "$target" "$pid" >/dev/null
+    callgrind_control -i off "$pid" >/dev/null 2>&1
+    callgrind_control -d "$target" "$pid" >/dev/null 2>&1
     file=$(ls -t "$out"/callgrind.* | head -1)
     total=$(awk '/^totals:/ {print $2}' "$file")
     refused=$(echo "$result" | awk '/Non-2xx/ {print " (" $NF " answered other than 2xx)"}')
