@@ -525,4 +525,6 @@ async fn a_sign_in_ended_from_another_browsers_account_page_lands_on_the_login_p
     laptop.goto(&format!("{base}/dashboard")).await.unwrap();
     let url = laptop.current_url().await.unwrap().to_string();
     assert!(url.ends_with("/dashboard"), "{url}");
+    // Closed, as the other tests close theirs: killing chromedriver alone leaves Chromium running.
+    laptop.clone().close().await.unwrap();
 }
