@@ -967,27 +967,21 @@ async fn a_body_over_64_kib_is_refused_before_any_handler_reads_it() {
     let app = spawn_app().await;
     let email = app.signed_up().await;
     let login = |padding: usize| {
-        serde_json::json!({
-            "email": email,
-            "password": "not the password",
-            "padding": "x".repeat(padding),
-        })
+        app.server
+            .post("/api/v1/auth/login")
+            .json(&serde_json::json!({
+                "email": email,
+                "password": "not the password",
+                "padding": "x".repeat(padding),
+            }))
     };
-    let under = app
-        .server
-        .post("/api/v1/auth/login")
-        .json(&login(60 * 1024))
-        .await;
+    let under = login(60 * 1024).await;
     assert_eq!(
         under.status_code(),
         StatusCode::UNAUTHORIZED,
         "read and checked"
     );
-    let over = app
-        .server
-        .post("/api/v1/auth/login")
-        .json(&login(70 * 1024))
-        .await;
+    let over = login(70 * 1024).await;
     assert!(
         over.status_code().is_client_error() && over.status_code() != StatusCode::UNAUTHORIZED,
         "{}",
