@@ -394,6 +394,23 @@ impl TestApp {
             .sid
     }
 
+    /// An API sign-in started for `user` directly, as the operator's client (no HTTP, no
+    /// password check), as the token login starts one.
+    pub async fn start_api_sign_in(
+        &self,
+        user: &lectern::accounts::User,
+    ) -> lectern::error::Result<lectern::auth::sign_ins::Started> {
+        let client = lectern::web::ClientInfo::operator();
+        self.state
+            .sign_ins
+            .start(
+                user,
+                &client,
+                lectern::auth::sign_ins::Kind::Api { beside: None },
+            )
+            .await
+    }
+
     /// The row of a sign-in.
     pub async fn sign_in_row(&self, sid: &str) -> lectern::auth::sign_ins::SignIn {
         self.state

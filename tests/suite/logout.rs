@@ -1210,15 +1210,7 @@ async fn a_session_that_stored_its_sign_in_id_from_before_still_signs_out_comple
         .unwrap()
         .unwrap();
     let sign_ins = &app.state.sign_ins;
-    let client = lectern::web::ClientInfo::operator();
-    let legacy = sign_ins
-        .start(
-            &user,
-            &client,
-            lectern::auth::sign_ins::Kind::Api { beside: None },
-        )
-        .await
-        .unwrap();
+    let legacy = app.start_api_sign_in(&user).await.unwrap();
     let token = sign_ins
         .issue_access_token(&user.id, &legacy.sid)
         .await

@@ -786,16 +786,7 @@ async fn a_sign_in_checked_against_a_password_that_changed_meanwhile_is_refused(
     let response = change_password(&app, PASSWORD, NEW_PASSWORD).await;
     assert_eq!(response.status_code(), StatusCode::SEE_OTHER);
     let stored = stored_for(&app, &before.id).await;
-    let client = lectern::web::ClientInfo::operator();
-    let late = app
-        .state
-        .sign_ins
-        .start(
-            &before,
-            &client,
-            lectern::auth::sign_ins::Kind::Api { beside: None },
-        )
-        .await;
+    let late = app.start_api_sign_in(&before).await;
     assert!(
         matches!(late, Err(lectern::AppError::InvalidCredentials)),
         "{late:?}"
@@ -815,15 +806,7 @@ async fn a_sign_in_checked_against_a_password_that_changed_meanwhile_is_refused(
     .await
     .unwrap()
     .unwrap();
-    app.state
-        .sign_ins
-        .start(
-            &current,
-            &client,
-            lectern::auth::sign_ins::Kind::Api { beside: None },
-        )
-        .await
-        .unwrap();
+    app.start_api_sign_in(&current).await.unwrap();
     let (rows, refresh_tokens, audited) = stored;
     assert_eq!(
         stored_for(&app, &before.id).await,
@@ -835,19 +818,9 @@ async fn a_sign_in_checked_against_a_password_that_changed_meanwhile_is_refused(
 async fn signing_out_everywhere_reaches_every_sign_in_however_many() {
     let app = spawn_app().await;
     let user = signed_up_user(&app).await;
-    let client = lectern::web::ClientInfo::operator();
     let mut tokens = Vec::new();
     for _ in 0..80 {
-        let started = app
-            .state
-            .sign_ins
-            .start(
-                &user,
-                &client,
-                lectern::auth::sign_ins::Kind::Api { beside: None },
-            )
-            .await
-            .unwrap();
+        let started = app.start_api_sign_in(&user).await.unwrap();
         let issued = app
             .state
             .sign_ins
