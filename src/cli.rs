@@ -59,6 +59,8 @@ pub enum SessionsCommand {
     },
     /// Show one sign-in, live or ended.
     Show {
+        /// A sign-in id is URL-safe base64, so it may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         #[arg(long)]
         json: bool,
@@ -67,7 +69,11 @@ pub enum SessionsCommand {
     },
     /// End one sign-in (ID) or every sign-in of a learner (--user EMAIL), on every instance.
     Revoke {
-        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        #[arg(
+            required_unless_present = "user",
+            conflicts_with = "user",
+            allow_hyphen_values = true
+        )]
         id: Option<String>,
         #[arg(long)]
         user: Option<String>,
@@ -485,5 +491,43 @@ mod tests {
             .err()
             .unwrap();
         assert!(setting_error(&unknown).is_none());
+    }
+
+    /// One sign-in id in 64 begins with `-` (URL-safe base64); one in 4,096 with `--`.
+    #[test]
+    fn a_sign_in_id_that_begins_with_a_hyphen_is_an_id_not_a_flag() {
+        for id in [
+            "-qAByLtdmLHl5Q7KCZv0jF",
+            "-hAByLtdmLHl5Q7KCZv0jF",
+            "--json_LHl5Q7KCZv0jF",
+        ] {
+            for args in [
+                vec!["lectern", "sessions", "show", id],
+                vec!["lectern", "sessions", "show", id, "--json"],
+                vec!["lectern", "sessions", "show", "--json", id],
+                vec!["lectern", "sessions", "revoke", id],
+                vec!["lectern", "sessions", "revoke", "--json", id],
+            ] {
+                let parsed = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                let (Some(Command::Sessions(command)), json) =
+                    (parsed.command, args.contains(&"--json"))
+                else {
+                    panic!("{args:?}: not a sessions command");
+                };
+                match command {
+                    SessionsCommand::Show {
+                        id: got, json: j, ..
+                    } => {
+                        assert_eq!((got.as_str(), j), (id, json), "{args:?}");
+                    }
+                    SessionsCommand::Revoke {
+                        id: got, json: j, ..
+                    } => {
+                        assert_eq!((got.as_deref(), j), (Some(id), json), "{args:?}");
+                    }
+                    SessionsCommand::List { .. } => panic!("{args:?}: parsed as list"),
+                }
+            }
+        }
     }
 }
