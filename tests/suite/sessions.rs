@@ -582,7 +582,10 @@ async fn operators_list_show_and_revoke_sign_ins_from_the_command_line() {
     let elsewhere = app.sid_of(&learner.elsewhere.access[0]);
     let shown = sessions_cli(&app, &["show", &elsewhere], &redis_url);
     assert!(shown.status.success(), "{shown:?}");
-    assert!(stdout(&shown).contains("live") && stdout(&shown).contains("Firefox 128"));
+    assert!(
+        stdout(&shown).contains("live") && stdout(&shown).contains("Firefox 128"),
+        "{shown:?}"
+    );
 
     // Ending one: its credentials are refused, on a second instance too; the others work.
     let revoked = sessions_cli(&app, &["revoke", &elsewhere], &redis_url);
