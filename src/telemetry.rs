@@ -18,11 +18,14 @@ pub const SERVER_LOGS: &str = "info,tower_http=info,sqlx=warn,fred=warn";
 /// one-line failure are all it prints).
 pub fn init(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // To standard error, so a command's output (`--json`) is only its answer. A second call
-    // (tests) is harmless: the first subscriber stays.
+    // To standard error, so a command's output (`--json`) is only its answer; coloured only on
+    // a terminal, so a log file or the journal holds plain text. A second call (tests) is
+    // harmless: the first subscriber stays.
+    let stderr = std::io::stderr();
     let _ = fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&stderr))
         .with_writer(std::io::stderr)
         .try_init();
 }

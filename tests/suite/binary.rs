@@ -141,6 +141,25 @@ async fn the_binary_serves_metrics_on_their_own_address_only() {
     assert_eq!(status, StatusCode::NOT_FOUND, "not on the site's address");
 }
 
+/// Logs that go to a file (or the journal) are plain text, without a terminal's colour codes.
+#[tokio::test]
+async fn logs_written_to_a_file_are_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("lectern.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let env = [("RUST_LOG", "info".to_owned())];
+    let server = RunningBinary::start_with_stderr(dir.path(), &env, log).await;
+    let (status, _, _) = http_get(&format!("{}/healthz", server.base), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    drop(server);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains(" INFO Lectern is listening on http://"),
+        "{logs}"
+    );
+    assert!(!logs.contains('\u{1b}'), "{logs:?}");
+}
+
 /// The `name=value` of each `Set-Cookie` with a value (removals skipped).
 fn cookies_set(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
     headers
@@ -194,7 +213,7 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
     let base = &server.base;
     let password = format!("Pw {} staple", uuid::Uuid::new_v4().simple());
     let email = unique_email();
-    let mut secrets = vec![secret, password.clone()];
+    let mut secrets = vec![("LECTERN_SECRET", secret), ("password", password.clone())];
     let form = |pairs: &[(&str, &str)]| {
         url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
@@ -206,8 +225,8 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
     // Sign up through the form.
     let (_, _, home) = http_get(&format!("{base}/"), &[]).await;
     let csrf = csrf_from(&String::from_utf8(home).unwrap());
-    secrets.push(csrf.clone());
-    let (status, headers, _) = http_request(
+    secrets.push(("visitor CSRF token", csrf.clone()));
+    let (status, headers, body) = http_request(
         "POST",
         &format!("{base}/register"),
         &[form_type],
@@ -219,14 +238,19 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         ]),
     )
     .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "sign-up: {}",
+        String::from_utf8_lossy(&body)
+    );
     let first_session = cookie_of(&headers, "lectern_session");
 
     // Sign in again through the form, with the signed-up browser's cookie.
     let cookie = format!("lectern_session={first_session}");
     let (_, _, page) = http_get(&format!("{base}/"), &[("cookie", &cookie)]).await;
     let csrf = csrf_from(&String::from_utf8(page).unwrap());
-    let (status, headers, _) = http_request(
+    let (status, headers, body) = http_request(
         "POST",
         &format!("{base}/login"),
         &[form_type, ("cookie", &cookie)],
@@ -237,10 +261,20 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         ]),
     )
     .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "sign-in: {}",
+        String::from_utf8_lossy(&body)
+    );
     let session = cookie_of(&headers, "lectern_session");
     let refresh = cookie_of(&headers, "lectern_refresh");
-    secrets.extend([csrf, first_session, session.clone(), refresh.clone()]);
+    secrets.extend([
+        ("CSRF token", csrf),
+        ("first session cookie", first_session),
+        ("session cookie", session.clone()),
+        ("refresh cookie", refresh.clone()),
+    ]);
 
     // Refresh, then call the API with the access token.
     let (status, headers, body) = http_request(
@@ -250,14 +284,27 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         Vec::new(),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "refresh: {}",
+        String::from_utf8_lossy(&body)
+    );
     let access = access_token_of(&body);
     let refresh = cookie_of(&headers, "lectern_refresh");
     let bearer = format!("Bearer {access}");
-    let (status, _, _) =
+    let (status, _, body) =
         http_get(&format!("{base}/api/v1/me"), &[("authorization", &bearer)]).await;
-    assert_eq!(status, StatusCode::OK);
-    secrets.extend([access.clone(), refresh.clone()]);
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "API call: {}",
+        String::from_utf8_lossy(&body)
+    );
+    secrets.extend([
+        ("access token", access.clone()),
+        ("rotated refresh cookie", refresh.clone()),
+    ]);
 
     // An API client's own sign-in, and its sign-out.
     let (status, headers, body) = http_request(
@@ -269,10 +316,15 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
             .into_bytes(),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "API sign-in: {}",
+        String::from_utf8_lossy(&body)
+    );
     let api_access = access_token_of(&body);
     let api_refresh = cookie_of(&headers, "lectern_refresh");
-    let (status, _, _) = http_request(
+    let (status, _, body) = http_request(
         "POST",
         &format!("{base}/api/v1/auth/logout"),
         &[
@@ -282,14 +334,22 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         Vec::new(),
     )
     .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    secrets.extend([api_access, api_refresh]);
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "API sign-out: {}",
+        String::from_utf8_lossy(&body)
+    );
+    secrets.extend([
+        ("API access token", api_access),
+        ("API refresh cookie", api_refresh),
+    ]);
 
     // The browser signs out the way the htmx button does.
     let cookie = format!("lectern_session={session}");
     let (_, _, page) = http_get(&format!("{base}/dashboard"), &[("cookie", &cookie)]).await;
     let csrf = csrf_from(&String::from_utf8(page).unwrap());
-    let (status, _, _) = http_request(
+    let (status, _, body) = http_request(
         "POST",
         &format!("{base}/logout"),
         &[
@@ -300,11 +360,21 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         Vec::new(),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _, _) =
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "htmx sign-out: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) =
         http_get(&format!("{base}/api/v1/me"), &[("authorization", &bearer)]).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "signed out");
-    secrets.push(csrf);
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "signed out: {}",
+        String::from_utf8_lossy(&body)
+    );
+    secrets.push(("dashboard CSRF token", csrf));
 
     drop(server);
     let logs = std::fs::read_to_string(&log_path).unwrap();
@@ -312,7 +382,7 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         logs.lines().count() > 20 && logs.contains("DEBUG"),
         "the binary logged at debug: {logs}"
     );
-    for secret in &secrets {
+    for (name, secret) in &secrets {
         // As sent, as a form or a URL would encode it, and any 16 characters of it (a JWT's
         // signature, a cookie's value without its signature).
         let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
@@ -325,11 +395,15 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
                 .map(|w| w.iter().collect::<String>()),
         );
         for piece in &pieces {
-            assert!(
-                !logs.contains(piece.as_str()),
-                "a secret ({} characters) is in the logs",
-                piece.len()
-            );
+            if let Some(line) = logs.lines().find(|l| l.contains(piece.as_str())) {
+                let masked = pieces
+                    .iter()
+                    .fold(line.to_owned(), |l, p| l.replace(p.as_str(), "<secret>"));
+                panic!(
+                    "{} characters of the {name} are in the log line: {masked}",
+                    piece.len()
+                );
+            }
         }
     }
     // The password's words are not in any log line either (as a field a logger might split).
