@@ -567,13 +567,26 @@ impl RunningBinary {
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command.spawn().expect("start the lectern binary");
-        let running = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        wait_for_port(port).await;
-        running
+        let mut child = command.spawn().expect("start the lectern binary");
+        // Until it listens; a binary that stops first (a setting refused, the port taken since
+        // it was found free) says so here rather than as a refused request later.
+        for _ in 0..100 {
+            if let Some(status) = child.try_wait().expect("the binary's status") {
+                panic!("the lectern binary stopped before listening on port {port}: {status}");
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    child,
+                    base: format!("http://127.0.0.1:{port}"),
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        panic!("the lectern binary did not listen on port {port} within 5 s");
     }
 }
 
