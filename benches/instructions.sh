@@ -10,8 +10,10 @@
 #   OUT=dir bash benches/instructions.sh    # also keeps each target's callgrind file in dir
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The benchmark's own executable (cargo also lists the `lectern` binary it builds for it).
 bench=$(cargo bench --bench http --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[ -n "$bench" ] || { echo "the benchmark did not build" >&2; exit 1; }
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 log="$out/serve.log"
@@ -21,6 +23,7 @@ pid=$!
 trap 'kill -INT $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do
     grep -q "api/v1/me" "$log" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
     sleep 1
 done
 # The command the benchmark prints for a target, with fewer connections for the slower server.
