@@ -674,6 +674,9 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let serve_only = std::env::args().any(|a| a == "--serve");
     let plan = Plan::new(quick);
+    // Lectern logs as the server does (its default filter: a span per request, the audit lines
+    // of each sign-in and sign-out), formatted and thrown away, so that cost is in every figure.
+    lectern::telemetry::init_with(lectern::telemetry::SERVER_LOGS, std::io::sink, false);
     // The servers and the load generator share the machine's two cores, as wrk on the same
     // machine would; each has a runtime of its own.
     let servers = tokio::runtime::Builder::new_multi_thread()

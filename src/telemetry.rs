@@ -8,25 +8,37 @@ use std::sync::OnceLock;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter};
 
-/// The default log filter of the server.
-pub const SERVER_LOGS: &str = "info,tower_http=info,sqlx=warn,fred=warn";
+/// The default log filter of the server. The session and login layers open a span of their own
+/// on every request at `info`; Lectern's request span (method, path, request id) and its audit
+/// fields already say what those would, so below `warn` they are left out, and no request pays
+/// for them.
+pub const SERVER_LOGS: &str = "info,tower_http=info,sqlx=warn,fred=warn,\
+                               tower_sessions=warn,tower_sessions_core=warn,axum_login=warn";
 
 /// Installs the global subscriber once, with `default` as the filter unless `RUST_LOG` says
 /// otherwise (the server logs at `info`; a one-shot command logs nothing, so its output and its
 /// one-line failure are all it prints).
 pub fn init(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // To standard error, so a command's output (`--json`) is only its answer; coloured only on
-    // a terminal, so a log file or the journal holds plain text. A second call (tests) is
-    // harmless: the first subscriber stays.
-    let stderr = std::io::stderr();
+    // a terminal, so a log file or the journal holds plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    init_with(default, std::io::stderr, ansi);
+}
+
+/// [`init`], writing to `writer` (the benchmark logs as the server does, into a sink). A second
+/// call (tests) is harmless: the first subscriber stays.
+pub fn init_with<W>(default: &str, writer: W, ansi: bool)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&stderr))
-        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_writer(writer)
         .try_init();
 }
 
