@@ -34,9 +34,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    Router::new().route("/readyz", get(readyz))
+}
+
+/// `/healthz`: the process answers. Apart from [`router`], as it reads nothing and logs nothing.
+pub fn liveness<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/healthz", get(healthz))
 }
 
 async fn healthz() -> &'static str {

@@ -945,7 +945,13 @@ async fn the_account_page_lists_only_sign_ins_that_still_work() {
 #[tokio::test]
 async fn a_method_a_page_does_not_take_gets_a_clear_405_page() {
     let app = spawn_app().await;
-    for (method, path) in [("GET", "/logout"), ("DELETE", "/"), ("POST", "/healthz")] {
+    for (method, path) in [
+        ("GET", "/logout"),
+        ("DELETE", "/"),
+        ("POST", "/healthz"),
+        ("PUT", "/favicon.ico"),
+        ("DELETE", "/static/app.css"),
+    ] {
         let response = app.server.method(method.parse().unwrap(), path).await;
         assert_eq!(
             response.status_code(),
