@@ -329,6 +329,18 @@ mod sessions {
         })
     }
 
+    /// An id as typed. A sign-in id may begin with `-` (see `allow_hyphen_values` above); anything
+    /// else that does is a mistyped option, refused without repeating it (it may carry a value such
+    /// as a URL with a password).
+    pub(super) fn typed_id(id: &str) -> anyhow::Result<()> {
+        if id.starts_with('-') && !crate::auth::sign_out::is_sid(id) {
+            bail!(
+                "an argument that begins with '-' is neither an option of this command nor a sign-in id (see --help)"
+            );
+        }
+        Ok(())
+    }
+
     pub async fn run(cmd: SessionsCommand) -> anyhow::Result<()> {
         match cmd {
             SessionsCommand::List {
@@ -377,6 +389,7 @@ mod sessions {
                 Ok(())
             }
             SessionsCommand::Show { id, json, settings } => {
+                typed_id(&id)?;
                 let state = connect(&settings).await?;
                 let s = state
                     .sign_ins
@@ -410,6 +423,9 @@ mod sessions {
                 json,
                 settings,
             } => {
+                if let Some(id) = &id {
+                    typed_id(id)?;
+                }
                 let state = connect(&settings).await?;
                 let mut owed = Owed::default();
                 let whom = match (&id, &user) {
@@ -493,13 +509,27 @@ mod tests {
         assert!(setting_error(&unknown).is_none());
     }
 
+    #[test]
+    fn a_mistyped_option_in_the_id_place_is_refused_without_repeating_it() {
+        let typo = "--redis-ur=redis://:hunter2@db:6379";
+        let err = sessions::typed_id(typo).unwrap_err().to_string();
+        assert!(
+            !err.contains("hunter2") && !err.contains("redis-ur"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+        for id in ["-qAByLtdmLHl5Q7KCZv0jF", "--json_LHl5Q7KCZv0jFab", "nope"] {
+            assert!(sessions::typed_id(id).is_ok(), "{id}");
+        }
+    }
+
     /// One sign-in id in 64 begins with `-` (URL-safe base64); one in 4,096 with `--`.
     #[test]
     fn a_sign_in_id_that_begins_with_a_hyphen_is_an_id_not_a_flag() {
         for id in [
             "-qAByLtdmLHl5Q7KCZv0jF",
             "-hAByLtdmLHl5Q7KCZv0jF",
-            "--json_LHl5Q7KCZv0jF",
+            "--json_LHl5Q7KCZv0jFab",
         ] {
             for args in [
                 vec!["lectern", "sessions", "show", id],

@@ -41,7 +41,7 @@ const RETRY_TTL: i64 = crate::store::ENDED_KEPT;
 const OWED_MAX: usize = 1024;
 
 /// A sign-in id: 22 base64url characters, as `random_token(16)` and `browser_sign_in_id` make them.
-fn is_sid(value: &str) -> bool {
+pub fn is_sid(value: &str) -> bool {
     value.len() == 22
         && value
             .bytes()
