@@ -11,9 +11,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter};
 
 /// The default log filter of the server. The session and login layers open a span of their own
-/// on every request at `info`; Lectern's request span (method, path, request id) and its audit
-/// fields already say what those would, so below `warn` they are left out, and no request pays
-/// for them.
+/// on every request at `info` (the login one naming the learner, whom Lectern's audit lines name
+/// too); below `warn` they are left out, so no request pays for them. Their warnings and errors
+/// still log, inside Lectern's request span (method, route, request id).
 pub const SERVER_LOGS: &str = "info,tower_http=info,sqlx=warn,fred=warn,\
                                tower_sessions=warn,tower_sessions_core=warn,axum_login=warn";
 
@@ -22,8 +22,9 @@ pub const SERVER_LOGS: &str = "info,tower_http=info,sqlx=warn,fred=warn,\
 /// one-line failure are all it prints).
 pub fn init(default: &str) {
     // To standard error, so a command's output (`--json`) is only its answer; coloured only on
-    // a terminal, so a log file or the journal holds plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // a terminal (and not when `NO_COLOR` is set), so a log file or the journal holds plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     init_with(default, std::io::stderr, ansi);
 }
 
