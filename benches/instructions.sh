@@ -11,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The benchmark's own executable (cargo also lists the `lectern` binary it builds for it).
-bench=$(cargo bench --bench http --no-run --message-format=json 2>/dev/null |
-    grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+bench=$(cargo bench --bench http --no-run --message-format=json |
+    grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1 || true)
 [ -n "$bench" ] || { echo "the benchmark did not build" >&2; exit 1; }
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
