@@ -568,8 +568,8 @@ impl RunningBinary {
             command.env(key, value);
         }
         let mut child = command.spawn().expect("start the lectern binary");
-        // Until it listens; a binary that stops first (a setting refused, the port taken since
-        // it was found free) says so here rather than as a refused request later.
+        // Until it listens; a binary that stops first (a setting refused, its port taken by a
+        // client since it was found free) says so here rather than as a refused request later.
         for _ in 0..100 {
             if let Some(status) = child.try_wait().expect("the binary's status") {
                 panic!("the lectern binary stopped before listening on port {port}: {status}");
@@ -586,6 +586,7 @@ impl RunningBinary {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("the lectern binary did not listen on port {port} within 5 s");
     }
 }
