@@ -635,6 +635,11 @@ async fn operators_list_show_and_revoke_sign_ins_from_the_command_line() {
         &sessions_cli(&app, &["revoke", "nope"], &redis_url),
         "no sign-in with id",
     );
+    // A mistyped option where the id goes is refused, not looked up.
+    assert_fails_with_one_line(
+        &sessions_cli(&app, &["show", "--jsn"], &redis_url),
+        "neither an option of this command nor a sign-in id",
+    );
     assert_fails_with_one_line(
         &sessions_cli(
             &app,
