@@ -540,54 +540,98 @@ pub fn refuse_writes(app: &TestApp, table: &str, op: &str) -> (String, String) {
 /// only the environment given (and `PATH`). Killed when dropped.
 pub struct RunningBinary {
     child: std::process::Child,
+    /// Copies the binary's standard error to where its logs go; done once the binary is gone.
+    logs: Option<std::thread::JoinHandle<()>>,
     pub base: String,
+    /// `http://host:port` of its metrics listener, when `LECTERN_METRICS_ADDR` was given.
+    pub metrics: Option<String>,
 }
+
+/// What the binary logs (at `info`) once a listener is bound: `<marker><host:port>[/path] …`.
+const LISTENING: &str = "Lectern is listening on http://";
+const METRICS: &str = "metrics on http://";
 
 impl RunningBinary {
     pub async fn start(dir: &std::path::Path, env: &[(&str, String)]) -> Self {
-        Self::start_with_stderr(dir, env, std::process::Stdio::inherit()).await
+        Self::start_logging_to(dir, env, None).await
     }
 
-    /// As [`RunningBinary::start`], with its standard error (its logs) going to `stderr`.
+    /// As [`RunningBinary::start`], with its standard error (its logs) going to `log`.
     pub async fn start_with_stderr(
         dir: &std::path::Path,
         env: &[(&str, String)],
-        stderr: impl Into<std::process::Stdio>,
+        log: std::fs::File,
     ) -> Self {
-        let port = free_port();
+        Self::start_logging_to(dir, env, Some(log)).await
+    }
+
+    /// Starts it on port 0 and learns the port the system gave it from its own log line, so no
+    /// port found free here can be taken by another test before the binary binds it.
+    async fn start_logging_to(
+        dir: &std::path::Path,
+        env: &[(&str, String)],
+        log: Option<std::fs::File>,
+    ) -> Self {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lectern"));
         command
             .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("LECTERN_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
+            .env("LECTERN_ADDR", "127.0.0.1:0")
+            // Warnings, and the lines that name its addresses.
+            .env("RUST_LOG", "warn,lectern::app=info")
             .stdout(std::process::Stdio::null())
-            .stderr(stderr);
+            .stderr(std::process::Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
         }
+        let wants_metrics = env.iter().any(|(key, _)| *key == "LECTERN_METRICS_ADDR");
         let mut child = command.spawn().expect("start the lectern binary");
-        // Until it listens; a binary that stops first (a setting refused, its port taken by a
-        // client since it was found free) says so here rather than as a refused request later.
-        for _ in 0..100 {
-            if let Some(status) = child.try_wait().expect("the binary's status") {
-                panic!("the lectern binary stopped before listening on port {port}: {status}");
+        let stderr = child.stderr.take().expect("the binary's standard error");
+        let (found, addresses) = std::sync::mpsc::channel::<(&str, String)>();
+        let logs = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut sink: Box<dyn Write + Send> = match log {
+                Some(file) => Box::new(file),
+                None => Box::new(std::io::stderr()),
+            };
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(sink, "{line}");
+                for marker in [LISTENING, METRICS] {
+                    if let Some((_, rest)) = line.split_once(marker) {
+                        let addr = rest
+                            .split(|c: char| c.is_whitespace() || c == '/')
+                            .next()
+                            .unwrap_or_default();
+                        let _ = found.send((marker, format!("http://{addr}")));
+                    }
+                }
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Self {
-                    child,
-                    base: format!("http://127.0.0.1:{port}"),
-                };
+        });
+        let mut running = Self {
+            child,
+            logs: Some(logs),
+            base: String::new(),
+            metrics: None,
+        };
+        for _ in 0..200 {
+            while let Ok((marker, url)) = addresses.try_recv() {
+                if marker == LISTENING {
+                    running.base = url;
+                } else {
+                    running.metrics = Some(url);
+                }
+            }
+            if !running.base.is_empty() && (running.metrics.is_some() || !wants_metrics) {
+                return running;
+            }
+            if let Some(status) = running.child.try_wait().expect("the binary's status") {
+                panic!("the lectern binary stopped before listening: {status}");
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the lectern binary did not listen on port {port} within 5 s");
+        panic!("the lectern binary did not say where it listens within 10 s");
     }
 }
 
@@ -595,6 +639,10 @@ impl Drop for RunningBinary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Its standard error is closed now, so the copy ends with everything written.
+        if let Some(logs) = self.logs.take() {
+            let _ = logs.join();
+        }
     }
 }
 
