@@ -187,6 +187,11 @@ fn access_token_of(body: &[u8]) -> String {
         .to_owned()
 }
 
+/// Asserts one step's status, with what came back when it is not the one wanted.
+fn assert_step(step: &str, want: StatusCode, got: StatusCode, body: &[u8]) {
+    assert_eq!(got, want, "{step}: {}", String::from_utf8_lossy(body));
+}
+
 /// A full sign-up, sign-in, refresh, API call and sign-out against the binary logging at `debug`
 /// (every crate): none of the secrets it used appears in its logs.
 #[tokio::test]
@@ -237,12 +242,7 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         ]),
     )
     .await;
-    assert_eq!(
-        status,
-        StatusCode::SEE_OTHER,
-        "sign-up: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert_step("sign-up", StatusCode::SEE_OTHER, status, &body);
     let first_session = cookie_of(&headers, "lectern_session");
 
     // Sign in again through the form, with the signed-up browser's cookie.
@@ -260,12 +260,7 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         ]),
     )
     .await;
-    assert_eq!(
-        status,
-        StatusCode::SEE_OTHER,
-        "sign-in: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert_step("sign-in", StatusCode::SEE_OTHER, status, &body);
     let session = cookie_of(&headers, "lectern_session");
     let refresh = cookie_of(&headers, "lectern_refresh");
     secrets.extend([
@@ -283,23 +278,13 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         Vec::new(),
     )
     .await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "refresh: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert_step("refresh", StatusCode::OK, status, &body);
     let access = access_token_of(&body);
     let refresh = cookie_of(&headers, "lectern_refresh");
     let bearer = format!("Bearer {access}");
     let (status, _, body) =
         http_get(&format!("{base}/api/v1/me"), &[("authorization", &bearer)]).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "API call: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert_step("API call", StatusCode::OK, status, &body);
     secrets.extend([
         ("access token", access.clone()),
         ("rotated refresh cookie", refresh.clone()),
@@ -315,12 +300,7 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
             .into_bytes(),
     )
     .await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "API sign-in: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert_step("API sign-in", StatusCode::OK, status, &body);
     let api_access = access_token_of(&body);
     let api_refresh = cookie_of(&headers, "lectern_refresh");
     let (status, _, body) = http_request(
@@ -333,12 +313,7 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         Vec::new(),
     )
     .await;
-    assert_eq!(
-        status,
-        StatusCode::NO_CONTENT,
-        "API sign-out: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert_step("API sign-out", StatusCode::NO_CONTENT, status, &body);
     secrets.extend([
         ("API access token", api_access),
         ("API refresh cookie", api_refresh),
@@ -359,20 +334,10 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
         Vec::new(),
     )
     .await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "htmx sign-out: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert_step("htmx sign-out", StatusCode::OK, status, &body);
     let (status, _, body) =
         http_get(&format!("{base}/api/v1/me"), &[("authorization", &bearer)]).await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "signed out: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert_step("signed out", StatusCode::UNAUTHORIZED, status, &body);
     secrets.push(("dashboard CSRF token", csrf));
 
     drop(server);
