@@ -79,7 +79,7 @@ impl DisplayName {
     }
 }
 
-/// A new password: at least 12 characters and at most 1024 bytes; no composition rules (NIST 800-63B).
+/// A new password: 12 to 1024 characters; no composition rules (NIST 800-63B).
 #[derive(Clone)]
 pub struct Password(SecretString);
 
@@ -88,8 +88,8 @@ impl Password {
         if raw.chars().count() < 12 {
             return Err("Use at least 12 characters for your password.".into());
         }
-        if raw.len() > 1024 {
-            return Err("Use at most 1024 bytes for your password.".into());
+        if raw.chars().count() > 1024 {
+            return Err("Use at most 1024 characters for your password.".into());
         }
         Ok(Self(SecretString::from(raw)))
     }
@@ -103,6 +103,58 @@ impl Password {
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Password([redacted])")
+    }
+}
+
+/// What a registration form carries, each field parsed.
+#[derive(Debug)]
+pub struct Registration {
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub password: Password,
+}
+
+/// What was wrong with a registration, beside each field.
+#[derive(Debug, Default)]
+pub struct RegistrationErrors {
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub password: Option<String>,
+}
+
+impl RegistrationErrors {
+    /// The email belongs to an account already.
+    pub fn email_taken() -> Self {
+        Self {
+            email: Some(CreateError::EmailTaken.to_string()),
+            ..Self::default()
+        }
+    }
+}
+
+impl Registration {
+    /// Every field parsed, or every field's error at once.
+    pub fn parse(
+        email: &str,
+        display_name: &str,
+        password: &SecretString,
+    ) -> Result<Self, RegistrationErrors> {
+        use secrecy::ExposeSecret;
+        let email = Email::parse(email);
+        let display_name = DisplayName::parse(display_name);
+        let password = Password::parse(password.expose_secret().to_owned());
+        match (email, display_name, password) {
+            (Ok(email), Ok(display_name), Ok(password)) => Ok(Self {
+                email,
+                display_name,
+                password,
+            }),
+            (email, display_name, password) => Err(RegistrationErrors {
+                email: email.err(),
+                display_name: display_name.err(),
+                password: password.err(),
+            }),
+        }
     }
 }
 
@@ -361,12 +413,13 @@ mod tests {
     }
 
     #[test]
-    fn passwords_need_twelve_characters_and_at_most_1024_bytes() {
+    fn passwords_need_twelve_to_1024_characters() {
         assert!(Password::parse("short".into()).is_err());
         assert!(Password::parse("twelve chars".into()).is_ok());
         assert!(Password::parse("é".repeat(12)).is_ok());
         assert!(Password::parse("x".repeat(1025)).is_err());
         assert!(Password::parse("x".repeat(1024)).is_ok());
+        assert!(Password::parse("é".repeat(1024)).is_ok());
     }
 
     #[test]

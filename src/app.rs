@@ -28,14 +28,11 @@ use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
-use tower_sessions::{
-    Expiry, SessionManagerLayer,
-    cookie::{SameSite, time::Duration as CookieDuration},
-};
+use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 
 use crate::{
     auth::guards,
-    clock::{self, Clock},
+    clock::Clock,
     config::Settings,
     pages,
     state::AppState,
@@ -45,15 +42,15 @@ use crate::{
 /// The router the binary serves and the tests drive.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let session_layer = SessionManagerLayer::new(state.stores.sessions.clone())
+    let session_layer = SessionManagerLayer::new(state.stores.session_records.clone())
         .with_name(SESSION_COOKIE)
         .with_path("/")
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_secure(settings.secure_cookies)
-        .with_expiry(Expiry::OnInactivity(CookieDuration::seconds(clock::secs(
-            settings.session_idle,
-        ))));
+        // A browser-session cookie: it outlives both deadlines, which the server enforces, so a
+        // browser that comes back after a timeout still presents it and is told why.
+        .with_expiry(Expiry::OnSessionEnd);
     let auth_layer = AuthManagerLayerBuilder::new(state.backend(), session_layer)
         .with_data_key(crate::auth::AUTH_DATA_KEY)
         .build();
@@ -79,10 +76,9 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(middleware::from_fn(web::failures::as_pages))
                 .layer(web::failures::timeout())
-                .layer(middleware::from_fn(web::cache::no_store_for_learners))
                 .layer(middleware::from_fn_with_state(
-                    state.sign_ins.clone(),
-                    crate::auth::extract::read_beside_session,
+                    (state.stores.session_records.clone(), state.learners.clone()),
+                    crate::auth::extract::read_ahead,
                 ))
                 .layer(auth_layer),
         );
@@ -135,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(PropagateRequestIdLayer::new(x_request_id))
         .layer(web::security::headers())
+        .layer(middleware::from_fn(web::cache::no_store_for_learners))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .service(app);
     Router::new().fallback_service(everything)
@@ -158,6 +155,7 @@ impl Application {
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let addr = settings.addr;
         let state = AppState::connect(settings, clock).await?;
+        state.ledger.spawn();
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (LECTERN_ADDR)"))?;

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::{
     db::Pool,
     error::{AppError, Result},
-    store::ChangeMarks,
+    store::{ChangeMarks, read_ahead::ReadAhead},
 };
 
 /// A course, with whether the learner asking is enrolled.
@@ -115,16 +115,14 @@ impl Catalog {
     }
 
     /// A learner's enrolments: the kept ones while their mark is current, else the database's.
-    /// The mark (`seen`, when the caller read it already) is read before the query, so a change
-    /// made meanwhile is noticed on the next look.
-    async fn enrolments(
-        &self,
-        user_id: &str,
-        seen: Option<Option<String>>,
-    ) -> Result<Arc<[(String, i64)]>> {
-        let mark = match seen {
+    /// The mark (read ahead with the request's session record when it could be, see
+    /// [`ReadAhead`]) is read before the query, so a change made meanwhile is noticed on the next
+    /// look.
+    async fn enrolments(&self, user_id: &str) -> Result<Arc<[(String, i64)]>> {
+        let name = enrolments_mark(user_id);
+        let mark = match ReadAhead::take_mark(&name) {
             Some(mark) => mark,
-            None => self.marks.mark(&enrolments_mark(user_id)).await?,
+            None => self.marks.mark(&name).await?,
         };
         if let Some(kept) = self.enrolments.get(user_id)
             && kept.mark == mark
@@ -158,20 +156,9 @@ impl Catalog {
     /// The whole catalog, marked for `user_id` (visitors: nothing enrolled).
     pub async fn marked_for(&self, user_id: Option<&str>) -> Result<Vec<Course>> {
         let enrolled = match user_id {
-            Some(user_id) => self.enrolments(user_id, None).await?,
+            Some(user_id) => self.enrolments(user_id).await?,
             None => Arc::from([]),
         };
-        self.marked(&enrolled).await
-    }
-
-    /// [`Self::marked_for`] a learner whose enrolments' change mark this request already read
-    /// (with its sign-in's liveness): no further round trip while nothing changed.
-    pub async fn marked_for_seen(
-        &self,
-        user_id: &str,
-        mark: Option<String>,
-    ) -> Result<Vec<Course>> {
-        let enrolled = self.enrolments(user_id, Some(mark)).await?;
         self.marked(&enrolled).await
     }
 

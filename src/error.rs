@@ -40,6 +40,9 @@ pub enum AppError {
         field: &'static str,
         message: String,
     },
+    /// An API sign-in made beside a browser that signed out meanwhile: it was ended with it.
+    #[error("this browser was signed out while you were signing in; sign in again")]
+    SignedOutMeanwhile,
     #[error("too many attempts; try again in {retry_after} seconds")]
     RateLimited { retry_after: u64 },
     #[error("a service Lectern depends on is not answering")]
@@ -61,7 +64,8 @@ impl AppError {
             Self::InvalidCredentials
             | Self::Unauthorized
             | Self::InvalidToken
-            | Self::InvalidGrant => StatusCode::UNAUTHORIZED,
+            | Self::InvalidGrant
+            | Self::SignedOutMeanwhile => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -79,6 +83,7 @@ impl AppError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthorized | Self::InvalidToken => "invalid_token",
             Self::InvalidGrant => "invalid_grant",
+            Self::SignedOutMeanwhile => "signed_out",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -164,15 +169,21 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
-/// Whether the database could not be reached or dropped the connection (it is restarting, or an
-/// operator ended the session): SQLSTATE class 08, and 57P01-57P03 and 57P05 ("terminating
-/// connection due to administrator command", crash shutdown, cannot connect now, idle session
-/// timeout).
+/// Whether the database cannot be used now, though it may be in a moment: it could not be
+/// reached or dropped the connection (SQLSTATE class 08; 57P01-57P03 and 57P05: shut down by an
+/// administrator, crash shutdown, cannot connect now, idle session timeout), it is out of
+/// resources (class 53: too many clients, out of memory or disk), it is not accepting connections
+/// (55000), or a lock or a conflicting transaction stood in the way (55P03, 40001, 40P01).
 pub(crate) fn connection_lost(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(
+                    &*code,
+                    "57P01" | "57P02" | "57P03" | "57P05" | "55000" | "55P03" | "40001" | "40P01"
+                )
         }),
         _ => false,
     }
@@ -274,7 +285,10 @@ mod tests {
     #[test]
     fn a_lost_database_connection_is_a_503_and_a_failed_query_a_500() {
         let status = |code| AppError::from(sqlx::Error::Database(Box::new(Coded(code)))).status();
-        for lost in ["57P01", "57P02", "57P03", "57P05", "08006", "08003"] {
+        for lost in [
+            "57P01", "57P02", "57P03", "57P05", "08006", "08003", "55000", "53300", "53100",
+            "53200", "55P03", "40001", "40P01",
+        ] {
             assert_eq!(status(lost), StatusCode::SERVICE_UNAVAILABLE, "{lost}");
         }
         for failed in ["23505", "42P01", "57014", "P0001"] {

@@ -9,14 +9,15 @@ use axum::extract::FromRef;
 use crate::{
     accounts::Users,
     auth::{
-        AccessTokens, Backend, Keys, SignIns, passwords::Passwords, rate_limit::RateLimits,
-        sign_ins::Lifetimes, sign_out::ClientState,
+        AccessTokens, Backend, Keys, SignIns, SignOut, establish::Establish, ledger::Ledger,
+        password_change::PasswordChange, passwords::Passwords, rate_limit::RateLimits,
+        records::SignInRecords, sign_ins::Lifetimes, sign_out::ClientState,
     },
     clock::Clock,
     config::Settings,
     courses::Catalog,
     db::{self, Pool},
-    store::{self, SessionBackend, Stores},
+    store::{self, SessionRecords, Stores, read_ahead::KnownLearners},
     web::TrustedProxies,
 };
 
@@ -34,18 +35,29 @@ pub struct Shared {
     pub catalog: Catalog,
     pub clock: Clock,
     pub settings: Arc<Settings>,
+    pub lifetimes: Lifetimes,
     pub keys: Keys,
+    pub tokens: Arc<AccessTokens>,
     pub passwords: Passwords,
     pub stores: Stores,
     pub sign_ins: SignIns,
+    pub sign_out: SignOut,
+    pub establish: Establish,
+    pub password_change: PasswordChange,
+    /// What ended, kept by this instance (see [`Ledger`]).
+    pub ledger: Ledger,
     pub limits: RateLimits,
+    /// Which learner each recent browser session is, for reading ahead.
+    pub learners: KnownLearners,
 }
 
 impl AppState {
-    /// Connects the stores the settings name (chosen once, here) and applies migrations.
+    /// Connects the stores the settings name (chosen once, here), applies migrations and reads
+    /// what ended from the database.
     pub async fn connect(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let pool = db::connect(&settings.database_url).await?;
         db::migrate(&pool).await?;
+        let lifetimes = Lifetimes::from_settings(&settings);
         let stores = match &settings.redis_url {
             Some(url) => {
                 let redis = store::redis::connect(url).await?;
@@ -62,7 +74,12 @@ impl AppState {
                     sign_ins: shared.clone(),
                     counters: shared.clone(),
                     marks: shared.clone(),
-                    sessions: SessionBackend::redis(redis, shared),
+                    session_records: SessionRecords::redis(
+                        redis,
+                        shared,
+                        clock.clone(),
+                        lifetimes.idle,
+                    ),
                     redis: true,
                 }
             }
@@ -75,7 +92,7 @@ impl AppState {
                     sign_ins: shared.clone(),
                     counters: shared.clone(),
                     marks: shared,
-                    sessions: SessionBackend::memory(),
+                    session_records: SessionRecords::memory(clock.clone(), lifetimes.idle),
                     redis: false,
                 }
             }
@@ -86,29 +103,78 @@ impl AppState {
             );
         }
         let keys = Keys::derive(settings.secret_bytes());
+        let tokens = Arc::new(AccessTokens::new(&keys.jwt));
         // Hashing runs on its own lower-priority threads, at most one per core, so sign-in floods queue there.
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let passwords = Passwords::new(cores)?;
+        let records = SignInRecords::new(pool.clone());
+        let ledger = Ledger::new(
+            records.clone(),
+            stores.sign_ins.clone(),
+            stores.session_records.clone(),
+            clock.clone(),
+        );
+        let notified = ledger.clone();
+        stores
+            .sign_ins
+            .on_reconnect(Arc::new(move || notified.reconnected()));
+        ledger
+            .catch_up()
+            .await
+            .map_err(|err| anyhow::anyhow!("reading the sign-in endings: {err:#}"))?;
         let sign_ins = SignIns::new(
             pool.clone(),
+            records.clone(),
             stores.sign_ins.clone(),
-            stores.sessions.clone(),
-            Arc::new(AccessTokens::new(&keys.jwt)),
+            ledger.clone(),
+            tokens.clone(),
             clock.clone(),
-            Lifetimes::from_settings(&settings),
+            lifetimes,
+        );
+        let sign_out = SignOut::new(
+            records,
+            stores.sign_ins.clone(),
+            stores.session_records.clone(),
+            sign_ins.clone(),
+            ledger.clone(),
+            clock.clone(),
+            lifetimes.idle,
+        );
+        let establish = Establish::new(
+            sign_ins.clone(),
+            sign_out.clone(),
+            stores.session_records.clone(),
+            clock.clone(),
+            settings.secure_cookies,
         );
         let limits = RateLimits::new(stores.counters.clone(), clock.clone(), settings.rate_limit);
+        let users = Users::new(pool.clone());
+        let password_change = PasswordChange::new(
+            pool.clone(),
+            users.clone(),
+            passwords.clone(),
+            limits.clone(),
+            sign_out.clone(),
+            establish.clone(),
+        );
         Ok(Self(Arc::new(Shared {
-            users: Users::new(pool.clone()),
+            users,
             catalog: Catalog::new(pool.clone(), stores.marks.clone()),
             db: pool,
             clock,
             settings: Arc::new(settings),
+            lifetimes,
             keys,
+            tokens,
             passwords,
             stores,
             sign_ins,
+            sign_out,
+            establish,
+            password_change,
+            ledger,
             limits,
+            learners: KnownLearners::default(),
         })))
     }
 
@@ -134,32 +200,28 @@ impl std::ops::Deref for AppState {
     }
 }
 
-impl FromRef<AppState> for SignIns {
-    fn from_ref(state: &AppState) -> Self {
-        state.sign_ins.clone()
-    }
+/// `FromRef<AppState>` for each part an extractor or a route layer takes.
+macro_rules! parts {
+    ($($part:ty => |$state:ident| $get:expr;)*) => {
+        $(impl FromRef<AppState> for $part {
+            fn from_ref($state: &AppState) -> Self {
+                $get
+            }
+        })*
+    };
 }
 
-impl FromRef<AppState> for Keys {
-    fn from_ref(state: &AppState) -> Self {
-        state.keys.clone()
-    }
-}
-
-impl FromRef<AppState> for axum_extra::extract::cookie::Key {
-    fn from_ref(state: &AppState) -> Self {
-        state.keys.cookie.clone()
-    }
-}
-
-impl FromRef<AppState> for TrustedProxies {
-    fn from_ref(state: &AppState) -> Self {
-        TrustedProxies(state.settings.trusted_proxies)
-    }
-}
-
-impl FromRef<AppState> for RateLimits {
-    fn from_ref(state: &AppState) -> Self {
-        state.limits.clone()
-    }
+parts! {
+    SignIns => |state| state.sign_ins.clone();
+    SignOut => |state| state.sign_out.clone();
+    Keys => |state| state.keys.clone();
+    axum_extra::extract::cookie::Key => |state| state.keys.cookie.clone();
+    Arc<AccessTokens> => |state| state.tokens.clone();
+    Clock => |state| state.clock.clone();
+    Lifetimes => |state| state.lifetimes;
+    KnownLearners => |state| state.learners.clone();
+    SessionRecords => |state| state.stores.session_records.clone();
+    (SessionRecords, KnownLearners) => |state| (state.stores.session_records.clone(), state.learners.clone());
+    TrustedProxies => |state| TrustedProxies(state.settings.trusted_proxies);
+    RateLimits => |state| state.limits.clone();
 }

@@ -1,70 +1,67 @@
-//! Where sign-in liveness, revocations, the sign-ins a browser session holds, rate-limit counters and change marks live: Redis in
-//! production, process memory in the embedded shape. Each is a small trait with one file per
-//! backend, chosen once at start-up; services never know which one runs. The browser sessions
-//! themselves are tower-sessions' stores ([`sessions`]).
+//! Where sign-ins are live, the revocation lists of their access tokens, the browser sessions
+//! that hold them, rate-limit counters and change marks live: Redis in production, process
+//! memory in the embedded shape. Each is a small trait with one file per backend, chosen once at
+//! start-up; services never know which one runs. The browser's session records themselves are
+//! tower-sessions' ([`session_records`]).
 //!
 //! Every deadline is a unix second on the application's clock, and both backends compare against
 //! that clock, so a test that moves the clock sees the same expiries as production.
 
 pub mod keys;
 pub mod memory;
+pub mod read_ahead;
 pub mod redis;
-pub mod sessions;
+pub mod session_records;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use sessions::SessionBackend;
+pub use session_records::SessionRecords;
 
 use crate::error::Result;
 
 /// What the store knows of a live sign-in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Standing {
+pub struct LiveSignIn {
     pub user_id: String,
     /// The absolute end of the sign-in.
     pub expires_at: i64,
-    /// For a browser sign-in, when it ends unless the learner is active again.
-    pub idle_until: Option<i64>,
+    /// When it ends unless the learner is active again.
+    pub idle_until: i64,
     /// The browser session that holds it (a browser sign-in's own, or the one an API sign-in
     /// was made beside), which ending it deletes.
     pub session: Option<String>,
 }
 
-impl Standing {
+impl LiveSignIn {
     /// The moment the sign-in stops being live unless touched.
     pub fn deadline(&self) -> i64 {
-        self.idle_until
-            .map_or(self.expires_at, |idle| idle.min(self.expires_at))
+        self.idle_until.min(self.expires_at)
     }
 
     pub fn live_at(&self, now: i64) -> bool {
         now < self.deadline()
     }
 
-    /// `user|expires_at|idle_until|session` (`-` for none): the value of the Redis key.
+    /// `user|expires_at|idle_until|session` (`-` for no session): the value of the Redis key.
     fn encode(&self) -> String {
-        let idle = self
-            .idle_until
-            .map_or_else(|| "-".to_owned(), |t| t.to_string());
         let session = self.session.as_deref().unwrap_or("-");
-        format!("{}|{}|{idle}|{session}", self.user_id, self.expires_at)
+        format!(
+            "{}|{}|{}|{session}",
+            self.user_id, self.expires_at, self.idle_until
+        )
     }
 
-    /// Reads [`Self::encode`]'s value, and the `user|expires_at|idle_until` of sign-ins started
-    /// before a standing named its session.
+    /// Reads what [`Self::encode`] wrote.
     fn decode(value: &str) -> Option<Self> {
         let mut parts = value.split('|');
         let user_id = parts.next()?.to_owned();
         let expires_at = parts.next()?.parse().ok()?;
-        let idle_until = match parts.next()? {
+        let idle_until = parts.next()?.parse().ok()?;
+        let session = match parts.next()? {
             "-" => None,
-            t => Some(t.parse().ok()?),
-        };
-        let session = match parts.next() {
-            None | Some("-") => None,
-            Some(id) => Some(id.to_owned()),
+            id => Some(id.to_owned()),
         };
         if parts.next().is_some() {
             return None;
@@ -103,25 +100,25 @@ pub trait SignInStore: Send + Sync + 'static {
     }
 
     /// Marks a sign-in live until its deadline.
-    async fn mark_live(&self, sid: &str, standing: &Standing) -> Result<()>;
+    async fn mark_live(&self, sid: &str, live: &LiveSignIn) -> Result<()>;
 
     /// Moves a live sign-in's idle deadline; a sign-in that has ended stays ended. Whether it was
     /// live (and so touched), in the same round trip as the move.
     async fn touch(&self, sid: &str, idle_until: i64) -> Result<bool>;
 
-    /// The standing of a sign-in that is live now; `None` once it ended or lapsed.
-    async fn standing(&self, sid: &str) -> Result<Option<Standing>>;
+    /// A sign-in that is live now; `None` once it ended or lapsed.
+    async fn live(&self, sid: &str) -> Result<Option<LiveSignIn>>;
 
-    /// [`SignInStore::standing`], and the change mark `mark` (see [`ChangeMarks`]), in one round
+    /// [`SignInStore::live`], and the change mark `mark` (see [`ChangeMarks`]), in one round
     /// trip: what a page view needs to know besides its session.
-    async fn standing_and_mark(
+    async fn live_and_mark(
         &self,
         sid: &str,
         mark: &str,
-    ) -> Result<(Option<Standing>, Option<String>)>;
+    ) -> Result<(Option<LiveSignIn>, Option<String>)>;
 
-    /// [`SignInStore::standing`] for many sign-ins in one round trip.
-    async fn standings(&self, sids: &[String]) -> Result<Vec<Option<Standing>>>;
+    /// [`SignInStore::live`] for many sign-ins in one round trip, in order.
+    async fn live_many(&self, sids: &[String]) -> Result<Vec<Option<LiveSignIn>>>;
 
     /// Records an access token issued under a sign-in, so ending the sign-in revokes it unseen.
     /// `accepted_until` is the last moment a verifier could accept it (its `exp` plus leeway).
@@ -134,35 +131,53 @@ pub trait SignInStore: Send + Sync + 'static {
     async fn revocation_ttl(&self, sid: &str, jti: &str) -> Result<Option<i64>>;
 
     /// Records, until `until`, that a browser session holds a sign-in besides its own (an API
-    /// sign-in made beside it), so that signing the browser out ends that one too.
-    async fn hold(&self, session_id: &str, sid: &str, until: i64) -> Result<()>;
+    /// sign-in made beside it), so that signing the browser out ends that one too. `false`, and
+    /// nothing recorded, when the session has been ended already: checked in the same step, so
+    /// a sign-in made beside a browser that is signing out never outlives it.
+    async fn hold(&self, session_id: &str, sid: &str, until: i64) -> Result<bool>;
 
-    /// The sign-ins a browser session holds besides its own (recorded by [`SignInStore::hold`]),
-    /// even after its record expired.
-    async fn sign_ins_of_session(&self, session_id: &str) -> Result<Vec<String>>;
+    /// Ends a browser session in the store, in one step: from now on [`SignInStore::hold`]
+    /// refuses it, and, until `until`, [`SignInStore::session_ended`] says `reason` (the first
+    /// reason stands: a repeat does not rewrite it). Returns the sign-ins it holds besides its
+    /// own, as they are at that moment.
+    async fn end_session(&self, session_id: &str, reason: &str, until: i64) -> Result<Vec<String>>;
+
+    /// The sign-ins a browser session holds besides its own (recorded by [`SignInStore::hold`]).
+    async fn session_holds(&self, session_id: &str) -> Result<Vec<String>>;
+
+    /// Why a browser session was ended, while that is remembered.
+    async fn session_ended(&self, session_id: &str) -> Result<Option<String>>;
 
     /// Ends a sign-in: every recorded access token that could still be accepted goes on the
     /// revocation list until that moment, and it stops being live. Returns the browser session
-    /// its standing named, for the caller to delete. Ending twice is harmless, and for
-    /// [`ENDED_KEPT`] seconds an end repeated (a command replayed after its reply was lost, a
-    /// sign-out retried) names that session again, so the repeat finishes what the first began.
+    /// it named, for the caller to delete. Ending twice is harmless, and for [`ENDED_KEPT`]
+    /// seconds an end repeated (a command replayed after its reply was lost, a sign-out retried,
+    /// a replay after Redis lost data) names that session again, so the repeat finishes what the
+    /// first began.
     async fn end(&self, sid: &str) -> Result<Ended>;
 
-    /// Remembers, until `until`, why the system ended a browser session (for the login page). The
-    /// first reason stands: a later end of the same session (a repeat) does not rewrite it.
-    async fn note_session_ended(&self, session_id: &str, reason: &str, until: i64) -> Result<()>;
+    /// The time of the newest ending this store is known to hold (see `auth::ledger`): older
+    /// than the database's newest means the store lost writes; `None` after it lost them all.
+    async fn endings_held_until(&self) -> Result<Option<i64>>;
 
-    /// Why the system ended a browser session, if it did.
-    async fn session_end_note(&self, session_id: &str) -> Result<Option<String>>;
+    /// Raises [`SignInStore::endings_held_until`] to `at` (never lowers it).
+    async fn hold_endings_until(&self, at: i64) -> Result<()>;
+
+    /// Calls `notify` each time a connection to the store is re-established (a restart, a
+    /// failover: the store may have lost writes). A store in process memory never reconnects.
+    fn on_reconnect(&self, notify: Arc<dyn Fn() + Send + Sync>) {
+        let _ = notify;
+    }
 }
 
-/// Rate-limit counters, shared by every instance, in one-minute windows.
+/// Rate-limit counters, shared by every instance, in one-minute windows. Every counter expires
+/// with its window, whatever the timing of the calls.
 #[async_trait]
 pub trait RateCounters: Send + Sync + 'static {
     /// Counts one attempt in `bucket`'s window starting at `window` and returns the count so far.
     async fn hit(&self, bucket: &str, window: i64) -> Result<u64>;
 
-    /// Takes one attempt back (it turned out not to count).
+    /// Takes one attempt back (it turned out not to count); nothing when the window is gone.
     async fn undo(&self, bucket: &str, window: i64) -> Result<()>;
 }
 
@@ -228,7 +243,7 @@ pub struct Stores {
     pub sign_ins: Arc<dyn SignInStore>,
     pub counters: Arc<dyn RateCounters>,
     pub marks: Arc<dyn ChangeMarks>,
-    pub sessions: SessionBackend,
+    pub session_records: SessionRecords,
     /// Whether Redis backs them (readiness reports it).
     pub redis: bool,
 }
@@ -256,44 +271,34 @@ mod tests {
     }
 
     #[test]
-    fn standings_read_back_what_they_wrote() {
-        for standing in [
-            Standing {
+    fn live_sign_ins_read_back_what_they_wrote() {
+        for live in [
+            LiveSignIn {
                 user_id: "u1".into(),
                 expires_at: 100,
-                idle_until: Some(50),
+                idle_until: 50,
                 session: Some("s1".into()),
             },
-            Standing {
+            LiveSignIn {
                 user_id: "u2".into(),
                 expires_at: 100,
-                idle_until: None,
+                idle_until: 60,
                 session: None,
             },
         ] {
-            assert_eq!(Standing::decode(&standing.encode()), Some(standing));
+            assert_eq!(LiveSignIn::decode(&live.encode()), Some(live));
         }
-        // A sign-in started before standings named their session.
-        assert_eq!(
-            Standing::decode("u3|100|50"),
-            Some(Standing {
-                user_id: "u3".into(),
-                expires_at: 100,
-                idle_until: Some(50),
-                session: None,
-            })
-        );
-        for garbage in ["garbage", "u|1|2|3|4", "u|x|-"] {
-            assert_eq!(Standing::decode(garbage), None);
+        for garbage in ["garbage", "u|1|2|3|4", "u|x|-|-", "u3|100|50"] {
+            assert_eq!(LiveSignIn::decode(garbage), None);
         }
     }
 
     #[test]
     fn the_deadline_is_the_earlier_of_idle_and_absolute() {
-        let s = Standing {
+        let s = LiveSignIn {
             user_id: "u".into(),
             expires_at: 100,
-            idle_until: Some(50),
+            idle_until: 50,
             session: None,
         };
         assert_eq!(s.deadline(), 50);

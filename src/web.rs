@@ -13,4 +13,4 @@ pub mod user_agent;
 
 pub use client::{ClientInfo, TrustedProxies};
 pub use forms::{PageForm, PagePath, PageQuery};
-pub use navigation::{local_path, login_required, query_escape, redirect};
+pub use navigation::{SIGNED_OUT_HOME, local_path, login_required, query_escape, redirect};

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::ApiPath;
 use crate::{
-    auth::{BearerUser, sign_out},
+    auth::{BearerUser, sign_out::Caller},
     clock,
     courses::Course,
     error::{ApiResult, AppError},
@@ -71,7 +71,7 @@ async fn my_sessions(
     State(state): State<AppState>,
     bearer: BearerUser,
 ) -> ApiResult<Json<Vec<SessionView>>> {
-    let live = state.sign_ins.live_for_user(&bearer.user_id).await?;
+    let live = state.sign_ins.live(Some(&bearer.user_id)).await?;
     Ok(Json(
         live.into_iter()
             .map(|s| {
@@ -99,17 +99,16 @@ async fn end_session(
     client: ClientInfo,
     ApiPath(id): ApiPath,
 ) -> ApiResult<Response> {
-    let ended = sign_out::end_one(
-        &state.sign_ins,
-        &bearer.user_id,
-        &id,
-        &bearer.sid,
-        None,
-        &client,
-    )
-    .await?;
-    if !ended {
-        return Err(AppError::NotFound.into());
+    let caller = Caller {
+        sid: &bearer.sid,
+        session: None,
+    };
+    match state
+        .sign_out
+        .one(&bearer.user_id, &id, caller, &client)
+        .await?
+    {
+        Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        None => Err(AppError::NotFound.into()),
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
 }

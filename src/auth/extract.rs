@@ -3,7 +3,7 @@
 //!
 //! Every page request with a session checks its sign-in in the shared store, so a sign-in ended
 //! anywhere (another instance, an operator, a timeout) ends here at once. A sign-in found idle or
-//! past its lifetime is ended then and there, through the one way out.
+//! past its lifetime is ended then and there, through the sign-out service.
 
 use axum::{
     extract::{FromRef, FromRequestParts, Request, State},
@@ -19,15 +19,20 @@ use axum_extra::{
 use tower_sessions::Session;
 
 use super::{
-    AuthSession, CSRF_KEY, Keys, SID_KEY, TOUCHED_KEY,
-    sign_ins::{Liveness, SignIns, browser_sign_in_id},
-    sign_out::{self, Owed},
+    AuthSession, CSRF_KEY, Keys, TOUCHED_KEY,
+    sign_ins::{Lifetimes, Liveness, SignIns, browser_sign_in_id},
+    sign_out::SignOut,
 };
 use crate::{
     accounts::User,
+    clock::Clock,
     error::{ApiError, AppError, Result},
     layout::Layout,
-    store::sessions::{Beside, unavailable},
+    store::{
+        SessionRecords,
+        read_ahead::{KnownLearners, ReadAhead},
+        session_records::unavailable,
+    },
     telemetry,
     web::{ClientInfo, TrustedProxies, cookies::SESSION_COOKIE, login_required},
 };
@@ -43,9 +48,6 @@ pub struct CurrentUser {
     pub session_id: String,
     /// This session's CSRF token, for the page's meta tag and forms.
     pub csrf: String,
-    /// The change mark of the learner's enrolments as this request found it, read in the same
-    /// round trip as the sign-in's liveness (see [`crate::courses::Catalog`]).
-    pub enrolments_mark: Option<String>,
 }
 
 impl CurrentUser {
@@ -86,6 +88,10 @@ async fn resolve<S>(parts: &mut Parts, state: &S, explain: bool) -> Result<Resol
 where
     S: Send + Sync,
     SignIns: FromRef<S>,
+    SignOut: FromRef<S>,
+    Clock: FromRef<S>,
+    Lifetimes: FromRef<S>,
+    KnownLearners: FromRef<S>,
     TrustedProxies: FromRef<S>,
 {
     if let Some(cached) = parts.extensions.get::<CurrentUser>() {
@@ -96,58 +102,54 @@ where
         .get::<AuthSession>()
         .cloned()
         .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("the auth layer is missing")))?;
-    let sign_ins = SignIns::from_ref(state);
     let session = auth.session.clone();
     let Some(user) = auth.user else {
-        if !explain {
-            return Ok(Resolved::Anonymous { ended: None });
-        }
-        let ended = explain_stale_cookie(parts, state, &sign_ins).await?;
+        let ended = match session_cookie(&parts.headers) {
+            Some(stale) if explain => {
+                let client = client_of(parts, state).await;
+                Some(
+                    SignOut::from_ref(state)
+                        .stale_session(&stale, &client)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
         return Ok(Resolved::Anonymous { ended });
     };
+    let sign_ins = SignIns::from_ref(state);
     let session_id = session.id().map(|id| id.to_string()).unwrap_or_default();
-    // A sign-in started before its id derived from the session's keeps the id it stored.
-    let stored: Option<String> = session.get(SID_KEY).await.map_err(unavailable)?;
-    let sid = stored.unwrap_or_else(|| browser_sign_in_id(&session_id));
-    let mark = crate::courses::enrolments_mark(&user.id);
-    // Read with the session record when the record's load could (see `read_beside_session`).
-    let (liveness, enrolments_mark) = match Beside::take(&session_id, &sid, &mark) {
-        Some(read) => {
-            telemetry::revocation_checked(read.seconds);
-            (
-                sign_ins.liveness_from(&sid, read.standing).await?,
-                read.mark,
-            )
+    let sid = browser_sign_in_id(&session_id);
+    let liveness = match ReadAhead::take_live(&session_id, &sid) {
+        Some((live, seconds)) => {
+            telemetry::revocation_checked(seconds);
+            sign_ins.liveness_of(&sid, live).await?
         }
-        None => sign_ins.liveness_and_mark(&sid, &mark).await?,
+        None => sign_ins.liveness(&sid).await?,
     };
-    let reason = match liveness {
-        Liveness::Live(_) => None,
-        Liveness::Ended(reason) => Some(reason),
-    };
-    if let Some(reason) = reason {
+    if let Liveness::Ended(reason) = liveness {
         // Idle, past its lifetime, or ended elsewhere: end it here too (for a timeout this is
-        // where its tokens, row and audit are settled) and delete this browser's record once.
-        let client = ClientInfo::from_request_parts(parts, state)
-            .await
-            .unwrap_or_else(|never| match never {});
-        let mut owed = Owed::default();
-        owed.add_sid(&sid);
-        // The store no longer has it live, so every credential is refused already; what is left
-        // (revocation entries of a lapsed sign-in, its row, its audit row) is settled here when
-        // it can be, and by the next look otherwise.
-        if let Err(unfinished) =
-            sign_out::end_all(&sign_ins, &owed, Some(&session_id), reason, &client).await
-        {
-            tracing::warn!(error = %unfinished.error, "an ended sign-in could not be settled");
-        }
-        // Deletes this browser's record (once) and makes the layer expire the cookie.
+        // where its tokens, row and audit are settled). The store no longer has it live, so every
+        // credential is refused already; what is left is settled later if it cannot be now.
+        let client = client_of(parts, state).await;
+        let _ = SignOut::from_ref(state)
+            .lapsed(&sid, &session_id, reason, &client)
+            .await;
+        // Deletes this browser's record and makes the layer expire the cookie.
         session.flush().await.map_err(unavailable)?;
         return Ok(Resolved::Anonymous {
             ended: Some(reason.login_reason().to_owned()),
         });
     }
-    touch(&session, &sign_ins, &sid).await?;
+    let now = Clock::from_ref(state).now();
+    touch(
+        &session,
+        &sign_ins,
+        Lifetimes::from_ref(state).idle,
+        now,
+        &sid,
+    )
+    .await?;
     let csrf = match session.get::<String>(CSRF_KEY).await.map_err(unavailable)? {
         Some(token) => token,
         None => {
@@ -164,33 +166,42 @@ where
         sid,
         session_id,
         csrf,
-        enrolments_mark,
     };
-    sign_ins.remember_learner(&current.session_id, &current.user.id);
+    KnownLearners::from_ref(state).remember(&current.session_id, &current.user.id);
     parts.extensions.insert(current.clone());
     Ok(Resolved::SignedIn(current))
+}
+
+async fn client_of<S>(parts: &mut Parts, state: &S) -> ClientInfo
+where
+    S: Send + Sync,
+    TrustedProxies: FromRef<S>,
+{
+    ClientInfo::from_request_parts(parts, state)
+        .await
+        .unwrap_or_else(|never| match never {})
 }
 
 /// Around the page routes, outside the session layer: when this instance has shown a page to the
 /// request's session before (so knows its learner), lets the session record's load also read the
 /// browser sign-in's liveness and the learner's enrolment mark, so the view learns who is asking
-/// in one Redis round trip. The read belongs to this request only ([`Beside`]); nothing of it is
-/// kept. A session new to this instance reads them after its record, as before.
-pub async fn read_beside_session(
-    State(sign_ins): State<SignIns>,
+/// in one Redis round trip ([`ReadAhead`]). A session new to this instance reads them after its
+/// record.
+pub async fn read_ahead(
+    State((records, learners)): State<(SessionRecords, KnownLearners)>,
     request: Request,
     next: Next,
 ) -> Response {
-    if !sign_ins.sessions().reads_beside() {
+    if !records.reads_ahead() {
         return next.run(request).await;
     }
     let known = session_cookie(request.headers())
-        .and_then(|session_id| Some((sign_ins.learner_of(&session_id)?, session_id)));
+        .and_then(|session_id| Some((learners.of(&session_id)?, session_id)));
     match known {
         Some((user, session_id)) => {
             let sid = browser_sign_in_id(&session_id);
             let mark = crate::courses::enrolments_mark(&user);
-            Beside::scope(session_id, sid, mark, next.run(request)).await
+            ReadAhead::scope(session_id, sid, mark, next.run(request)).await
         }
         None => next.run(request).await,
     }
@@ -204,63 +215,17 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|id| !id.is_empty())
 }
 
-/// Why a session cookie names no session: the system ended it (its note says why), or its record
-/// expired while it still held sign-ins, which are ended now so nothing of them survives.
-async fn explain_stale_cookie<S>(
-    parts: &mut Parts,
-    state: &S,
-    sign_ins: &SignIns,
-) -> Result<Option<String>>
-where
-    S: Send + Sync,
-    TrustedProxies: FromRef<S>,
-{
-    let Some(session_id) = session_cookie(&parts.headers) else {
-        return Ok(None);
-    };
-    if session_id.parse::<tower_sessions::session::Id>().is_err() {
-        return Ok(Some("expired".to_owned()));
-    }
-    // The system may have ended it (its note says why); either way, whatever it still holds ends
-    // now, so nothing of it survives a sign-out that stopped half-way.
-    let note = sign_ins.store().session_end_note(&session_id).await?;
-    // Its own sign-in if it ever had one (a visitor's session never did), else one it held.
-    let own = browser_sign_in_id(&session_id);
-    let first = match sign_ins.find(&own).await? {
-        Some(_) => own,
-        None => match sign_ins
-            .store()
-            .sign_ins_of_session(&session_id)
-            .await?
-            .first()
-        {
-            Some(sid) => sid.clone(),
-            None => return Ok(Some(note.unwrap_or_else(|| "expired".to_owned()))),
-        },
-    };
-    let reason = match sign_ins.liveness(&first).await? {
-        Liveness::Ended(reason) => reason,
-        Liveness::Live(_) => super::sign_ins::EndReason::Expired,
-    };
-    let client = ClientInfo::from_request_parts(parts, state)
-        .await
-        .unwrap_or_else(|never| match never {});
-    let mut owed = Owed::default();
-    owed.add_session(&session_id);
-    if let Err(unfinished) = sign_out::end_all(sign_ins, &owed, None, reason, &client).await {
-        tracing::warn!(error = %unfinished.error, "the sign-ins of an expired session could not be ended");
-    }
-    Ok(Some(
-        note.unwrap_or_else(|| reason.login_reason().to_owned()),
-    ))
-}
-
 /// Activity keeps a browser sign-in alive. Idle expiry counts only writes, so the session (and
 /// the sign-in's idle deadline) is written at most once a minute (more often only for idle
 /// timeouts shorter than four minutes), not on every page view.
-async fn touch(session: &Session, sign_ins: &SignIns, sid: &str) -> Result<()> {
-    let now = sign_ins.clock().now();
-    let every = (sign_ins.lifetimes().idle / 4).clamp(0, 60);
+async fn touch(
+    session: &Session,
+    sign_ins: &SignIns,
+    idle: i64,
+    now: i64,
+    sid: &str,
+) -> Result<()> {
+    let every = (idle / 4).clamp(0, 60);
     let last: i64 = session
         .get(TOUCHED_KEY)
         .await
@@ -281,6 +246,10 @@ impl<S> FromRequestParts<S> for CurrentUser
 where
     S: Send + Sync,
     SignIns: FromRef<S>,
+    SignOut: FromRef<S>,
+    Clock: FromRef<S>,
+    Lifetimes: FromRef<S>,
+    KnownLearners: FromRef<S>,
     TrustedProxies: FromRef<S>,
 {
     type Rejection = Response;
@@ -298,6 +267,10 @@ impl<S> FromRequestParts<S> for MaybeUser
 where
     S: Send + Sync,
     SignIns: FromRef<S>,
+    SignOut: FromRef<S>,
+    Clock: FromRef<S>,
+    Lifetimes: FromRef<S>,
+    KnownLearners: FromRef<S>,
     TrustedProxies: FromRef<S>,
 {
     type Rejection = Response;
@@ -315,6 +288,10 @@ impl<S> FromRequestParts<S> for Viewer
 where
     S: Send + Sync,
     SignIns: FromRef<S>,
+    SignOut: FromRef<S>,
+    Clock: FromRef<S>,
+    Lifetimes: FromRef<S>,
+    KnownLearners: FromRef<S>,
     Keys: FromRef<S>,
     TrustedProxies: FromRef<S>,
 {
@@ -325,11 +302,8 @@ where
         let layout = match &user {
             Some(current) => current.layout(),
             None => {
-                let now = SignIns::from_ref(state).clock().now();
-                Layout {
-                    csrf_token: super::csrf::anonymous_token(&Keys::from_ref(state), now),
-                    ..Layout::default()
-                }
+                let now = Clock::from_ref(state).now();
+                Layout::visitor(super::csrf::anonymous_token(&Keys::from_ref(state), now))
             }
         };
         Ok(Self { user, layout })

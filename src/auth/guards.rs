@@ -11,10 +11,10 @@ use axum::{
 use tower_sessions::Session;
 
 use super::{
-    CSRF_KEY, CurrentUser, Keys, SignIns,
+    CSRF_KEY, CurrentUser, Keys,
     csrf::{matches, presented, visitor_may},
 };
-use crate::{error::AppError, web::forms::MAX_FORM_BYTES};
+use crate::{clock::Clock, error::AppError, web::forms::MAX_FORM_BYTES};
 
 fn refused() -> Response {
     tracing::warn!("csrf check failed");
@@ -69,21 +69,21 @@ pub async fn visitors_and_learners<S>(
 where
     S: Send + Sync,
     Keys: FromRef<S>,
-    SignIns: FromRef<S>,
+    Clock: FromRef<S>,
 {
     if is_safe(request.method()) {
         return next.run(request).await;
     }
     let expected: Option<String> = match session.get(CSRF_KEY).await {
         Ok(value) => value,
-        Err(err) => return crate::store::sessions::unavailable(err).into_response(),
+        Err(err) => return crate::store::session_records::unavailable(err).into_response(),
     };
     let (parts, bytes) = match split(request).await {
         Ok(split) => split,
         Err(response) => return response,
     };
     let token = presented(&parts.headers, &bytes);
-    let now = SignIns::from_ref(&state).clock().now();
+    let now = Clock::from_ref(&state).now();
     let ok = match &expected {
         Some(expected) => matches(expected, token.as_deref()),
         None => visitor_may(

@@ -12,25 +12,24 @@ use axum::{
 };
 use axum_extra::extract::cookie::SignedCookieJar;
 use axum_htmx::HxRequest;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::sign_out::SIGNED_OUT_HOME;
 use crate::{
-    accounts::{self, Password, User},
+    accounts::User,
     audit,
     auth::{
         AuthSession, CurrentUser, NOTICE_KEY,
-        sign_ins::{EndReason, SignIn},
-        sign_out::{self, Owed, Scope, clear_client_state},
+        password_change::{Changed, PasswordErrors},
+        records::{EndReason, SignIn},
+        sign_out::{Caller, clear_client_state},
     },
     error::{AppError, Result},
     layout::{Layout, Notice},
     state::AppState,
-    store::sessions::unavailable,
-    telemetry,
-    web::{ClientInfo, PageForm, PagePath, redirect},
+    store::session_records::unavailable,
+    web::{ClientInfo, PageForm, PagePath, SIGNED_OUT_HOME, redirect},
 };
 
 /// The learner's routes; `app` puts them behind `guards::learners_only`.
@@ -47,12 +46,6 @@ struct Row {
     device: String,
     browser: String,
     this_browser: bool,
-}
-
-#[derive(Debug, Default)]
-struct PasswordErrors {
-    current_password: Option<String>,
-    new_password: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -73,7 +66,7 @@ async fn page(
 ) -> Result<AccountPage> {
     let rows = state
         .sign_ins
-        .live_for_user(&current.user.id)
+        .live(Some(&current.user.id))
         .await?
         .into_iter()
         .map(|sign_in| {
@@ -133,54 +126,25 @@ async fn end_sign_in(
     client: ClientInfo,
     PagePath(id): PagePath,
 ) -> Result<Response> {
-    let ended = sign_out::end_one(
-        &state.sign_ins,
-        &current.user.id,
-        &id,
-        &current.sid,
-        Some(&current.session_id),
-        &client,
-    )
-    .await?;
-    if !ended {
-        return Err(AppError::NotFound);
+    let caller = Caller {
+        sid: &current.sid,
+        session: Some(&current.session_id),
+    };
+    match state
+        .sign_out
+        .one(&current.user.id, &id, caller, &client)
+        .await?
+    {
+        None => Err(AppError::NotFound),
+        Some(EndReason::SignedOut) => {
+            // This browser's record goes with its cookie.
+            auth.session.flush().await.map_err(unavailable)?;
+            let home = redirect(htmx, SIGNED_OUT_HOME);
+            Ok(clear_client_state(home, state.client_state()))
+        }
+        Some(_) if htmx => Ok(StatusCode::OK.into_response()),
+        Some(_) => Ok(Redirect::to("/account").into_response()),
     }
-    if id == current.sid {
-        // This browser's record goes with its cookie.
-        auth.session.flush().await.map_err(unavailable)?;
-        return Ok(clear_client_state(
-            redirect(htmx, SIGNED_OUT_HOME),
-            state.client_state(),
-        ));
-    }
-    Ok(if htmx {
-        StatusCode::OK.into_response()
-    } else {
-        Redirect::to("/account").into_response()
-    })
-}
-
-/// Ends every sign-in of the learner but the ones this browser holds, for a password change.
-async fn end_other_sign_ins(
-    state: &AppState,
-    current: &CurrentUser,
-    client: &ClientInfo,
-) -> Result<()> {
-    let mut presented = Owed::default();
-    presented.add_sid(&current.sid);
-    presented.add_session(&current.session_id);
-    let others =
-        sign_out::reach(&state.sign_ins, &presented, &current.user.id, Scope::Others).await?;
-    sign_out::end_all(
-        &state.sign_ins,
-        &others,
-        None,
-        EndReason::PasswordChanged,
-        client,
-    )
-    .await
-    .map(drop)
-    .map_err(|unfinished| unfinished.error)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,11 +154,8 @@ pub struct PasswordForm {
     new_password: SecretString,
 }
 
-/// Changes the learner's password: every other sign-in ends (reason `password_changed`), and this
-/// browser is signed in again under a new session id and a new sign-in, so its old session
-/// cookie, access tokens and refresh cookie die with the old password. A wrong current password
-/// counts as a failed sign-in (the same limits), and like a weak new one re-renders the form with
-/// the error beside the field (422) and ends nothing.
+/// Changes the learner's password (see [`crate::auth::password_change`]): 303 back to the account
+/// page with a notice, or the form again (422) with the error beside the field.
 async fn change_password(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -203,70 +164,22 @@ async fn change_password(
     jar: SignedCookieJar,
     PageForm(form): PageForm<PasswordForm>,
 ) -> Result<Response> {
-    let rerender = async |errors: PasswordErrors| -> Result<Response> {
-        let page = page(&state, &current, current.layout(), errors).await?;
-        Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
-    };
-    let weak = Password::parse(form.new_password.expose_secret().to_owned()).err();
-    let email = accounts::Email::parse(&current.user.email).ok();
-    let attempt = state
-        .limits
-        .sign_in_attempt(email.as_ref(), &client)
+    let (old, new) = (form.current_password, form.new_password);
+    let changed = state
+        .password_change
+        .change(&current, &mut auth, old, new, &client, jar)
         .await?;
-    // Checked against the stored hash, not the cached learner's.
-    let stored = accounts::find_by_id(&state.db, &current.user.id)
-        .await?
-        .map(|user| user.password_hash);
-    let right = state
-        .passwords
-        .verify(form.current_password.clone(), stored)
-        .await?;
-    if !right {
-        telemetry::sign_in_failed();
-        return rerender(PasswordErrors {
-            current_password: Some("That is not your current password.".to_owned()),
-            new_password: weak,
-        })
-        .await;
-    }
-    attempt.succeeded().await?;
-    let new = match Password::parse(form.new_password.expose_secret().to_owned()) {
-        Ok(new) => new,
-        Err(message) => {
-            return rerender(PasswordErrors {
-                new_password: Some(message),
-                ..PasswordErrors::default()
-            })
-            .await;
+    match changed {
+        Changed::Yes(jar) => {
+            auth.session
+                .insert(NOTICE_KEY, PASSWORD_CHANGED)
+                .await
+                .map_err(unavailable)?;
+            Ok((jar, Redirect::to("/account")).into_response())
         }
-    };
-    let hash = state.passwords.hash(new.secret()).await?;
-    // Every other sign-in ends before the new password is stored, so a store that cannot be
-    // reached fails the change with nothing changed; and once more after, for a sign-in that was
-    // checked against the old password a moment before (a later one is refused by
-    // `SignIns::start`). Then this browser's own, with whatever else it holds.
-    end_other_sign_ins(&state, &current, &client).await?;
-    accounts::set_password_hash(&state.db, &current.user.id, &hash).await?;
-    state.users.forget(&current.user.id);
-    tracing::info!(user.id = %current.user.id, "password changed");
-    end_other_sign_ins(&state, &current, &client).await?;
-    let user = User {
-        password_hash: hash,
-        ..current.user.clone()
-    };
-    let jar = super::sign_in::establish(
-        &state,
-        &mut auth,
-        Some((&current, EndReason::PasswordChanged)),
-        &user,
-        &client,
-        jar,
-    )
-    .await?;
-    auth.session
-        .insert(NOTICE_KEY, PASSWORD_CHANGED)
-        .await
-        .map_err(unavailable)?;
-    telemetry::signed_out(Scope::Others.as_str(), EndReason::PasswordChanged.as_str());
-    Ok((jar, Redirect::to("/account")).into_response())
+        Changed::No(errors) => {
+            let page = page(&state, &current, current.layout(), errors).await?;
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+    }
 }

@@ -38,7 +38,7 @@ struct DashboardPage {
 async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> Result<DashboardPage> {
     let (mine, others) = state
         .catalog
-        .marked_for_seen(&current.user.id, current.enrolments_mark.clone())
+        .marked_for(Some(&current.user.id))
         .await?
         .into_iter()
         .partition(Course::enrolled);

@@ -19,8 +19,8 @@ pub fn metrics_router() -> Router<AppState> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    match state.sign_ins.count_live().await {
-        Ok(live) => telemetry::live_sign_ins(live),
+    match state.sign_ins.live(None).await {
+        Ok(live) => telemetry::live_sign_ins(live.len()),
         Err(err) => tracing::warn!(error = %err, "live sign-ins could not be counted"),
     }
     (

@@ -36,15 +36,8 @@ async fn home(
     viewer: Viewer,
     PageQuery(query): PageQuery<HomeQuery>,
 ) -> Result<HomePage> {
-    let courses = match &viewer.user {
-        Some(current) => {
-            state
-                .catalog
-                .marked_for_seen(&current.user.id, current.enrolments_mark.clone())
-                .await?
-        }
-        None => state.catalog.marked_for(None).await?,
-    };
+    let learner = viewer.user.as_ref().map(|current| current.user.id.as_str());
+    let courses = state.catalog.marked_for(learner).await?;
     let mut layout = viewer.layout;
     if query.signed_out.is_some() && viewer.user.is_none() {
         layout.notice = Some(Notice::success("You are signed out."));

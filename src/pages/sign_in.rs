@@ -1,4 +1,5 @@
-//! The browser's way in: `/register` and `/login`. The way out is [`super::sign_out`].
+//! The browser's way in: `/register` and `/login` (the sign-in itself is
+//! [`crate::auth::establish`]). The way out is [`super::sign_out`].
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -10,22 +11,17 @@ use axum::{
     routing::get,
 };
 use axum_extra::extract::cookie::SignedCookieJar;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::{
-    accounts::{self, CreateError, DisplayName, Email, Password, User},
+    accounts::{self, CreateError, Registration, RegistrationErrors},
     auth::{
-        AuthSession, CSRF_KEY, CurrentUser, TOUCHED_KEY, Viewer, auth_error,
-        backend::Credentials,
-        csrf, refresh_tokens,
-        sign_ins::{EndReason, Kind},
-        sign_out::{self, Owed},
+        AuthSession, CurrentUser, Viewer, auth_error, backend::Credentials, records::EndReason,
     },
     error::{AppError, Result},
     layout::{Layout, Notice},
     state::AppState,
-    store::sessions::unavailable,
     web::{ClientInfo, PageForm, PageQuery, local_path},
 };
 
@@ -34,80 +30,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/register", get(register_page).post(register))
         .route("/login", get(login_page).post(login))
-}
-
-/// Turns a browser session into a new sign-in: ends any sign-in it had (for `ending`), cycles the
-/// session id (axum-login only does so when the session had no user yet, and a fixed id would let
-/// a planted cookie ride the sign-in), stores the learner and a fresh CSRF token in the session,
-/// starts the sign-in under an id derived from the session's, and sets the refresh cookie.
-#[tracing::instrument(name = "sign_in.establish", skip_all)]
-pub(super) async fn establish(
-    state: &AppState,
-    auth: &mut AuthSession,
-    previous: Option<(&CurrentUser, EndReason)>,
-    user: &User,
-    client: &ClientInfo,
-    jar: SignedCookieJar,
-) -> Result<SignedCookieJar> {
-    if let Some((previous, ending)) = previous {
-        // The session layer deletes the old record itself when the id is cycled below.
-        let mut owed = Owed::default();
-        owed.add_sid(&previous.sid);
-        sign_out::end_all(
-            &state.sign_ins,
-            &owed,
-            Some(&previous.session_id),
-            ending,
-            client,
-        )
-        .await
-        .map_err(|unfinished| unfinished.error)?;
-    }
-    if auth.session.id().is_some() {
-        auth.session.cycle_id().await.map_err(unavailable)?;
-    }
-    auth.login(user).await.map_err(auth_error)?;
-    let session = &auth.session;
-    session
-        .insert(CSRF_KEY, csrf::session_token())
-        .await
-        .map_err(unavailable)?;
-    session
-        .insert(TOUCHED_KEY, state.clock.now())
-        .await
-        .map_err(unavailable)?;
-    // Save now so the session has its final id, from which the sign-in's id derives: ending
-    // the sign-in from anywhere then deletes this browser session, and a sign-out from this
-    // browser finds the sign-in even after the session record itself has expired.
-    session.save().await.map_err(unavailable)?;
-    let session_id = session
-        .id()
-        .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("a saved session without an id")))?
-        .to_string();
-    let started = match state
-        .sign_ins
-        .start(
-            user,
-            client,
-            Kind::Browser {
-                session: &session_id,
-            },
-        )
-        .await
-    {
-        Ok(started) => started,
-        Err(err) => {
-            // No sign-in to go with it: the record must not outlive this request.
-            let _ = session.flush().await;
-            return Err(err);
-        }
-    };
-    Ok(refresh_tokens::set_cookie(
-        jar,
-        &started.refresh,
-        started.expires_at - state.clock.now(),
-        state.settings.secure_cookies,
-    ))
 }
 
 /// A learner signing in again from the same browser replaces their sign-in there.
@@ -125,20 +47,13 @@ pub struct RegisterForm {
     password: SecretString,
 }
 
-#[derive(Debug, Default)]
-struct RegisterErrors {
-    email: Option<String>,
-    display_name: Option<String>,
-    password: Option<String>,
-}
-
 #[derive(Template, WebTemplate)]
 #[template(path = "auth/register.html")]
 struct RegisterPage {
     layout: Layout,
     email: String,
     display_name: String,
-    errors: RegisterErrors,
+    errors: RegistrationErrors,
 }
 
 async fn register_page(viewer: Viewer) -> Response {
@@ -149,7 +64,7 @@ async fn register_page(viewer: Viewer) -> Response {
         layout: viewer.layout,
         email: String::new(),
         display_name: String::new(),
-        errors: RegisterErrors::default(),
+        errors: RegistrationErrors::default(),
     }
     .into_response()
 }
@@ -163,15 +78,7 @@ async fn register(
     PageForm(form): PageForm<RegisterForm>,
 ) -> Result<Response> {
     state.limits.per_ip("register", &client).await?;
-    let email = Email::parse(&form.email);
-    let display_name = DisplayName::parse(&form.display_name);
-    let password = Password::parse(form.password.expose_secret().to_owned());
-    let mut errors = RegisterErrors {
-        email: email.as_ref().err().cloned(),
-        display_name: display_name.as_ref().err().cloned(),
-        password: password.as_ref().err().cloned(),
-    };
-    let rerender = |errors: RegisterErrors| {
+    let rerender = |errors: RegistrationErrors| {
         let page = RegisterPage {
             layout: viewer.layout.clone(),
             email: form.email.trim().to_owned(),
@@ -180,21 +87,23 @@ async fn register(
         };
         Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
     };
-    let (Ok(email), Ok(display_name), Ok(password)) = (email, display_name, password) else {
-        return rerender(errors);
+    let new = match Registration::parse(&form.email, &form.display_name, &form.password) {
+        Ok(new) => new,
+        Err(errors) => return rerender(errors),
     };
-    let hash = state.passwords.hash(password.secret()).await?;
-    let created = accounts::create(&state.db, &email, &display_name, hash, state.clock.now()).await;
-    let user = match created {
+    let hash = state.passwords.hash(new.password.secret()).await?;
+    let now = state.clock.now();
+    let user = match accounts::create(&state.db, &new.email, &new.display_name, hash, now).await {
         Ok(user) => user,
-        Err(CreateError::EmailTaken) => {
-            errors.email = Some(CreateError::EmailTaken.to_string());
-            return rerender(errors);
-        }
+        Err(CreateError::EmailTaken) => return rerender(RegistrationErrors::email_taken()),
         Err(CreateError::Other(err)) => return Err(err),
     };
     tracing::info!(user.id = %user.id, "account created");
-    let jar = establish(&state, &mut auth, replacing(&viewer), &user, &client, jar).await?;
+    let replaced = replacing(&viewer);
+    let jar = state
+        .establish
+        .browser(&mut auth, replaced, &user, &client, jar)
+        .await?;
     Ok((jar, Redirect::to("/dashboard")).into_response())
 }
 
@@ -293,6 +202,9 @@ async fn login(
         return Ok((StatusCode::UNAUTHORIZED, page).into_response());
     };
     attempt.succeeded().await?;
-    let jar = establish(&state, &mut auth, replacing(&viewer), &user, &client, jar).await?;
+    let jar = state
+        .establish
+        .browser(&mut auth, replacing(&viewer), &user, &client, jar)
+        .await?;
     Ok((jar, Redirect::to(&next)).into_response())
 }

@@ -22,7 +22,7 @@ impl RedisKeys {
     }
 
     /// `lectern:{<sid>}:live`: the sign-in is live (value `user|expires_at|idle_until|session`,
-    /// see `Standing::encode`; the end script reads its last field).
+    /// see `LiveSignIn::encode`; the end script reads its last field).
     pub fn live(&self, sid: &str) -> String {
         self.sign_in(sid, "live")
     }
@@ -38,12 +38,6 @@ impl RedisKeys {
         self.sign_in(sid, "revoked")
     }
 
-    /// `lectern:{<sid>}:sessions`: the browser sessions that held a sign-in started before its
-    /// standing named its session. Only read and deleted now; it expires by itself.
-    pub fn sessions(&self, sid: &str) -> String {
-        self.sign_in(sid, "sessions")
-    }
-
     /// `lectern:{<sid>}:ended`: the browser sessions an ended sign-in named (space-separated), so an end
     /// repeated (a replayed command, a retried sign-out) deletes them too.
     pub fn ended(&self, sid: &str) -> String {
@@ -51,14 +45,21 @@ impl RedisKeys {
     }
 
     /// `lectern:{session:<id>}:sign_ins`: the sign-ins a browser session holds besides its own
-    /// (API sign-ins made beside it, and, for sessions from before that, its own).
+    /// (API sign-ins made beside it).
     pub fn session_sign_ins(&self, session_id: &str) -> String {
         format!("{}{{session:{session_id}}}:sign_ins", self.prefix)
     }
 
-    /// `lectern:{session:<id>}:ended`: why the system ended that browser session.
+    /// `lectern:{session:<id>}:ended`: that browser session was ended, and why (its tombstone:
+    /// nothing can be attached to it any more).
     pub fn session_ended(&self, session_id: &str) -> String {
         format!("{}{{session:{session_id}}}:ended", self.prefix)
+    }
+
+    /// `lectern:{endings}`: the time of the newest sign-in ending Redis is known to hold (see
+    /// `auth::ledger`).
+    pub fn endings(&self) -> String {
+        format!("{}{{endings}}", self.prefix)
     }
 
     /// `lectern:{mark:<name>}`: the change mark of `name` (see [`super::ChangeMarks`]), such as

@@ -11,7 +11,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{ChangeMarks, Ended, RateCounters, SignInStore, Standing, WINDOW_SECS};
+use super::{ChangeMarks, Ended, LiveSignIn, RateCounters, SignInStore, WINDOW_SECS};
 use crate::{clock::Clock, error::Result};
 
 /// Both stores of the embedded shape.
@@ -23,14 +23,14 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct State {
-    live: HashMap<String, Standing>,
+    live: HashMap<String, LiveSignIn>,
     /// sid -> issued (jti, accepted_until)
     jtis: HashMap<String, Vec<(String, i64)>>,
     /// (sid, jti) -> until
     revoked: HashMap<(String, String), i64>,
     /// browser session -> (the sign-ins it holds besides its own, until)
     session_sign_ins: HashMap<String, (HashSet<String>, i64)>,
-    /// browser session -> (why it was ended, until)
+    /// browser session -> (why it was ended, until): its tombstone
     ended: HashMap<String, (String, i64)>,
     /// ended sign-in -> (the browser sessions it named, until)
     ended_sign_ins: HashMap<String, (Vec<String>, i64)>,
@@ -38,6 +38,8 @@ struct State {
     counters: HashMap<(String, i64), u64>,
     /// name -> (mark, until)
     marks: HashMap<String, (String, i64)>,
+    /// the time of the newest ending held (see `SignInStore::endings_held_until`)
+    endings: Option<i64>,
     writes: u64,
 }
 
@@ -95,7 +97,7 @@ impl State {
         self.marks.retain(|_, (_, until)| *until > now);
     }
 
-    fn standing(&self, sid: &str, now: i64) -> Option<Standing> {
+    fn live(&self, sid: &str, now: i64) -> Option<LiveSignIn> {
         self.live.get(sid).filter(|s| s.live_at(now)).cloned()
     }
 
@@ -113,8 +115,8 @@ impl SignInStore for MemoryStore {
         Ok(())
     }
 
-    async fn mark_live(&self, sid: &str, standing: &Standing) -> Result<()> {
-        self.with(|s, _| s.live.insert(sid.to_owned(), standing.clone()));
+    async fn mark_live(&self, sid: &str, live: &LiveSignIn) -> Result<()> {
+        self.with(|s, _| s.live.insert(sid.to_owned(), live.clone()));
         Ok(())
     }
 
@@ -122,26 +124,26 @@ impl SignInStore for MemoryStore {
         Ok(self.with(|s, now| {
             s.live
                 .get_mut(sid)
-                .filter(|st| st.live_at(now))
-                .map(|standing| standing.idle_until = Some(idle_until))
+                .filter(|live| live.live_at(now))
+                .map(|live| live.idle_until = idle_until)
                 .is_some()
         }))
     }
 
-    async fn standing(&self, sid: &str) -> Result<Option<Standing>> {
-        Ok(self.with(|s, now| s.standing(sid, now)))
+    async fn live(&self, sid: &str) -> Result<Option<LiveSignIn>> {
+        Ok(self.with(|s, now| s.live(sid, now)))
     }
 
-    async fn standing_and_mark(
+    async fn live_and_mark(
         &self,
         sid: &str,
         mark: &str,
-    ) -> Result<(Option<Standing>, Option<String>)> {
-        Ok(self.with(|s, now| (s.standing(sid, now), s.mark(mark, now))))
+    ) -> Result<(Option<LiveSignIn>, Option<String>)> {
+        Ok(self.with(|s, now| (s.live(sid, now), s.mark(mark, now))))
     }
 
-    async fn standings(&self, sids: &[String]) -> Result<Vec<Option<Standing>>> {
-        Ok(self.with(|s, now| sids.iter().map(|sid| s.standing(sid, now)).collect()))
+    async fn live_many(&self, sids: &[String]) -> Result<Vec<Option<LiveSignIn>>> {
+        Ok(self.with(|s, now| sids.iter().map(|sid| s.live(sid, now)).collect()))
     }
 
     async fn record_access_token(&self, sid: &str, jti: &str, accepted_until: i64) -> Result<()> {
@@ -160,7 +162,7 @@ impl SignInStore for MemoryStore {
                 .revoked
                 .get(&(sid.to_owned(), jti.to_owned()))
                 .is_some_and(|until| *until > now);
-            s.standing(sid, now).is_some() && !revoked
+            s.live(sid, now).is_some() && !revoked
         }))
     }
 
@@ -173,19 +175,37 @@ impl SignInStore for MemoryStore {
         }))
     }
 
-    async fn hold(&self, session_id: &str, sid: &str, until: i64) -> Result<()> {
-        self.with(|s, _| {
+    async fn hold(&self, session_id: &str, sid: &str, until: i64) -> Result<bool> {
+        Ok(self.with(|s, now| {
+            if s.ended.get(session_id).is_some_and(|(_, end)| *end > now) {
+                return false;
+            }
             let entry = s
                 .session_sign_ins
                 .entry(session_id.to_owned())
                 .or_insert_with(|| (HashSet::new(), until));
             entry.0.insert(sid.to_owned());
             entry.1 = entry.1.max(until);
-        });
-        Ok(())
+            true
+        }))
     }
 
-    async fn sign_ins_of_session(&self, session_id: &str) -> Result<Vec<String>> {
+    async fn end_session(&self, session_id: &str, reason: &str, until: i64) -> Result<Vec<String>> {
+        Ok(self.with(|s, now| {
+            let noted = s.ended.get(session_id).is_some_and(|(_, end)| *end > now);
+            if !noted {
+                s.ended
+                    .insert(session_id.to_owned(), (reason.to_owned(), until));
+            }
+            s.session_sign_ins
+                .get(session_id)
+                .filter(|(_, until)| *until > now)
+                .map(|(sids, _)| sids.iter().cloned().collect())
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn session_holds(&self, session_id: &str) -> Result<Vec<String>> {
         Ok(self.with(|s, now| {
             s.session_sign_ins
                 .get(session_id)
@@ -195,11 +215,20 @@ impl SignInStore for MemoryStore {
         }))
     }
 
+    async fn session_ended(&self, session_id: &str) -> Result<Option<String>> {
+        Ok(self.with(|s, now| {
+            s.ended
+                .get(session_id)
+                .filter(|(_, until)| *until > now)
+                .map(|(reason, _)| reason.clone())
+        }))
+    }
+
     async fn end(&self, sid: &str) -> Result<Ended> {
         Ok(self.with(|s, now| {
             let sessions: Vec<String> = match s.live.remove(sid) {
-                Some(standing) => {
-                    let sessions: Vec<String> = standing.session.into_iter().collect();
+                Some(live) => {
+                    let sessions: Vec<String> = live.session.into_iter().collect();
                     if !sessions.is_empty() {
                         let until = now + super::ENDED_KEPT;
                         s.ended_sign_ins
@@ -229,27 +258,13 @@ impl SignInStore for MemoryStore {
         }))
     }
 
-    async fn note_session_ended(&self, session_id: &str, reason: &str, until: i64) -> Result<()> {
-        self.with(|s, now| {
-            let noted = s
-                .ended
-                .get(session_id)
-                .is_some_and(|(_, until)| *until > now);
-            if !noted {
-                s.ended
-                    .insert(session_id.to_owned(), (reason.to_owned(), until));
-            }
-        });
-        Ok(())
+    async fn endings_held_until(&self) -> Result<Option<i64>> {
+        Ok(self.with(|s, _| s.endings))
     }
 
-    async fn session_end_note(&self, session_id: &str) -> Result<Option<String>> {
-        Ok(self.with(|s, now| {
-            s.ended
-                .get(session_id)
-                .filter(|(_, until)| *until > now)
-                .map(|(reason, _)| reason.clone())
-        }))
+    async fn hold_endings_until(&self, at: i64) -> Result<()> {
+        self.with(|s, _| s.endings = Some(s.endings.map_or(at, |held| held.max(at))));
+        Ok(())
     }
 }
 
@@ -264,8 +279,11 @@ impl RateCounters for MemoryStore {
     }
 
     async fn undo(&self, bucket: &str, window: i64) -> Result<()> {
-        self.with(|s, _| {
-            if let Some(count) = s.counters.get_mut(&(bucket.to_owned(), window)) {
+        self.with(|s, now| {
+            let key = (bucket.to_owned(), window);
+            if window + WINDOW_SECS <= now {
+                s.counters.remove(&key);
+            } else if let Some(count) = s.counters.get_mut(&key) {
                 *count = count.saturating_sub(1);
             }
         });
@@ -299,13 +317,13 @@ mod tests {
         let clock = Clock::manual();
         let store = MemoryStore::new(clock.clone());
         let now = clock.now();
-        let standing = Standing {
+        let live = LiveSignIn {
             user_id: "u".into(),
             expires_at: now + 10,
-            idle_until: None,
+            idle_until: now + 10,
             session: Some("b".into()),
         };
-        store.mark_live("s", &standing).await.unwrap();
+        store.mark_live("s", &live).await.unwrap();
         store.record_access_token("s", "j", now + 10).await.unwrap();
         store.hold("b", "s", now + 10).await.unwrap();
         store.hit("bucket", now - now % 60).await.unwrap();

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use tower_sessions_redis_store::fred::{
     error::{Error as FredError, ErrorKind},
     interfaces::{
-        ClientLike, ClusterInterface, KeysInterface, LuaInterface, ServerInterface, SetsInterface,
-        SortedSetsInterface,
+        ClientLike, ClusterInterface, EventInterface, KeysInterface, LuaInterface, ServerInterface,
+        SetsInterface, SortedSetsInterface,
     },
     prelude::{Builder, Client, Config, Pool},
     types::{
@@ -20,7 +20,7 @@ use tower_sessions_redis_store::fred::{
 };
 
 use super::{
-    ChangeMarks, ClusterHealth, ENDED_KEPT, Ended, RateCounters, SignInStore, Standing,
+    ChangeMarks, ClusterHealth, ENDED_KEPT, Ended, LiveSignIn, RateCounters, SignInStore,
     WINDOW_SECS, keys::RedisKeys,
 };
 use crate::{
@@ -94,29 +94,27 @@ static ACCESS_ALLOWED: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Ends a sign-in in one command, atomically, in its own slot (every key carries its `{sid}`).
-/// KEYS: its recorded access tokens, its revocation list, its liveness, the set of sessions
-/// sign-ins started before a standing named its session were bound by, and the sessions it
-/// named once ended (space-separated); ARGV: now, and how long those are kept.
+/// KEYS: its recorded access tokens, its revocation list, its liveness, and the session it named
+/// once ended; ARGV: now, and how long that session is remembered.
 ///
 /// The liveness goes first, so a step that fails part-way (a script is not rolled back) leaves
 /// the sign-in refused. However many tokens the sign-in was issued, those still acceptable move
 /// onto its revocation list inside Redis (when there is no list yet, the recorded set itself
 /// becomes it, renamed, so a first end copies no tokens; else a union keeping each token's
 /// latest moment), entries already past are dropped, and the list lives until the last of them;
-/// then the recorded tokens and the set are deleted. The browser sessions it held (the fourth field of the liveness
-/// value, see `Standing::encode`, and the old set's members) are kept for a while, and an end
-/// that finds none (ended before: nothing left, or only tokens recorded since) names those again,
-/// so a repeat (a command replayed after its reply was lost, a sign-out retried) deletes them
-/// too. An end that finds nothing at all writes nothing.
-/// Returns whether it wrote, how many tokens it revoked, and the sessions, space-separated.
+/// then the recorded tokens are deleted. The browser session it named (the fourth field of the
+/// liveness value, see `LiveSignIn::encode`) is remembered for a while, and an end that finds
+/// none (ended before: nothing left, or only tokens recorded since) names it again, so a repeat
+/// (a command replayed after its reply was lost, a sign-out retried) deletes it too. An end that
+/// finds nothing at all writes nothing.
+/// Returns whether it wrote, how many tokens it revoked, and the session (or an empty string).
 static END: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         "local now = tonumber(ARGV[1])\n\
          local live = redis.call('GET', KEYS[3])\n\
-         local legacy = redis.call('SMEMBERS', KEYS[4])\n\
          local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')\n\
-         if not live and #newest == 0 and #legacy == 0 then\n\
-           return {0, 0, redis.call('GET', KEYS[5]) or ''}\n\
+         if not live and #newest == 0 then\n\
+           return {0, 0, redis.call('GET', KEYS[4]) or ''}\n\
          end\n\
          redis.call('DEL', KEYS[3])\n\
          local open = redis.call('ZCOUNT', KEYS[1], now + 1, '+inf')\n\
@@ -133,17 +131,62 @@ static END: LazyLock<Script> = LazyLock::new(|| {
            redis.call('EXPIREAT', KEYS[2], last, 'NX')\n\
            redis.call('EXPIREAT', KEYS[2], last, 'GT')\n\
          end\n\
-         redis.call('DEL', KEYS[1], KEYS[4])\n\
-         local sessions = {}\n\
+         redis.call('DEL', KEYS[1])\n\
          local named = live and string.match(live, '^[^|]*|[^|]*|[^|]*|([^|]+)$')\n\
-         if named and named ~= '-' then sessions[1] = named end\n\
-         for _, id in ipairs(legacy) do sessions[#sessions + 1] = id end\n\
-         if #sessions == 0 then return {1, open, redis.call('GET', KEYS[5]) or ''} end\n\
-         local held = table.concat(sessions, ' ')\n\
-         redis.call('SET', KEYS[5], held, 'EX', ARGV[2])\n\
-         return {1, open, held}\n",
+         if not named or named == '-' then return {1, open, redis.call('GET', KEYS[4]) or ''} end\n\
+         redis.call('SET', KEYS[4], named, 'EX', ARGV[2])\n\
+         return {1, open, named}\n",
     )
 });
+
+/// Attaches a sign-in to a browser session unless that session was ended, in one step.
+/// KEYS: the session's tombstone, the sign-ins it holds; ARGV: the sign-in, until when.
+/// Returns 1 when attached, 0 when the session was ended.
+static HOLD: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n\
+         redis.call('SADD', KEYS[2], ARGV[1])\n\
+         redis.call('EXPIREAT', KEYS[2], ARGV[2], 'NX')\n\
+         redis.call('EXPIREAT', KEYS[2], ARGV[2], 'GT')\n\
+         return 1\n",
+    )
+});
+
+/// Ends a browser session in one step: its tombstone (the first reason stands), and the
+/// sign-ins it holds at that moment. KEYS: the tombstone, the held set; ARGV: reason, until.
+static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        "redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2], 'NX')\n\
+         return redis.call('SMEMBERS', KEYS[2])\n",
+    )
+});
+
+/// Takes one attempt back from a rate-limit counter that still exists: `DECR` on a missing key
+/// would create it without a TTL.
+static UNDO: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end\n\
+         return 0\n",
+    )
+});
+
+/// Raises a time kept in a key, never lowering it, and keeps the key for a while longer.
+/// KEYS: the key; ARGV: the time, how long to keep it.
+static RAISE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        "local held = tonumber(redis.call('GET', KEYS[1]) or '0')\n\
+         if tonumber(ARGV[1]) > held then\n\
+           redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n\
+         else\n\
+           redis.call('EXPIRE', KEYS[1], ARGV[2])\n\
+         end\n\
+         return 0\n",
+    )
+});
+
+/// How long the endings mark outlives the last ending it names: a day without any ending lets
+/// it go, and the next look replays what the database still holds (nothing old is live).
+const ENDINGS_KEPT: i64 = 86_400;
 
 /// How long a revocation waits for a replica to confirm it has the revocation too.
 const REPLICA_WAIT_MS: i64 = 200;
@@ -179,25 +222,25 @@ impl RedisStore {
         self
     }
 
-    /// A stored standing, if it is live now on the application's clock.
-    fn live(&self, value: Option<String>) -> Option<Standing> {
+    /// A stored liveness value, if it is live now on the application's clock.
+    fn still_live(&self, value: Option<String>) -> Option<LiveSignIn> {
         let now = self.clock.now();
         value
             .as_deref()
-            .and_then(Standing::decode)
+            .and_then(LiveSignIn::decode)
             .filter(|s| s.live_at(now))
     }
 
     /// A browser session's record (stored by tower-sessions-redis-store under the bare id
-    /// `record_key`), a sign-in's standing and the change mark `mark`: one `MGET`, so a page view
+    /// `record_key`), a sign-in's liveness and the change mark `mark`: one `MGET`, so a page view
     /// learns who is asking and whether that sign-in is live in one round trip. On a cluster the
     /// keys may live on different masters: a pipeline of `GET`s asks each of them at once.
-    pub async fn record_with_standing(
+    pub async fn record_with_live(
         &self,
         record_key: &str,
         sid: &str,
         mark: &str,
-    ) -> Result<(Option<Vec<u8>>, Option<Standing>, Option<String>)> {
+    ) -> Result<(Option<Vec<u8>>, Option<LiveSignIn>, Option<String>)> {
         let keys = [
             record_key.to_owned(),
             self.keys.live(sid),
@@ -217,7 +260,7 @@ impl RedisStore {
                 pipe.all().await
             })
             .await?;
-        Ok((record, self.live(live), mark))
+        Ok((record, self.still_live(live), mark))
     }
 
     /// On a Redis Cluster whose master for `key` has replicas: waits (up to [`REPLICA_WAIT_MS`])
@@ -258,20 +301,6 @@ impl RedisStore {
                 );
             }
         }
-    }
-
-    /// `SADD` with an expiry that only ever grows (a later sign-in may outlive an earlier one).
-    async fn add_until(&self, key: String, member: &str, until: i64) -> Result<()> {
-        across_slot_moves(|| async {
-            let pipe = self.pool.next().pipeline();
-            pipe.sadd::<(), _, _>(&key, member).await?;
-            pipe.expire_at::<(), _>(&key, until, Some(ExpireOptions::NX))
-                .await?;
-            pipe.expire_at::<(), _>(&key, until, Some(ExpireOptions::GT))
-                .await?;
-            pipe.all::<()>().await
-        })
-        .await
     }
 }
 
@@ -343,12 +372,12 @@ impl SignInStore for RedisStore {
             .ok_or_else(|| unavailable(anyhow::anyhow!("CLUSTER INFO without its fields")))
     }
 
-    async fn mark_live(&self, sid: &str, standing: &Standing) -> Result<()> {
+    async fn mark_live(&self, sid: &str, live: &LiveSignIn) -> Result<()> {
         across_slot_moves(|| {
             self.pool.set::<(), _, _>(
                 self.keys.live(sid),
-                standing.encode(),
-                Some(Expiration::EXAT(standing.deadline())),
+                live.encode(),
+                Some(Expiration::EXAT(live.deadline())),
                 None,
                 false,
             )
@@ -359,16 +388,16 @@ impl SignInStore for RedisStore {
     async fn touch(&self, sid: &str, idle_until: i64) -> Result<bool> {
         let key = self.keys.live(sid);
         let current: Option<String> = across_slot_moves(|| self.pool.get(&key)).await?;
-        let Some(mut standing) = self.live(current) else {
+        let Some(mut live) = self.still_live(current) else {
             return Ok(false);
         };
-        standing.idle_until = Some(idle_until);
+        live.idle_until = idle_until;
         // XX: a sign-in ended between the read and this write stays ended.
         across_slot_moves(|| {
             self.pool.set::<(), _, _>(
                 &key,
-                standing.encode(),
-                Some(Expiration::EXAT(standing.deadline())),
+                live.encode(),
+                Some(Expiration::EXAT(live.deadline())),
                 Some(SetOptions::XX),
                 false,
             )
@@ -377,17 +406,17 @@ impl SignInStore for RedisStore {
         Ok(true)
     }
 
-    async fn standing(&self, sid: &str) -> Result<Option<Standing>> {
+    async fn live(&self, sid: &str) -> Result<Option<LiveSignIn>> {
         let key = self.keys.live(sid);
         let value: Option<String> = across_slot_moves(|| self.pool.get(&key)).await?;
-        Ok(self.live(value))
+        Ok(self.still_live(value))
     }
 
-    async fn standing_and_mark(
+    async fn live_and_mark(
         &self,
         sid: &str,
         mark: &str,
-    ) -> Result<(Option<Standing>, Option<String>)> {
+    ) -> Result<(Option<LiveSignIn>, Option<String>)> {
         // One pipeline; on a cluster the two keys may live on two masters, asked at once.
         let (live, mark): (Option<String>, Option<String>) = across_slot_moves(|| async {
             let pipe = self.pool.next().pipeline();
@@ -396,10 +425,10 @@ impl SignInStore for RedisStore {
             pipe.all().await
         })
         .await?;
-        Ok((self.live(live), mark))
+        Ok((self.still_live(live), mark))
     }
 
-    async fn standings(&self, sids: &[String]) -> Result<Vec<Option<Standing>>> {
+    async fn live_many(&self, sids: &[String]) -> Result<Vec<Option<LiveSignIn>>> {
         if sids.is_empty() {
             return Ok(Vec::new());
         }
@@ -412,7 +441,7 @@ impl SignInStore for RedisStore {
             pipe.all().await
         })
         .await?;
-        Ok(values.into_iter().map(|v| self.live(v)).collect())
+        Ok(values.into_iter().map(|v| self.still_live(v)).collect())
     }
 
     async fn record_access_token(&self, sid: &str, jti: &str, accepted_until: i64) -> Result<()> {
@@ -435,7 +464,7 @@ impl SignInStore for RedisStore {
         let live: Option<String> =
             across_slot_moves(|| run_script(self.pool.next(), &ACCESS_ALLOWED, &keys, &args))
                 .await?;
-        Ok(self.live(live).is_some())
+        Ok(self.still_live(live).is_some())
     }
 
     async fn revocation_ttl(&self, sid: &str, jti: &str) -> Result<Option<i64>> {
@@ -445,14 +474,34 @@ impl SignInStore for RedisStore {
         Ok(until.map(|u| u as i64 - now).filter(|ttl| *ttl > 0))
     }
 
-    async fn hold(&self, session_id: &str, sid: &str, until: i64) -> Result<()> {
-        self.add_until(self.keys.session_sign_ins(session_id), sid, until)
-            .await
+    async fn hold(&self, session_id: &str, sid: &str, until: i64) -> Result<bool> {
+        let keys = vec![
+            self.keys.session_ended(session_id),
+            self.keys.session_sign_ins(session_id),
+        ];
+        let args = [Value::from(sid), Value::from(until)];
+        let held: i64 =
+            across_slot_moves(|| run_script(self.pool.next(), &HOLD, &keys, &args)).await?;
+        Ok(held == 1)
     }
 
-    async fn sign_ins_of_session(&self, session_id: &str) -> Result<Vec<String>> {
+    async fn end_session(&self, session_id: &str, reason: &str, until: i64) -> Result<Vec<String>> {
+        let keys = vec![
+            self.keys.session_ended(session_id),
+            self.keys.session_sign_ins(session_id),
+        ];
+        let args = [Value::from(reason), Value::from(until)];
+        across_slot_moves(|| run_script(self.pool.next(), &END_SESSION, &keys, &args)).await
+    }
+
+    async fn session_holds(&self, session_id: &str) -> Result<Vec<String>> {
         let key = self.keys.session_sign_ins(session_id);
         across_slot_moves(|| self.pool.smembers(&key)).await
+    }
+
+    async fn session_ended(&self, session_id: &str) -> Result<Option<String>> {
+        let key = self.keys.session_ended(session_id);
+        across_slot_moves(|| self.pool.get(&key)).await
     }
 
     async fn end(&self, sid: &str) -> Result<Ended> {
@@ -460,13 +509,12 @@ impl SignInStore for RedisStore {
             self.keys.jtis(sid),
             self.keys.revoked(sid),
             self.keys.live(sid),
-            self.keys.sessions(sid),
             self.keys.ended(sid),
         ];
         let args = [Value::from(self.clock.now()), Value::from(ENDED_KEPT)];
         // One command, run on the connection a replica wait then holds (see `END`).
         let client = self.revocations.next();
-        let (wrote, open, sessions): (bool, u64, String) =
+        let (wrote, open, session): (bool, u64, String) =
             across_slot_moves(|| run_script(client, &END, &keys, &args)).await?;
         // When nothing of it was left (ended before, or never started), nothing was written,
         // so there is nothing for a replica to confirm.
@@ -475,27 +523,34 @@ impl SignInStore for RedisStore {
         }
         Ok(Ended {
             access_tokens: open as usize,
-            sessions: sessions.split_whitespace().map(str::to_owned).collect(),
+            sessions: (!session.is_empty())
+                .then_some(session)
+                .into_iter()
+                .collect(),
         })
     }
 
-    async fn note_session_ended(&self, session_id: &str, reason: &str, until: i64) -> Result<()> {
-        let key = self.keys.session_ended(session_id);
-        across_slot_moves(|| {
-            self.pool.set::<(), _, _>(
-                &key,
-                reason,
-                Some(Expiration::EXAT(until)),
-                Some(SetOptions::NX),
-                false,
-            )
-        })
-        .await
+    fn on_reconnect(&self, notify: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        for client in self.pool.clients().iter().chain(self.revocations.clients()) {
+            let notify = notify.clone();
+            client.on_reconnect(move |_| {
+                notify();
+                async { Ok(()) }
+            });
+        }
     }
 
-    async fn session_end_note(&self, session_id: &str) -> Result<Option<String>> {
-        let key = self.keys.session_ended(session_id);
+    async fn endings_held_until(&self) -> Result<Option<i64>> {
+        let key = self.keys.endings();
         across_slot_moves(|| self.pool.get(&key)).await
+    }
+
+    async fn hold_endings_until(&self, at: i64) -> Result<()> {
+        let keys = vec![self.keys.endings()];
+        let args = [Value::from(at), Value::from(ENDINGS_KEPT)];
+        across_slot_moves(|| run_script::<i64>(self.pool.next(), &RAISE, &keys, &args))
+            .await
+            .map(drop)
     }
 }
 
@@ -515,8 +570,10 @@ impl RateCounters for RedisStore {
     }
 
     async fn undo(&self, bucket: &str, window: i64) -> Result<()> {
-        let key = self.keys.counter(bucket, window);
-        across_slot_moves(|| self.pool.decr::<(), _>(&key)).await
+        let keys = vec![self.keys.counter(bucket, window)];
+        across_slot_moves(|| run_script::<i64>(self.pool.next(), &UNDO, &keys, &[]))
+            .await
+            .map(drop)
     }
 }
 

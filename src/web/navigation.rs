@@ -8,6 +8,10 @@ use axum::{
 };
 use axum_htmx::{HxCurrentUrl, HxRedirect, HxRequest};
 
+/// Where the learner lands after signing out; the query shows the notice (a flash cookie would be
+/// wiped by `Clear-Site-Data: "cookies"` in the same response).
+pub const SIGNED_OUT_HOME: &str = "/?signed_out=1";
+
 /// A redirect that htmx follows with a full navigation (200 + `HX-Redirect`) and a plain browser
 /// follows as a 303.
 pub fn redirect(htmx: bool, to: &str) -> Response {

@@ -369,14 +369,8 @@ async fn a_sign_out_while_its_slot_moves_between_masters_is_kept_by_the_new_one(
     // Refused because the sign-in is over, and each token also on the revocation list, which the
     // move did not lose.
     for token in &old.access {
-        let jti = app
-            .state
-            .sign_ins
-            .tokens()
-            .verify_ignoring_expiry(token)
-            .unwrap()
-            .jti;
-        let ttl = app.state.sign_ins.store().revocation_ttl(&sid, &jti).await;
+        let jti = app.state.tokens.verify_ignoring_expiry(token).unwrap().jti;
+        let ttl = app.state.stores.sign_ins.revocation_ttl(&sid, &jti).await;
         assert!(matches!(ttl, Ok(Some(t)) if t > 0), "{jti}: {ttl:?}");
     }
     // The app still serves that slot, now from the new master.

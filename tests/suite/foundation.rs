@@ -143,7 +143,7 @@ async fn a_weak_password_is_refused_beside_the_field_and_creates_nothing() {
     assert!(response.text().contains("at least 12 characters"));
     let long = app.sign_up(&email, &"x".repeat(1025)).await;
     assert_eq!(long.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(long.text().contains("1024 bytes"));
+    assert!(long.text().contains("1024 characters"));
     assert_eq!(app.account_count().await, 0);
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum_test::{TestResponse, TestServer};
 use cookie::Cookie;
-use lectern::{AppState, Settings, app, clock::Clock, config::ServeArgs, store::SessionBackend};
+use lectern::{AppState, Settings, app, clock::Clock, config::ServeArgs, store::SessionRecords};
 use sqlx::Connection;
 use tower_sessions::{SessionStore, session::Id};
 
@@ -26,7 +26,7 @@ pub fn server_jwt_key() -> Vec<u8> {
 pub struct TestApp {
     pub server: TestServer,
     pub state: AppState,
-    pub sessions: SessionBackend,
+    pub sessions: SessionRecords,
     /// The app's clock: tests move it instead of sleeping.
     pub clock: Clock,
     pub database_url: String,
@@ -119,7 +119,7 @@ async fn build_on(settings: Settings, clock: Clock) -> TestApp {
     let state = AppState::connect(settings, clock.clone())
         .await
         .expect("connect the app");
-    let sessions = state.stores.sessions.clone();
+    let sessions = state.stores.session_records.clone();
     let server = TestServer::builder()
         .save_cookies()
         .build(app::router(state.clone()));
@@ -387,8 +387,7 @@ impl TestApp {
     /// The sign-in an access token names.
     pub fn sid_of(&self, access_token: &str) -> String {
         self.state
-            .sign_ins
-            .tokens()
+            .tokens
             .verify_ignoring_expiry(access_token)
             .expect("a token of this app")
             .sid
@@ -412,7 +411,7 @@ impl TestApp {
     }
 
     /// The row of a sign-in.
-    pub async fn sign_in_row(&self, sid: &str) -> lectern::auth::sign_ins::SignIn {
+    pub async fn sign_in_row(&self, sid: &str) -> lectern::auth::records::SignIn {
         self.state
             .sign_ins
             .find(sid)

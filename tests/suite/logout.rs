@@ -153,7 +153,7 @@ async fn every_access_token_is_revoked_until_the_last_moment_it_could_be_accepte
     let app = spawn_app().await;
     let old = signed_in(&app).await;
     app.sign_out_htmx().await;
-    let tokens = app.state.sign_ins.tokens();
+    let tokens = &app.state.tokens;
     for token in &old.access {
         let claims = tokens
             .verify_ignoring_expiry(token)
@@ -186,8 +186,7 @@ async fn a_revoked_token_is_refused_through_its_leeway() {
     app.advance(60 + 4);
     let claims = app
         .state
-        .sign_ins
-        .tokens()
+        .tokens
         .verify(&old.access[1], app.clock.now())
         .expect("the signature and time alone would still pass");
     assert!(
@@ -420,7 +419,7 @@ async fn a_sign_in_ended_elsewhere_is_refused_by_the_next_view_though_its_record
         assert_eq!(page.status_code(), StatusCode::OK);
     }
     let sid = first.sid_of(&old.access[0]);
-    first.state.sign_ins.store().end(&sid).await.unwrap();
+    first.state.stores.sign_ins.end(&sid).await.unwrap();
     let page = second.get_with_session("/dashboard", &old.session).await;
     assert_eq!(page.status_code(), StatusCode::SEE_OTHER);
     let location = page.header("location").to_str().unwrap().to_owned();
@@ -865,18 +864,12 @@ async fn an_end_repeated_after_a_lost_reply_still_ends_the_browser_and_what_it_h
     let (form, api) = browser_with_two_sign_ins(&app).await;
     let sid = app.sid_of(&form.access[0]);
     // The first run: done in the store, its reply never heard.
-    app.state.sign_ins.store().end(&sid).await.unwrap();
-    let mut owed = lectern::auth::sign_out::Owed::default();
-    owed.add_sid(&sid);
-    lectern::auth::sign_out::end_all(
-        &app.state.sign_ins,
-        &owed,
-        None,
-        lectern::auth::sign_ins::EndReason::Revoked,
-        &lectern::web::ClientInfo::operator(),
-    )
-    .await
-    .unwrap();
+    app.state.stores.sign_ins.end(&sid).await.unwrap();
+    app.state
+        .sign_out
+        .operator(&sid, &lectern::web::ClientInfo::operator())
+        .await
+        .unwrap();
     app.assert_api_credentials_refused(&api.access[0], &api.refresh)
         .await;
     let id: tower_sessions::session::Id = form.session.value().parse().unwrap();
@@ -1197,67 +1190,13 @@ async fn an_unknown_scope_signs_out_this_browser_only() {
     );
 }
 
-#[tokio::test]
-async fn a_session_that_stored_its_sign_in_id_from_before_still_signs_out_completely() {
-    let app = spawn_app().await;
-    let old = form_sign_in(&app).await;
-    // Made as sign-ins were before their id derived from the session's: a random id, stored in
-    // the session record, which the session holds.
-    let email = app.signed_up_email_of(&old.access[0]).await;
-    let parsed = lectern::accounts::Email::parse(&email).unwrap();
-    let user = lectern::accounts::find_by_email(&app.state.db, &parsed)
-        .await
-        .unwrap()
-        .unwrap();
-    let sign_ins = &app.state.sign_ins;
-    let legacy = app.start_api_sign_in(&user).await.unwrap();
-    let token = sign_ins
-        .issue_access_token(&user.id, &legacy.sid)
-        .await
-        .unwrap()
-        .token;
-    let id: tower_sessions::session::Id = old.session.value().parse().unwrap();
-    let mut record = tower_sessions::SessionStore::load(&app.sessions, &id)
-        .await
-        .unwrap()
-        .unwrap();
-    record
-        .data
-        .insert("lectern.sid".into(), legacy.sid.clone().into());
-    tower_sessions::SessionStore::save(&app.sessions, &record)
-        .await
-        .unwrap();
-    sign_ins
-        .hold(old.session.value(), &legacy.sid, legacy.expires_at)
-        .await
-        .unwrap();
-    // Pages go by the stored id: with the derived one over, the page is still signed in.
-    let derived = lectern::auth::sign_ins::browser_sign_in_id(old.session.value());
-    sign_ins.store().end(&derived).await.unwrap();
-    let page = app.get_with_session("/dashboard", &old.session).await;
-    assert_eq!(page.status_code(), StatusCode::OK);
-    assert_eq!(app.me(&token).await.status_code(), StatusCode::OK);
-    let csrf = csrf_from(&page.text());
-    let response = sign_out_with(&app, &old.session, &csrf).await;
-    assert_redirect_to(&response, StatusCode::SEE_OTHER, "/?signed_out=1");
-    assert_everything_refused(&app, &old).await;
-    assert_eq!(
-        app.me(&token).await.status_code(),
-        StatusCode::UNAUTHORIZED,
-        "the stored sign-in's access token"
-    );
-    assert!(!app.session_exists(&old.session).await);
-    let row = app.sign_in_row(&legacy.sid).await;
-    assert_eq!(row.revoked_reason.as_deref(), Some("signed_out"));
-}
-
 /// Sign-outs that arrive together are written together on PostgreSQL, several to a statement:
 /// each still ends its own sign-in once, with one audit row, whether its end is repeated at the
 /// same moment (two tabs) or not; and an end the database refuses fails alone, its row left for
 /// the next try, while the others that came with it are written.
 #[tokio::test]
 async fn sign_outs_at_once_each_end_their_own_sign_in_once_and_a_refused_one_fails_alone() {
-    use lectern::{auth::sign_ins::EndReason, web::ClientInfo};
+    use lectern::web::ClientInfo;
     let app = spawn_app().await;
     let postgres = app.database_url.starts_with("postgres");
     // Twelve API sign-ins, each from a client of its own.
@@ -1311,7 +1250,7 @@ async fn sign_outs_at_once_each_end_their_own_sign_in_once_and_a_refused_one_fai
         let db = app.state.db.clone();
         async move {
             sqlx::query_scalar::<_, i64>(
-                "select count(*) from audit_events where event = 'sign_out' and sign_in_id = $1",
+                "select count(*) from audit_events where event = 'revoked' and sign_in_id = $1",
             )
             .bind(sid)
             .fetch_one(&db)
@@ -1325,7 +1264,7 @@ async fn sign_outs_at_once_each_end_their_own_sign_in_once_and_a_refused_one_fai
             assert!(row.revoked_at.is_none(), "its row waits for the next try");
             assert_eq!(sign_outs(sid.clone()).await, 0);
         } else {
-            assert_eq!(row.revoked_reason.as_deref(), Some("signed_out"), "{sid}");
+            assert_eq!(row.revoked_reason.as_deref(), Some("revoked"), "{sid}");
             assert_eq!(sign_outs(sid.clone()).await, 1, "{sid}");
         }
     }
@@ -1344,12 +1283,12 @@ async fn sign_outs_at_once_each_end_their_own_sign_in_once_and_a_refused_one_fai
 
     sqlx::raw_sql(lift).execute(&app.state.db).await.unwrap();
     app.state
-        .sign_ins
-        .end(&refused, EndReason::SignedOut, &ClientInfo::operator())
+        .sign_out
+        .operator(&refused, &ClientInfo::operator())
         .await
         .unwrap();
     let row = app.sign_in_row(&refused).await;
-    assert_eq!(row.revoked_reason.as_deref(), Some("signed_out"));
+    assert_eq!(row.revoked_reason.as_deref(), Some("revoked"));
     assert_eq!(sign_outs(refused).await, 1);
 }
 
@@ -1357,16 +1296,13 @@ async fn sign_outs_at_once_each_end_their_own_sign_in_once_and_a_refused_one_fai
 /// again. On PostgreSQL the first one's row is held locked meanwhile, so its statement waits and
 /// the others queue behind it, as they do under load.
 async fn ends_at_once(app: &TestApp, sids: &[String]) -> Vec<bool> {
-    use lectern::{
-        auth::sign_ins::{EndReason, Liveness},
-        web::ClientInfo,
-    };
+    use lectern::{auth::sign_ins::Liveness, web::ClientInfo};
     use sqlx::Connection;
     let end = |sid: String| {
-        let sign_ins = app.state.sign_ins.clone();
+        let sign_out = app.state.sign_out.clone();
         tokio::spawn(async move {
-            sign_ins
-                .end(&sid, EndReason::SignedOut, &ClientInfo::operator())
+            sign_out
+                .operator(&sid, &ClientInfo::operator())
                 .await
                 .is_err()
         })

@@ -14,7 +14,7 @@ use proptest::{
 use crate::helpers::*;
 use lectern::{
     accounts::Email,
-    auth::{AccessTokens, Keys, sign_out::Owed},
+    auth::{AccessTokens, Keys, sign_out::Targets},
     web::{client::forwarded_client, forms::form_field, navigation::local_path},
 };
 
@@ -116,22 +116,22 @@ fn a_retry_note_opens_only_as_it_was_sealed() {
     let now = 1_900_000_000;
     runner(2048)
         .run(&nasty_text(), |junk| {
-            check(Owed::open(&keys, &junk, now).is_none(), "junk opened")
+            check(Targets::open(&keys, &junk, now).is_none(), "junk opened")
         })
         .unwrap();
     let sid = "[A-Za-z0-9_-]{22}";
     let notes = (prop::collection::vec(sid, 0..5), 0..4096usize);
     runner(1024)
         .run(&notes, |(sids, at)| {
-            let mut owed = Owed::default();
+            let mut owed = Targets::default();
             sids.iter().for_each(|s| owed.add_sid(s));
             let sealed = owed.seal(&keys, now);
             check(
-                Owed::open(&keys, &sealed, now).as_ref() == Some(&owed),
+                Targets::open(&keys, &sealed, now).as_ref() == Some(&owed),
                 "round trip",
             )?;
             check(
-                Owed::open(&keys, &sealed, now + 3601).is_none(),
+                Targets::open(&keys, &sealed, now + 3601).is_none(),
                 "a stale note opened",
             )?;
             let mut bytes = sealed.clone().into_bytes();
@@ -141,7 +141,7 @@ fn a_retry_note_opens_only_as_it_was_sealed() {
                 && tampered != sealed
             {
                 check(
-                    Owed::open(&keys, &tampered, now).is_none(),
+                    Targets::open(&keys, &tampered, now).is_none(),
                     "a tampered note opened",
                 )?;
             }

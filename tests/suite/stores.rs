@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use lectern::{
     clock::Clock,
     store::{
-        ENDED_KEPT, RateCounters, SignInStore, Standing, memory::MemoryStore, redis::RedisStore,
+        ENDED_KEPT, LiveSignIn, RateCounters, SignInStore, memory::MemoryStore, redis::RedisStore,
     },
 };
 
@@ -62,11 +62,11 @@ async fn live_with_j1(s: &Subject) -> String {
     sid
 }
 
-fn browser(now: i64) -> Standing {
-    Standing {
+fn browser(now: i64) -> LiveSignIn {
+    LiveSignIn {
         user_id: "user-1".into(),
         expires_at: now + 3600,
-        idle_until: Some(now + 60),
+        idle_until: now + 60,
         session: Some("browser-session".into()),
     }
 }
@@ -79,13 +79,13 @@ async fn a_live_sign_in_reads_back_until_its_idle_deadline() {
         let standing = browser(now);
         s.sign_ins.mark_live(&sid, &standing).await.unwrap();
         assert_eq!(
-            s.sign_ins.standing(&sid).await.unwrap(),
+            s.sign_ins.live(&sid).await.unwrap(),
             Some(standing.clone()),
             "{}",
             s.name
         );
         s.clock.advance(Duration::from_secs(60));
-        assert_eq!(s.sign_ins.standing(&sid).await.unwrap(), None, "{}", s.name);
+        assert_eq!(s.sign_ins.live(&sid).await.unwrap(), None, "{}", s.name);
     }
 }
 
@@ -102,16 +102,16 @@ async fn touching_moves_the_idle_deadline_but_never_past_the_absolute_one() {
             s.name
         );
         s.clock.advance(Duration::from_secs(50));
-        let standing = s.sign_ins.standing(&sid).await.unwrap();
+        let standing = s.sign_ins.live(&sid).await.unwrap();
         assert_eq!(
             standing.map(|st| st.idle_until),
-            Some(Some(now + 110)),
+            Some(now + 110),
             "{}",
             s.name
         );
         s.sign_ins.touch(&sid, now + 99_999).await.unwrap();
         s.clock.advance(Duration::from_secs(3500));
-        assert_eq!(s.sign_ins.standing(&sid).await.unwrap(), None, "{}", s.name);
+        assert_eq!(s.sign_ins.live(&sid).await.unwrap(), None, "{}", s.name);
     }
 }
 
@@ -127,7 +127,7 @@ async fn touching_never_revives_an_ended_sign_in() {
             "{}",
             s.name
         );
-        assert_eq!(s.sign_ins.standing(&sid).await.unwrap(), None, "{}", s.name);
+        assert_eq!(s.sign_ins.live(&sid).await.unwrap(), None, "{}", s.name);
     }
 }
 
@@ -263,15 +263,13 @@ async fn a_session_finds_what_it_holds_and_ending_a_sign_in_names_its_session() 
         for sid in [&form, &api] {
             s.sign_ins.mark_live(sid, &browser(now)).await.unwrap();
         }
-        s.sign_ins
-            .hold("browser-session", &api, now + 3600)
-            .await
-            .unwrap();
-        let held = s
-            .sign_ins
-            .sign_ins_of_session("browser-session")
-            .await
-            .unwrap();
+        assert!(
+            s.sign_ins
+                .hold("browser-session", &api, now + 3600)
+                .await
+                .unwrap()
+        );
+        let held = s.sign_ins.session_holds("browser-session").await.unwrap();
         assert_eq!(held, vec![api.clone()], "{}", s.name);
         let ended = s.sign_ins.end(&form).await.unwrap();
         assert_eq!(
@@ -287,7 +285,7 @@ async fn a_session_finds_what_it_holds_and_ending_a_sign_in_names_its_session() 
         assert_eq!(again.sessions, ended.sessions, "{}", s.name);
         assert!(
             s.sign_ins
-                .sign_ins_of_session("no-such-session")
+                .session_holds("no-such-session")
                 .await
                 .unwrap()
                 .is_empty()
@@ -304,7 +302,7 @@ async fn an_ended_sign_ins_sessions_are_named_again_only_for_a_while() {
     for s in subjects().await {
         let now = s.clock.now();
         let (form, api) = (live_with_j1(&s).await, sid());
-        let standing = Standing {
+        let standing = LiveSignIn {
             session: None,
             ..browser(now)
         };
@@ -347,7 +345,7 @@ async fn an_ended_sign_ins_sessions_are_named_again_only_for_a_while() {
 }
 
 #[tokio::test]
-async fn standings_of_many_sign_ins_come_back_in_order() {
+async fn many_sign_ins_are_read_back_in_order() {
     for s in subjects().await {
         let now = s.clock.now();
         let (a, b, c) = (sid(), sid(), sid());
@@ -355,45 +353,69 @@ async fn standings_of_many_sign_ins_come_back_in_order() {
         s.sign_ins.mark_live(&c, &browser(now)).await.unwrap();
         let standings = s
             .sign_ins
-            .standings(&[a.clone(), b.clone(), c.clone()])
+            .live_many(&[a.clone(), b.clone(), c.clone()])
             .await
             .unwrap();
         let live: Vec<bool> = standings.iter().map(Option::is_some).collect();
         assert_eq!(live, [true, false, true], "{}", s.name);
-        assert!(s.sign_ins.standings(&[]).await.unwrap().is_empty());
+        assert!(s.sign_ins.live_many(&[]).await.unwrap().is_empty());
         let one = s
             .sign_ins
-            .standings(std::slice::from_ref(&b))
+            .live_many(std::slice::from_ref(&b))
             .await
             .unwrap();
         assert_eq!(one, vec![None], "{}", s.name);
     }
 }
 
-/// A note reads back until it expires; while it stands, a repeated end does not rewrite why the
-/// session ended.
+/// Ending a browser session tombstones it: it says why until the tombstone expires (a repeated
+/// end does not rewrite why), it hands back what it held at that moment, and from then on
+/// nothing more can be attached to it, so a sign-in made beside a browser that is signing out
+/// never outlives it.
 #[tokio::test]
-async fn a_session_end_note_reads_back_until_it_expires() {
+async fn an_ended_session_says_why_and_takes_nothing_more_on() {
     for s in subjects().await {
         let now = s.clock.now();
-        let note = |reason, until| s.sign_ins.note_session_ended("s1", reason, until);
-        for reason in ["reuse", "revoked"] {
-            note(reason, now + 60).await.unwrap();
-            let read = s.sign_ins.session_end_note("s1").await.unwrap();
-            assert_eq!(read.as_deref(), Some("reuse"), "{}", s.name);
-        }
-        assert_eq!(s.sign_ins.session_end_note("s2").await.unwrap(), None);
+        let session = format!("s-{}", sid());
+        let before = sid();
+        assert!(
+            s.sign_ins
+                .hold(&session, &before, now + 3600)
+                .await
+                .unwrap()
+        );
+        let held = s
+            .sign_ins
+            .end_session(&session, "reuse", now + 60)
+            .await
+            .unwrap();
+        assert_eq!(held, vec![before.clone()], "{}", s.name);
+        let again = s
+            .sign_ins
+            .end_session(&session, "revoked", now + 60)
+            .await
+            .unwrap();
+        assert_eq!(again, vec![before], "{}", s.name);
+        let read = s.sign_ins.session_ended(&session).await.unwrap();
+        assert_eq!(read.as_deref(), Some("reuse"), "{}", s.name);
+        let late = sid();
+        assert!(
+            !s.sign_ins.hold(&session, &late, now + 3600).await.unwrap(),
+            "{}: attached after the end",
+            s.name
+        );
+        assert!(
+            !s.sign_ins
+                .session_holds(&session)
+                .await
+                .unwrap()
+                .contains(&late)
+        );
+        assert_eq!(s.sign_ins.session_ended("s2").await.unwrap(), None);
         // Memory follows the manual clock; Redis expires by its own (checked by TTL elsewhere).
         if s.redis.is_none() {
             s.clock.advance(Duration::from_secs(61));
-            assert_eq!(s.sign_ins.session_end_note("s1").await.unwrap(), None);
-            note("revoked", now + 120).await.unwrap();
-            let read = s.sign_ins.session_end_note("s1").await.unwrap();
-            assert_eq!(
-                read.as_deref(),
-                Some("revoked"),
-                "an expired note is replaced"
-            );
+            assert_eq!(s.sign_ins.session_ended(&session).await.unwrap(), None);
         }
     }
 }
@@ -442,41 +464,4 @@ where
         out.push(result.unwrap());
     }
     out
-}
-
-#[tokio::test]
-async fn a_sign_in_from_before_its_standing_named_its_session_still_names_its_sessions() {
-    use tower_sessions_redis_store::fred::{
-        interfaces::{KeysInterface, SetsInterface},
-        types::Expiration,
-    };
-    // Only Redis holds what an earlier version wrote.
-    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
-        return;
-    };
-    let clock = Clock::manual();
-    let pool = lectern::store::redis::connect(&url).await.unwrap();
-    let prefix = format!("lectern:test:{}:", uuid::Uuid::new_v4().simple());
-    let store = RedisStore::new(pool.clone(), &prefix, clock.clone());
-    let (now, sid) = (clock.now(), sid());
-    // As it was written then: three fields, and its browser sessions in a set of their own.
-    let live = format!("{prefix}{{{sid}}}:live");
-    let sessions = format!("{prefix}{{{sid}}}:sessions");
-    let value = format!("user-1|{}|{}", now + 3600, now + 60);
-    pool.set::<(), _, _>(&live, value, Some(Expiration::EX(60)), None, false)
-        .await
-        .unwrap();
-    pool.sadd::<(), _, _>(&sessions, "old-session")
-        .await
-        .unwrap();
-    pool.expire::<(), _>(&sessions, 60, None).await.unwrap();
-    let standing = store.standing(&sid).await.unwrap().expect("still live");
-    assert_eq!(
-        (standing.user_id.as_str(), standing.session),
-        ("user-1", None)
-    );
-    let ended = store.end(&sid).await.unwrap();
-    assert_eq!(ended.sessions, vec!["old-session".to_owned()]);
-    assert_eq!(store.standing(&sid).await.unwrap(), None);
-    assert_eq!(pool.exists::<u64, _>(&sessions).await.unwrap(), 0);
 }

@@ -1,14 +1,18 @@
-//! Marking ended sign-ins' rows in PostgreSQL together: the ends that arrive while one write is
+//! Marking ended sign-ins' rows in PostgreSQL together (speed only): the ends that arrive while one write is
 //! in flight go into the next statement as a group, so a burst of sign-outs costs PostgreSQL one
 //! statement and one commit per group instead of one per sign-out (in a pgbench trial of this
 //! statement, 16 rows to a statement cost PostgreSQL a quarter of the CPU per row of one). Each
 //! end still waits for the commit that holds its row and its audit row, so a sign-out answers
 //! once both are written, as before; one arriving alone is written alone, at once.
 
-use std::{collections::HashMap, sync::OnceLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::MarkedEnded;
 use crate::{
     db::Pool,
     error::{AppError, Result},
@@ -19,7 +23,7 @@ const MOST: usize = 64;
 
 /// One sign-in's row to mark ended, with its audit row.
 #[derive(Debug, Clone)]
-pub struct Flip {
+pub struct RowEnd {
     pub sid: String,
     pub reason: &'static str,
     pub event: &'static str,
@@ -30,28 +34,29 @@ pub struct Flip {
 }
 
 struct Queued {
-    flip: Flip,
-    done: oneshot::Sender<Result<Option<String>>>,
+    end: RowEnd,
+    done: oneshot::Sender<Result<Option<MarkedEnded>>>,
 }
 
 /// The queue of ends waiting for their statement, and the task that writes them (started with
-/// the first end, on the runtime that sent it).
-pub struct Flips {
+/// the first end, on the runtime that sent it). A clone shares both.
+#[derive(Clone)]
+pub struct GroupedEnds {
     db: Pool,
-    queue: OnceLock<mpsc::UnboundedSender<Queued>>,
+    queue: Arc<OnceLock<mpsc::UnboundedSender<Queued>>>,
 }
 
-impl Flips {
+impl GroupedEnds {
     pub fn new(db: Pool) -> Self {
         Self {
             db,
-            queue: OnceLock::new(),
+            queue: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Marks `flip.sid`'s row ended and writes its audit row, unless the row already is ended:
-    /// `Some(user id)` when this call ended it. Returns once the statement holding it committed.
-    pub async fn flip(&self, flip: Flip) -> Result<Option<String>> {
+    /// Marks `end.sid`'s row ended and writes its audit row, unless the row already is ended:
+    /// `Some` when this call ended it. Returns once the statement holding it committed.
+    pub async fn mark(&self, end: RowEnd) -> Result<Option<MarkedEnded>> {
         let queue = self.queue.get_or_init(|| {
             let (queue, waiting) = mpsc::unbounded_channel();
             tokio::spawn(write_in_groups(self.db.clone(), waiting));
@@ -59,7 +64,7 @@ impl Flips {
         });
         let (done, answer) = oneshot::channel();
         let queued = Queued {
-            flip: flip.clone(),
+            end: end.clone(),
             done,
         };
         if queue.send(queued).is_ok()
@@ -69,7 +74,7 @@ impl Flips {
         }
         // The writing task is gone (its runtime ended, or it failed part-way): write it here.
         // Done already, the row is ended, and this finds nothing to do.
-        alone(&self.db, &flip).await
+        alone(&self.db, &end).await
     }
 }
 
@@ -86,26 +91,36 @@ async fn write(db: &Pool, mut group: Vec<Queued>) {
     if group.len() == 1
         && let Some(queued) = group.pop()
     {
-        let _ = queued.done.send(alone(db, &queued.flip).await);
+        let _ = queued.done.send(alone(db, &queued.end).await);
         return;
     }
     // The same sign-in twice (two tabs signing out at once): the first end is the one that may
-    // flip it; the others find it ended, as they would one after the other.
-    let mut firsts: Vec<&Flip> = Vec::with_capacity(group.len());
+    // mark it; the others find it ended, as they would one after the other.
+    let mut firsts: Vec<&RowEnd> = Vec::with_capacity(group.len());
     for queued in &group {
-        if !firsts.iter().any(|f| f.sid == queued.flip.sid) {
-            firsts.push(&queued.flip);
+        if !firsts.iter().any(|f| f.sid == queued.end.sid) {
+            firsts.push(&queued.end);
         }
     }
     // In id order, so two instances writing groups that share rows lock them in the same order.
     firsts.sort_by(|a, b| a.sid.cmp(&b.sid));
     match together(db, &firsts).await {
-        Ok(flipped) => {
-            let mut flipped: HashMap<String, String> = flipped.into_iter().collect();
+        Ok(marked) => {
+            let mut marked: HashMap<String, MarkedEnded> = marked
+                .into_iter()
+                .map(|(sid, user_id, expires_at)| {
+                    (
+                        sid,
+                        MarkedEnded {
+                            user_id,
+                            expires_at,
+                        },
+                    )
+                })
+                .collect();
             for queued in group {
-                // Only the first end of a sign-in finds its learner here.
-                let user = flipped.remove(&queued.flip.sid);
-                let _ = queued.done.send(Ok(user));
+                // Only the first end of a sign-in finds it unmarked.
+                let _ = queued.done.send(Ok(marked.remove(&queued.end.sid)));
             }
         }
         Err(err) if crate::error::connection_lost(&err) => {
@@ -127,7 +142,7 @@ async fn write(db: &Pool, mut group: Vec<Queued>) {
             for queued in group {
                 let db = db.clone();
                 tokio::spawn(async move {
-                    let _ = queued.done.send(alone(&db, &queued.flip).await);
+                    let _ = queued.done.send(alone(&db, &queued.end).await);
                 });
             }
         }
@@ -135,31 +150,36 @@ async fn write(db: &Pool, mut group: Vec<Queued>) {
 }
 
 /// One end, in one statement (so one round trip).
-async fn alone(db: &Pool, flip: &Flip) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "with flipped as (
+async fn alone(db: &Pool, end: &RowEnd) -> Result<Option<MarkedEnded>> {
+    let marked: Option<(String, i64)> = sqlx::query_as(
+        "with marked as (
            update sign_ins set revoked_at = $1, revoked_reason = $2
-           where id = $3 and revoked_at is null returning user_id)
-         insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
-         select $4, $5, user_id, $3, $1, $6, $7 from flipped
-         returning user_id",
+           where id = $3 and revoked_at is null returning user_id, expires_at),
+         audited as (
+           insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
+           select $4, $5, user_id, $3, $1, $6, $7 from marked)
+         select user_id, expires_at from marked",
     )
-    .bind(flip.at)
-    .bind(flip.reason)
-    .bind(&flip.sid)
-    .bind(&flip.audit_id)
-    .bind(flip.event)
-    .bind(&flip.ip)
-    .bind(&flip.user_agent)
+    .bind(end.at)
+    .bind(end.reason)
+    .bind(&end.sid)
+    .bind(&end.audit_id)
+    .bind(end.event)
+    .bind(&end.ip)
+    .bind(&end.user_agent)
     .fetch_optional(db)
-    .await?)
+    .await?;
+    Ok(marked.map(|(user_id, expires_at)| MarkedEnded {
+        user_id,
+        expires_at,
+    }))
 }
 
-/// Several ends (of distinct sign-ins) in one statement: the (sign-in, learner) of each row it
-/// ended. The list is padded to a power of two with rows that match nothing (a null id), so
+/// Several ends (of distinct sign-ins) in one statement: the (sign-in, learner, lifetime end) of
+/// each row it ended. The list is padded to a power of two with rows that match nothing (a null id), so
 /// each connection prepares a handful of statements, not one per group size.
-async fn together(db: &Pool, flips: &[&Flip]) -> sqlx::Result<Vec<(String, String)>> {
-    let rows = flips.len().next_power_of_two();
+async fn together(db: &Pool, ends: &[&RowEnd]) -> sqlx::Result<Vec<(String, String, i64)>> {
+    let rows = ends.len().next_power_of_two();
     let values: Vec<String> = (0..rows)
         .map(|row| {
             let first = row * 7;
@@ -169,29 +189,29 @@ async fn together(db: &Pool, flips: &[&Flip]) -> sqlx::Result<Vec<(String, Strin
         .collect();
     let sql = format!(
         "with input (sid, reason, audit_id, event, ip, user_agent, at) as (values {}),
-         flipped as (
+         marked as (
            update sign_ins s set revoked_at = input.at, revoked_reason = input.reason
            from input where s.id = input.sid and s.revoked_at is null
-           returning s.id, s.user_id),
+           returning s.id, s.user_id, s.expires_at),
          audited as (
            insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
-           select input.audit_id, input.event, flipped.user_id, flipped.id, input.at, input.ip,
+           select input.audit_id, input.event, marked.user_id, marked.id, input.at, input.ip,
                   input.user_agent
-           from flipped join input on input.sid = flipped.id)
-         select id, user_id from flipped",
+           from marked join input on input.sid = marked.id)
+         select id, user_id, expires_at from marked",
         values.join(", ")
     );
     let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
     for row in 0..rows {
-        query = match flips.get(row) {
-            Some(flip) => query
-                .bind(&flip.sid)
-                .bind(flip.reason)
-                .bind(&flip.audit_id)
-                .bind(flip.event)
-                .bind(&flip.ip)
-                .bind(&flip.user_agent)
-                .bind(flip.at),
+        query = match ends.get(row) {
+            Some(end) => query
+                .bind(&end.sid)
+                .bind(end.reason)
+                .bind(&end.audit_id)
+                .bind(end.event)
+                .bind(&end.ip)
+                .bind(&end.user_agent)
+                .bind(end.at),
             None => query
                 .bind(None::<&str>)
                 .bind(None::<&str>)

@@ -1,0 +1,393 @@
+//! Sign-in records in the database: the `sign_ins` row of every sign-in, with its first refresh
+//! token and audit event, marked ended once and for all when it ends. The database is the record
+//! of what ended (see [`super::ledger`]); the shared store is how fast every instance learns it.
+//!
+//! One set of queries serves SQLite and PostgreSQL, except the grouped writes: on PostgreSQL a
+//! sign-in starts in one statement, and ends arriving together are written several to a statement
+//! ([`grouped_ends`]); SQLite, embedded, takes a short transaction instead.
+
+mod grouped_ends;
+
+use sqlx::{Arguments, any::AnyArguments};
+
+use super::refresh_tokens::{self, PlainToken};
+use crate::{
+    audit::{self, Event},
+    clock,
+    db::Pool,
+    error::{AppError, Result},
+    web::{
+        ClientInfo,
+        user_agent::{self, Described},
+    },
+};
+
+/// A row of `sign_ins`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SignIn {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub ip: String,
+    pub user_agent: String,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+    /// When it was last active (recorded at most once a minute); `None` before the first time.
+    pub last_seen_at: Option<i64>,
+}
+
+impl SignIn {
+    pub fn started(&self) -> String {
+        clock::format_time(self.created_at)
+    }
+
+    /// The last moment it was seen active: its last recorded activity, or its start.
+    pub fn last_active_at(&self) -> i64 {
+        self.last_seen_at.unwrap_or(self.created_at)
+    }
+
+    pub fn last_active(&self) -> String {
+        clock::format_time(self.last_active_at())
+    }
+
+    /// Device and browser in words.
+    pub fn described(&self) -> Described {
+        user_agent::describe(&self.user_agent)
+    }
+
+    /// Why it ended, if it did and the reason is one Lectern wrote.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.revoked_reason
+            .as_deref()
+            .and_then(EndReason::from_stored)
+    }
+}
+
+/// Why a sign-in ended; stored in `sign_ins.revoked_reason` and told to the login page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    SignedOut,
+    RefreshReuse,
+    /// The same browser signed in again.
+    Replaced,
+    /// Ended from another device, or by an operator.
+    Revoked,
+    /// No activity for the idle timeout.
+    Idle,
+    /// The absolute lifetime ran out.
+    Expired,
+    /// The learner changed their password.
+    PasswordChanged,
+}
+
+impl EndReason {
+    pub const ALL: [Self; 7] = [
+        Self::SignedOut,
+        Self::RefreshReuse,
+        Self::Replaced,
+        Self::Revoked,
+        Self::Idle,
+        Self::Expired,
+        Self::PasswordChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignedOut => "signed_out",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::Replaced => "replaced",
+            Self::Revoked => "revoked",
+            Self::Idle => "idle",
+            Self::Expired => "expired",
+            Self::PasswordChanged => "password_changed",
+        }
+    }
+
+    /// The reason as stored in `sign_ins.revoked_reason`.
+    pub fn from_stored(stored: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == stored)
+    }
+
+    /// What the login page is told (`/login?reason=`) when a browser still sends its session.
+    pub fn login_reason(self) -> &'static str {
+        match self {
+            Self::RefreshReuse => "reuse",
+            Self::Idle => "idle",
+            Self::Expired => "expired",
+            Self::PasswordChanged => "password_changed",
+            Self::SignedOut | Self::Replaced | Self::Revoked => "revoked",
+        }
+    }
+
+    fn event(self) -> Event {
+        match self {
+            Self::SignedOut => Event::SignOut,
+            Self::RefreshReuse => Event::RefreshReuse,
+            Self::Replaced | Self::Revoked => Event::Revoked,
+            Self::Idle => Event::Idle,
+            Self::Expired => Event::Expired,
+            Self::PasswordChanged => Event::PasswordChanged,
+        }
+    }
+}
+
+/// A sign-in to write: its id, learner, lifetime and client, and the password hash it was checked
+/// against (the row is written only while that hash is the learner's).
+pub struct NewSignIn<'a> {
+    pub sid: &'a str,
+    pub user_id: &'a str,
+    pub password_hash: &'a str,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub client: &'a ClientInfo,
+}
+
+/// A row just marked ended, by this call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkedEnded {
+    pub user_id: String,
+    pub expires_at: i64,
+}
+
+/// An ending as the database holds it (what [`super::ledger`] reads).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Ending {
+    pub id: String,
+    pub expires_at: i64,
+    pub revoked_at: i64,
+}
+
+/// The sign-in records, on either database. A clone shares the pool and the writer of grouped
+/// ends.
+#[derive(Clone)]
+pub struct SignInRecords {
+    db: Pool,
+    /// On PostgreSQL, where ends are written several to a statement under load; `None` on
+    /// SQLite.
+    grouped: Option<grouped_ends::GroupedEnds>,
+}
+
+/// `select` of every column of [`SignIn`] from `sign_ins`, followed by the rest of the query.
+macro_rules! select_sign_ins {
+    ($rest:literal) => {
+        concat!(
+            "select id, user_id, created_at, expires_at, ip, user_agent, revoked_at, ",
+            "revoked_reason, last_seen_at from sign_ins ",
+            $rest
+        )
+    };
+}
+
+/// The insert of a new sign-in's row (`$1`-`$7`: id, learner, created, expires, address, user
+/// agent, and the password hash it was checked against), which writes it only while that hash is
+/// the learner's current one.
+macro_rules! insert_sign_in {
+    () => {
+        "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
+         select $1, $2, $3, $4, $5, $6
+         where exists (select 1 from users where id = $2 and password_hash = $7)"
+    };
+}
+
+/// A value sqlx could not bind (none of a sign-in's can fail to).
+fn unbound(err: sqlx::error::BoxDynError) -> AppError {
+    AppError::Unexpected(anyhow::anyhow!("binding a sign-in's values: {err}"))
+}
+
+impl SignInRecords {
+    pub fn new(db: Pool) -> Self {
+        let postgres = db
+            .connect_options()
+            .database_url
+            .scheme()
+            .starts_with("postgres");
+        Self {
+            grouped: postgres.then(|| grouped_ends::GroupedEnds::new(db.clone())),
+            db,
+        }
+    }
+
+    /// Writes a new sign-in's row, its first refresh token and its audit event, all or nothing:
+    /// on PostgreSQL one statement (one round trip, one commit), on SQLite a transaction of three
+    /// steps. `None`, and nothing written, when the password it was checked against is no longer
+    /// the learner's.
+    pub async fn insert(&self, new: &NewSignIn<'_>) -> Result<Option<PlainToken>> {
+        let record = audit::Record {
+            event: Event::SignIn,
+            user_id: Some(new.user_id),
+            sign_in_id: Some(new.sid),
+            client: new.client,
+            at: new.created_at,
+        };
+        let mut row = AnyArguments::default();
+        let bound = (|| {
+            row.add(new.sid)?;
+            row.add(new.user_id)?;
+            row.add(new.created_at)?;
+            row.add(new.expires_at)?;
+            row.add(new.client.ip.as_str())?;
+            row.add(new.client.user_agent.as_str())?;
+            row.add(new.password_hash)
+        })();
+        bound.map_err(unbound)?;
+        if self.grouped.is_some() {
+            let refresh = PlainToken::generate();
+            let mut all = row;
+            let bound = (|| {
+                all.add(refresh.hash().as_str())?;
+                all.add(audit::new_id())?;
+                all.add(record.event.as_str())
+            })();
+            bound.map_err(unbound)?;
+            let inserted: i64 = sqlx::query_scalar_with(
+                concat!(
+                    "with inserted as (",
+                    insert_sign_in!(),
+                    " returning id),
+                     refreshed as (
+                       insert into refresh_tokens (token_hash, sign_in_id, issued_at)
+                       select $8, id, $3 from inserted),
+                     audited as (
+                       insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
+                       select $9, $10, $2, id, $3, $5, $6 from inserted)
+                     select count(*) from inserted"
+                ),
+                all,
+            )
+            .fetch_one(&self.db)
+            .await?;
+            if inserted == 1 {
+                audit::logged(&record);
+            }
+            return Ok((inserted == 1).then_some(refresh));
+        }
+        let mut tx = self.db.begin().await?;
+        let inserted = sqlx::query_with(insert_sign_in!(), row)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted != 1 {
+            return Ok(None);
+        }
+        let refresh = refresh_tokens::insert(&mut *tx, new.sid, new.created_at).await?;
+        audit::record(&mut *tx, record).await?;
+        tx.commit().await?;
+        Ok(Some(refresh))
+    }
+
+    /// Marks `sid`'s row ended for `reason` at `at`, unless it already is, and writes the audit
+    /// row with it, together: only the call that marks the row writes one. `Some` when this call
+    /// marked it.
+    pub async fn mark_ended(
+        &self,
+        sid: &str,
+        reason: EndReason,
+        client: &ClientInfo,
+        at: i64,
+    ) -> Result<Option<MarkedEnded>> {
+        let record = |user_id| audit::Record {
+            event: reason.event(),
+            user_id: Some(user_id),
+            sign_in_id: Some(sid),
+            client,
+            at,
+        };
+        if let Some(grouped) = &self.grouped {
+            let marked = grouped
+                .mark(grouped_ends::RowEnd {
+                    sid: sid.to_owned(),
+                    reason: reason.as_str(),
+                    event: reason.event().as_str(),
+                    audit_id: audit::new_id(),
+                    at,
+                    ip: client.ip.clone(),
+                    user_agent: client.user_agent.clone(),
+                })
+                .await?;
+            if let Some(marked) = &marked {
+                audit::logged(&record(&marked.user_id));
+            }
+            return Ok(marked);
+        }
+        // SQLite: no update inside `with`; it is embedded, so its steps cost no trips.
+        let mut tx = self.db.begin().await?;
+        let marked: Option<(String, i64)> = sqlx::query_as(
+            "update sign_ins set revoked_at = $1, revoked_reason = $2
+             where id = $3 and revoked_at is null returning user_id, expires_at",
+        )
+        .bind(at)
+        .bind(reason.as_str())
+        .bind(sid)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((user_id, _)) = &marked {
+            audit::record(&mut *tx, record(user_id)).await?;
+        }
+        tx.commit().await?;
+        Ok(marked.map(|(user_id, expires_at)| MarkedEnded {
+            user_id,
+            expires_at,
+        }))
+    }
+
+    pub async fn find(&self, sid: &str) -> Result<Option<SignIn>> {
+        Ok(sqlx::query_as(select_sign_ins!("where id = $1"))
+            .bind(sid)
+            .fetch_optional(&self.db)
+            .await?)
+    }
+
+    /// The sign-ins nobody ended whose lifetime has not run out at `now` (live, or lapsed
+    /// without anyone looking), newest first: every learner's, or `user_id`'s.
+    pub async fn open(&self, user_id: Option<&str>, now: i64) -> Result<Vec<SignIn>> {
+        Ok(sqlx::query_as(select_sign_ins!(
+            "where (cast($1 as text) is null or user_id = $1) and revoked_at is null
+             and expires_at > $2 order by created_at desc"
+        ))
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.db)
+        .await?)
+    }
+
+    /// Records when a sign-in was last active (while nobody has ended it).
+    pub async fn seen(&self, sid: &str, at: i64) -> Result<()> {
+        sqlx::query("update sign_ins set last_seen_at = $1 where id = $2 and revoked_at is null")
+            .bind(at)
+            .bind(sid)
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The sign-ins ended at `since` or later whose lifetime has not run out at `now`, oldest
+    /// ending first.
+    pub async fn ended_since(&self, since: i64, now: i64) -> Result<Vec<Ending>> {
+        Ok(sqlx::query_as(
+            "select id, expires_at, revoked_at from sign_ins
+             where revoked_at >= $1 and expires_at > $2 order by revoked_at",
+        )
+        .bind(since)
+        .bind(now)
+        .fetch_all(&self.db)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_reasons_read_back_and_tell_the_login_page_why() {
+        for reason in EndReason::ALL {
+            assert_eq!(EndReason::from_stored(reason.as_str()), Some(reason));
+        }
+        assert_eq!(EndReason::from_stored("something else"), None);
+        assert_eq!(EndReason::RefreshReuse.login_reason(), "reuse");
+        assert_eq!(EndReason::Idle.login_reason(), "idle");
+        assert_eq!(EndReason::Expired.login_reason(), "expired");
+        assert_eq!(EndReason::SignedOut.login_reason(), "revoked");
+    }
+}
