@@ -5,14 +5,21 @@
     reason = "a test that cannot unwrap should fail loudly"
 )]
 
+mod account;
 mod binary;
 mod browser;
+mod caching;
 mod cluster;
-mod foundation;
+mod courses;
 mod helpers;
 mod layers;
 mod logout;
+mod operators;
+mod password;
 mod properties;
-mod sessions;
+mod sign_in;
+mod sign_up;
+mod site;
 mod stores;
+mod timeouts;
 mod tokens;
