@@ -62,7 +62,7 @@ impl Establish {
     /// `jar`. When a page's script signs in beside its browser session (`beside`, the session
     /// cookie it sent, when that session exists), the two hold each other, so that the browser's
     /// sign-out (with or without JavaScript) ends this sign-in too, and this one's sign-out the
-    /// browser's; a browser that signed out meanwhile takes this sign-in with it
+    /// browser's; a browser that signed out before or meanwhile takes this sign-in with it
     /// ([`crate::error::AppError::SignedOutMeanwhile`]).
     pub async fn api(
         &self,
@@ -73,6 +73,9 @@ impl Establish {
     ) -> Result<(Issued, SignedCookieJar)> {
         let beside = match beside {
             Some(id) if self.session_records.find(id).await?.is_some() => Some(id),
+            Some(id) if self.sign_ins.session_was_ended(id).await? => {
+                return Err(AppError::SignedOutMeanwhile);
+            }
             _ => None,
         };
         let started = self

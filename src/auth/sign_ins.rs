@@ -215,6 +215,11 @@ impl SignIns {
         self.0.store.hold(session_id, sid, until).await
     }
 
+    /// Whether browser session `session_id` was ended (it is tombstoned for an idle period).
+    pub async fn session_was_ended(&self, session_id: &str) -> Result<bool> {
+        Ok(self.0.store.session_ended(session_id).await?.is_some())
+    }
+
     /// Issues an access token under `sid` and records its `jti`, so ending the sign-in revokes
     /// it without the client having to present it.
     pub async fn issue_access_token(&self, user_id: &str, sid: &str) -> Result<Issued> {

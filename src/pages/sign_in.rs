@@ -139,7 +139,9 @@ fn reason_notice(reason: &str) -> Option<Notice> {
         "idle" => {
             "You were signed out because there was no activity for a while. Please sign in again."
         }
-        "expired" => "Your session expired. Please sign in again.",
+        "expired" => {
+            "You were signed out because your sign-in reached its time limit. Please sign in again."
+        }
         "revoked" => {
             "You were signed out from another device or by an administrator. Please sign in again."
         }

@@ -140,6 +140,11 @@ struct Stack {
 
 /// `None` (the test says it skipped) where no chromedriver exists, which CI does not allow.
 async fn stack() -> Option<Stack> {
+    stack_with(&[]).await
+}
+
+/// [`stack`], with settings of its own for the binary (short real timeouts, say).
+async fn stack_with(settings: &[(&'static str, &str)]) -> Option<Stack> {
     let driver_path = std::env::var_os("CHROMEDRIVER")
         .map(PathBuf::from)
         .filter(|p| p.is_file())
@@ -165,6 +170,7 @@ async fn stack() -> Option<Stack> {
     if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
         env.push(("REDIS_URL", redis));
     }
+    env.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let server = RunningBinary::start(workdir.path(), &env).await;
     let (driver, webdriver) = start_driver(&driver_path).await;
     let profile = tempfile::tempdir().unwrap();
@@ -527,4 +533,58 @@ async fn a_sign_in_ended_from_another_browsers_account_page_lands_on_the_login_p
     assert!(url.ends_with("/dashboard"), "{url}");
     // Closed, as the other tests close theirs: killing chromedriver alone leaves Chromium running.
     laptop.clone().close().await.unwrap();
+}
+
+/// The login page a timed-out browser lands on when it comes back: its URL and its notice.
+async fn back_after(client: &Client, base: &str, wait: Duration) -> (String, String) {
+    tokio::time::sleep(wait).await;
+    client.goto(&format!("{base}/dashboard")).await.unwrap();
+    let url = wait_for_url(client, 10, |u| u.contains("/login")).await;
+    let notice = client
+        .find(Locator::Css("#notices"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (url, notice)
+}
+
+/// Real time and a real cookie jar: the browser keeps the session cookie past the idle timeout
+/// (it is a browser-session cookie; the server enforces the deadline), so it comes back with it
+/// and the login page says why.
+#[tokio::test]
+async fn after_an_idle_timeout_a_real_browser_is_told_why_it_was_signed_out() {
+    let Some(stack) = stack_with(&[("LECTERN_SESSION_IDLE", "3s")]).await else {
+        return;
+    };
+    let (client, base) = (&stack.client, stack.base.as_str());
+    sign_up(client, base, None).await;
+    let (url, notice) = back_after(client, base, Duration::from_millis(4500)).await;
+    Shots::new().take(client, "timeout-idle").await;
+    assert!(url.contains("reason=idle"), "{url}");
+    assert!(notice.contains("no activity"), "{notice}");
+}
+
+/// The same for the absolute lifetime: kept busy, the sign-in never idles, and still ends when
+/// its lifetime runs out.
+#[tokio::test]
+async fn after_the_absolute_lifetime_a_real_browser_is_told_why_it_was_signed_out() {
+    let settings = [
+        ("LECTERN_SESSION_IDLE", "4s"),
+        ("LECTERN_SESSION_ABSOLUTE", "5s"),
+    ];
+    let Some(stack) = stack_with(&settings).await else {
+        return;
+    };
+    let (client, base) = (&stack.client, stack.base.as_str());
+    sign_up(client, base, None).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    client.goto(&format!("{base}/dashboard")).await.unwrap();
+    let busy = wait_for_url(client, 5, |u| u.ends_with("/dashboard")).await;
+    assert!(busy.ends_with("/dashboard"), "still signed in: {busy}");
+    let (url, notice) = back_after(client, base, Duration::from_millis(3000)).await;
+    Shots::new().take(client, "timeout-absolute").await;
+    assert!(url.contains("reason=expired"), "{url}");
+    assert!(notice.contains("time limit"), "{notice}");
 }

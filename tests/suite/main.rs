@@ -11,6 +11,7 @@ mod browser;
 mod caching;
 mod cluster;
 mod courses;
+mod faults;
 mod helpers;
 mod layers;
 mod logout;
