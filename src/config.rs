@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Sign-in, sign-up and refresh attempts a minute per IP (default 30; 0 turns limits off).
     #[arg(long, env = "LECTERN_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
+    /// How much of an IPv6 address the rate limits count as one client: its first 64 bits by
+    /// default (one host controls a whole /64); 56 or 48 for networks that hand out more.
+    #[arg(long, env = "LECTERN_RATE_LIMIT_IPV6_PREFIX", value_parser = clap::value_parser!(u8).range(32..=128))]
+    pub rate_limit_ipv6_prefix: Option<u8>,
     /// Reverse proxies in front of Lectern that append to X-Forwarded-For (default 0: use the
     /// peer address, trust no header).
     #[arg(long, env = "LECTERN_TRUSTED_PROXIES", value_parser = clap::value_parser!(u8).range(0..=10))]
@@ -77,6 +81,8 @@ pub struct Settings {
     pub session_absolute: Duration,
     pub refresh_grace: Duration,
     pub rate_limit: u32,
+    /// The prefix length an IPv6 client is counted by.
+    pub rate_limit_ipv6_prefix: u8,
     /// How many proxies' `X-Forwarded-For` entries to trust (0: none).
     pub trusted_proxies: usize,
     pub clear_site_data: ClearSiteData,
@@ -142,6 +148,7 @@ impl Settings {
             session_absolute,
             refresh_grace: args.refresh_grace.unwrap_or(Duration::from_secs(10)),
             rate_limit: args.rate_limit.unwrap_or(30),
+            rate_limit_ipv6_prefix: args.rate_limit_ipv6_prefix.unwrap_or(64),
             trusted_proxies: usize::from(args.trusted_proxies.unwrap_or(0)),
             clear_site_data: args.clear_site_data.unwrap_or_default(),
             key_prefix: args

@@ -147,7 +147,12 @@ impl AppState {
             clock.clone(),
             settings.secure_cookies,
         );
-        let limits = RateLimits::new(stores.counters.clone(), clock.clone(), settings.rate_limit);
+        let limits = RateLimits::new(
+            stores.counters.clone(),
+            clock.clone(),
+            settings.rate_limit,
+            settings.rate_limit_ipv6_prefix,
+        );
         let users = Users::new(pool.clone());
         let password_change = PasswordChange::new(
             pool.clone(),

@@ -40,7 +40,7 @@ where
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+            .map(|ConnectInfo(addr)| addr.ip().to_canonical().to_string());
         let ip = forwarded_client(&parts.headers, trusted)
             .or(peer)
             .unwrap_or_else(|| "unknown".to_owned());
@@ -71,7 +71,7 @@ pub fn forwarded_client(headers: &HeaderMap, trusted: usize) -> Option<String> {
     let hop = hops.get(hops.len().checked_sub(trusted)?)?;
     hop.parse::<std::net::IpAddr>()
         .ok()
-        .map(|ip| ip.to_string())
+        .map(|ip| ip.to_canonical().to_string())
 }
 
 #[cfg(test)]

@@ -597,3 +597,69 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_limit_and_cannot_forge_a
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+/// One IPv6 host controls a whole /64: every address in it shares one budget, while the next
+/// network has its own. An IPv4-mapped address is its IPv4 address.
+#[tokio::test]
+async fn behind_a_trusted_proxy_an_ipv6_network_shares_one_limit_and_mapped_ipv4_is_ipv4() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit = 1;
+        s.trusted_proxies = 1;
+    })
+    .await;
+    let attempt = |forwarded: &'static str| {
+        app.server
+            .post("/api/v1/auth/login")
+            .add_header("X-Forwarded-For", forwarded)
+            .json(&serde_json::json!({"email": unique_email(), "password": PASSWORD}))
+    };
+    let status = |r: axum_test::TestResponse| r.status_code();
+    assert_eq!(
+        status(attempt("2001:db8:1:2::1").await),
+        StatusCode::UNAUTHORIZED
+    );
+    for same_network in ["2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
+        assert_eq!(
+            status(attempt(same_network).await),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{same_network}"
+        );
+    }
+    assert_eq!(
+        status(attempt("2001:db8:1:3::1").await),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(attempt("198.51.100.9").await),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(attempt("::ffff:198.51.100.9").await),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// A network that hands its hosts a /56 is counted by its /56 when the setting says so.
+#[tokio::test]
+async fn the_ipv6_network_a_limit_counts_by_can_be_widened() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit = 1;
+        s.trusted_proxies = 1;
+        s.rate_limit_ipv6_prefix = 56;
+    })
+    .await;
+    let attempt = |forwarded: &'static str| {
+        app.server
+            .post("/api/v1/auth/login")
+            .add_header("X-Forwarded-For", forwarded)
+            .json(&serde_json::json!({"email": unique_email(), "password": PASSWORD}))
+    };
+    assert_eq!(
+        attempt("2001:db8:1:200::1").await.status_code(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("2001:db8:1:2ff::1").await.status_code(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
