@@ -33,19 +33,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for PageForm<T> {
     }
 }
 
-/// `axum::extract::Query` whose rejection is an error page.
+/// A page's query string read into `T`: a field given twice (`?next=/a&next=/b`, a link copied
+/// twice) takes its first value, as browsers and most servers read it; anything else that does
+/// not fit is an error page.
 pub struct PageQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for PageQuery<T> {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| Self(value))
-            .map_err(|rejection| AppError::Validation {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        let firsts = url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(name, _)| seen.insert(name.clone()));
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(firsts)
+            .finish();
+        serde_urlencoded::from_str(&query)
+            .map(Self)
+            .map_err(|err| AppError::Validation {
                 field: "query",
-                message: rejection.body_text(),
+                message: format!("The address has a query that cannot be read: {err}."),
             })
     }
 }

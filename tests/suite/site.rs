@@ -281,3 +281,40 @@ async fn a_state_change_without_or_with_a_wrong_csrf_token_is_refused_and_change
             .contains(r#"id="no-courses""#)
     );
 }
+
+/// A field given twice in a page's address (a link copied twice, a proxy that appends) is read
+/// by its first value: the page, not an error.
+#[tokio::test]
+async fn a_repeated_query_field_gets_the_page_with_its_first_value() {
+    let app = spawn_app().await;
+    let home = app.server.get("/?signed_out=1&signed_out=1").await;
+    assert_eq!(home.status_code(), StatusCode::OK);
+    assert!(home.text().contains("You are signed out."));
+    let login = app.server.get("/login?reason=idle&reason=revoked").await;
+    assert_eq!(login.status_code(), StatusCode::OK);
+    assert!(login.text().contains("no activity"), "the first reason");
+    let next = app.server.get("/login?next=/account&next=/dashboard").await;
+    assert_eq!(next.status_code(), StatusCode::OK);
+    assert!(
+        next.text().contains(r#"value="/account""#),
+        "{}",
+        next.text()
+    );
+}
+
+/// Every answer to a request that carries the session cookie may be about a learner, so none is
+/// stored: the 405 page and the refused sign-out included.
+#[tokio::test]
+async fn answers_to_a_request_with_the_session_cookie_are_never_stored() {
+    let app = spawn_app().await;
+    app.signed_up().await;
+    let wrong_method = app.server.delete("/dashboard").await;
+    assert_eq!(wrong_method.status_code(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.header("cache-control"), "no-store");
+    let refused = app.server.post("/logout").await;
+    assert_eq!(refused.status_code(), StatusCode::FORBIDDEN);
+    assert_eq!(refused.header("cache-control"), "no-store");
+    let unknown = app.server.get("/no-such-page").await;
+    assert_eq!(unknown.status_code(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.header("cache-control"), "no-store");
+}
