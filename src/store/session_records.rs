@@ -276,3 +276,31 @@ impl SessionStore for MemoryRecords {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A browser that leaves without signing out costs nothing once its record has expired: the
+    /// embedded store sweeps it on the application's clock.
+    #[tokio::test]
+    async fn expired_records_are_swept_from_memory() {
+        let clock = Clock::manual();
+        let records = SessionRecords::memory(clock.clone(), 60);
+        for _ in 0..10 {
+            let mut record = Record {
+                id: Id::default(),
+                data: Default::default(),
+                expiry_date: OffsetDateTime::now_utc() + time::Duration::weeks(2),
+            };
+            records.create(&mut record).await.unwrap();
+        }
+        assert_eq!(records.held(), Some(10));
+        clock.advance(Duration::from_secs(59));
+        assert_eq!(records.held(), Some(10), "kept one idle period");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(records.held(), Some(0));
+    }
+}

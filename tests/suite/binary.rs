@@ -160,33 +160,6 @@ async fn logs_written_to_a_file_are_plain_text() {
 }
 
 /// The `name=value` of each `Set-Cookie` with a value (removals skipped).
-fn cookies_set(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
-    headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(_, value)| !value.is_empty())
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .collect()
-}
-
-fn cookie_of(headers: &axum::http::HeaderMap, name: &str) -> String {
-    cookies_set(headers)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, value)| value)
-        .unwrap_or_else(|| panic!("no {name} cookie set"))
-}
-
-fn access_token_of(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body).unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Asserts one step's status, with what came back when it is not the one wanted.
 fn assert_step(step: &str, want: StatusCode, got: StatusCode, body: &[u8]) {
     assert_eq!(got, want, "{step}: {}", String::from_utf8_lossy(body));

@@ -196,6 +196,28 @@ impl PrivateCluster {
             .expect("a master serves the slot")
     }
 
+    /// The port of a replica of the master with node id `master`.
+    fn replica_of(&self, master: &str) -> u16 {
+        redis_cli(self.any_port(), &["cluster", "nodes"])
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let replica = fields.get(2)?.contains("slave") && fields.get(3) == Some(&master);
+                replica.then(|| fields[1].split(['@', ':']).nth(1)?.parse().ok())?
+            })
+            .expect("the master has a replica")
+    }
+
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) a node's process, as a stalled host does.
+    fn signal(&self, port: u16, signal: &str) {
+        let node = self.nodes.iter().find(|n| n.port == port).unwrap();
+        let sent = Command::new("kill")
+            .args([signal, &node.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {signal}");
+    }
+
     fn kill(&mut self, port: u16) {
         let node = self.nodes.iter_mut().find(|n| n.port == port).unwrap();
         node.child.kill().unwrap();
@@ -376,4 +398,59 @@ async fn a_sign_out_while_its_slot_moves_between_masters_is_kept_by_the_new_one(
     // The app still serves that slot, now from the new master.
     let fresh = signed_in(&app).await;
     assert_eq!(app.me(&fresh.access[0]).await.status_code(), StatusCode::OK);
+}
+
+/// The replica a failover promotes missed the sign-out (its link to the master was down while the
+/// sign-out ran, so the revocation stood on the master alone, which then died): the promoted node holds the
+/// sign-in live again. Neither instance accepts any old credential, at any moment.
+#[tokio::test]
+async fn a_replica_promoted_after_missing_a_sign_out_brings_nothing_back() {
+    let Some(mut cluster) = PrivateCluster::start().await else {
+        return;
+    };
+    let first = spawn_app_with(|s| s.redis_url = Some(cluster.url())).await;
+    let second = spawn_peer_with(&first, |s| s.redis_url = Some(cluster.url())).await;
+    for app in [&first, &second] {
+        app.state.ledger.spawn();
+    }
+    let old = signed_in(&first).await;
+    let sid = first.sid_of(&old.access[0]);
+    let (master_id, master) = cluster.master_of(&sid);
+    let replica = cluster.replica_of(&master_id);
+    // The replica drops its link to the master and stalls before it can link again, so the
+    // sign-out reaches the master alone.
+    // The replica stalls, and its master drops the link to it, so the sign-out reaches the
+    // master alone; the master dies, and the stalled replica takes over with what it had.
+    cluster.signal(replica, "-STOP");
+    redis_cli(master, &["client", "kill", "type", "replica"]);
+    assert_eq!(first.sign_out_htmx().await.status_code(), StatusCode::OK);
+    // Every instance has read the ending within a second of it.
+    tokio::time::sleep(lectern::auth::ledger::POLL * 3 / 2).await;
+    cluster.kill(master);
+    cluster.signal(replica, "-CONT");
+    redis_cli(replica, &["cluster", "failover", "takeover"]);
+    let live = format!("{}{{{sid}}}:live", first.key_prefix);
+    assert_eq!(
+        redis_cli(replica, &["exists", &live]).trim(),
+        "1",
+        "the promoted replica holds the sign-in live"
+    );
+    let mut recovered = false;
+    for _ in 0..300 {
+        for app in [&first, &second] {
+            assert_not_accepted(app, &old).await;
+        }
+        if ready(&first).await.is_some() && ready(&second).await.is_some() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the instances did not recover after the failover"
+    );
+    for app in [&first, &second] {
+        assert_everything_refused(app, &old).await;
+    }
 }

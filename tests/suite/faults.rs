@@ -242,3 +242,281 @@ async fn browser(app: &TestApp, email: &str) -> (Cookie<'static>, String) {
     let page = app.get_with_session("/dashboard", &session).await;
     (session, csrf_from(&page.text()))
 }
+
+/// A Redis of the test's own that keeps what `SAVE` writes in `dir`, and can be killed (`-9`)
+/// and started again on it, as a crashed Redis is restarted from its last snapshot.
+struct SnapshotRedis {
+    server: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    node: Option<PrivateRedis>,
+    port: u16,
+}
+
+impl SnapshotRedis {
+    async fn start() -> Option<Self> {
+        let server = find_on_path("redis-server")?;
+        let mut redis = Self {
+            server,
+            dir: tempfile::tempdir().unwrap(),
+            node: None,
+            port: free_port(),
+        };
+        redis.run().await;
+        Some(redis)
+    }
+
+    async fn run(&mut self) {
+        let child = std::process::Command::new(&self.server)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.node = Some(PrivateRedis {
+            child,
+            port: self.port,
+        });
+        wait_for_port(self.port).await;
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `kill -9`, then a start on the same directory: it loads the last snapshot.
+    async fn crash_and_restart(&mut self) {
+        drop(self.node.take());
+        self.run().await;
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Two instances of the binary on one Redis and one PostgreSQL database, as in production.
+struct TwoInstances {
+    servers: [RunningBinary; 2],
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl TwoInstances {
+    async fn start(redis_url: &str) -> Self {
+        let (database_url, db_dir) = fresh_database().await;
+        let env = vec![
+            ("DATABASE_URL", database_url),
+            ("REDIS_URL", redis_url.to_owned()),
+            ("LECTERN_SECRET", TEST_SECRET.to_owned()),
+            ("LECTERN_SECURE_COOKIES", "false".to_owned()),
+            ("LECTERN_RATE_LIMIT", "0".to_owned()),
+        ];
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let servers = [
+            RunningBinary::start(one.path(), &env).await,
+            RunningBinary::start(two.path(), &env).await,
+        ];
+        let mut dirs = vec![one, two];
+        dirs.extend(db_dir);
+        Self {
+            servers,
+            _dirs: dirs,
+        }
+    }
+
+    /// Until both say they are ready (Redis answers again).
+    async fn ready(&self) {
+        for server in &self.servers {
+            let url = format!("{}/readyz", server.base);
+            for _ in 0..200 {
+                if http_get(&url, &[]).await.0 == StatusCode::OK {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Everything a learner signed in with, by browser and by API.
+struct Credentials {
+    session: String,
+    access: String,
+    refresh: String,
+}
+
+fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+        .into_bytes()
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+/// Signs up through the form and signs in through the API, on the instance at `base`.
+async fn sign_in_both_ways(base: &str) -> Credentials {
+    let email = unique_email();
+    let (_, _, home) = http_get(&format!("{base}/"), &[]).await;
+    let csrf = csrf_from(&String::from_utf8(home).unwrap());
+    let fields = [
+        ("csrf_token", csrf.as_str()),
+        ("email", email.as_str()),
+        ("display_name", "Ada"),
+        ("password", PASSWORD),
+    ];
+    let (status, headers, _) =
+        http_request("POST", &format!("{base}/register"), &[FORM], form(&fields)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let session = cookie_of(&headers, "lectern_session");
+    let body = serde_json::json!({"email": email, "password": PASSWORD}).to_string();
+    let (status, headers, body) = http_request(
+        "POST",
+        &format!("{base}/api/v1/auth/login"),
+        &[("content-type", "application/json")],
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    Credentials {
+        session,
+        access: access_token_of(&body),
+        refresh: cookie_of(&headers, "lectern_refresh"),
+    }
+}
+
+/// Signs the browser out everywhere, on the instance at `base`.
+async fn sign_out_everywhere(base: &str, old: &Credentials) {
+    let cookie = format!("lectern_session={}", old.session);
+    let (_, _, page) = http_get(&format!("{base}/dashboard"), &[("cookie", &cookie)]).await;
+    let csrf = csrf_from(&String::from_utf8(page).unwrap());
+    let fields = [("csrf_token", csrf.as_str()), ("scope", "global")];
+    let (status, _, _) = http_request(
+        "POST",
+        &format!("{base}/logout"),
+        &[FORM, ("cookie", &cookie)],
+        form(&fields),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+/// Every old credential tried on every instance: the ones accepted, by name.
+async fn accepted(instances: &TwoInstances, old: &Credentials) -> Vec<String> {
+    let mut accepted = Vec::new();
+    for (n, server) in instances.servers.iter().enumerate() {
+        let base = &server.base;
+        let cookie = format!("lectern_session={}", old.session);
+        let page = http_get(&format!("{base}/dashboard"), &[("cookie", &cookie)]).await;
+        if page.0 == StatusCode::OK {
+            accepted.push(format!("session cookie on instance {n}"));
+        }
+        let bearer = format!("Bearer {}", old.access);
+        let me = http_get(&format!("{base}/api/v1/me"), &[("authorization", &bearer)]).await;
+        if me.0 == StatusCode::OK {
+            accepted.push(format!("access token on instance {n}"));
+        }
+        let refresh = format!("lectern_refresh={}", old.refresh);
+        let (status, _, _) = http_request(
+            "POST",
+            &format!("{base}/api/v1/auth/refresh"),
+            &[("cookie", &refresh)],
+            Vec::new(),
+        )
+        .await;
+        if status == StatusCode::OK {
+            accepted.push(format!("refresh cookie on instance {n}"));
+        }
+    }
+    accepted
+}
+
+/// The sign-in an access token names (its `sid` claim, read without the key).
+fn sid_in(access: &str) -> String {
+    use base64::Engine;
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
+}
+
+/// Redis keeps snapshots (`SAVE`); one is taken while the learner is signed in; the learner
+/// signs out everywhere; Redis crashes and comes back from that snapshot, which still holds the
+/// sign-ins live. Neither instance accepts any old credential, and Redis itself is put right.
+#[tokio::test]
+async fn a_redis_restarted_from_a_snapshot_taken_before_a_sign_out_brings_nothing_back() {
+    if !real_services() {
+        eprintln!("skipped: needs TEST_DATABASE_URL and TEST_REDIS_URL");
+        return;
+    }
+    let mut redis = SnapshotRedis::start().await.expect("redis-server");
+    let instances = TwoInstances::start(&redis.url()).await;
+    let (first, second) = (&instances.servers[0].base, &instances.servers[1].base);
+    let old = sign_in_both_ways(first).await;
+    assert_eq!(redis.cli(&["SAVE"]), "OK");
+    sign_out_everywhere(second, &old).await;
+    assert!(accepted(&instances, &old).await.is_empty());
+    // Every instance learns an ending from the database within a second of it.
+    tokio::time::sleep(auth_ledger_poll() * 3 / 2).await;
+    redis.crash_and_restart().await;
+    let live = format!("lectern:{{{}}}:live", sid_in(&old.access));
+    assert_eq!(
+        redis.cli(&["EXISTS", &live]),
+        "1",
+        "the snapshot brought it back"
+    );
+    instances.ready().await;
+    assert_eq!(accepted(&instances, &old).await, Vec::<String>::new());
+    let mut repaired = false;
+    for _ in 0..50 {
+        if redis.cli(&["EXISTS", &live]) == "0" {
+            repaired = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(repaired, "the ending was replayed into Redis");
+    // A learner who signs in now is served as before.
+    let fresh = sign_in_both_ways(first).await;
+    let bearer = format!("Bearer {}", fresh.access);
+    let me = http_get(
+        &format!("{second}/api/v1/me"),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(me.0, StatusCode::OK);
+}
+
+/// Redis flushed after a sign-out: nothing of the learner is accepted, and new sign-ins work.
+#[tokio::test]
+async fn a_redis_flushed_after_a_sign_out_brings_nothing_back() {
+    if !real_services() {
+        eprintln!("skipped: needs TEST_DATABASE_URL and TEST_REDIS_URL");
+        return;
+    }
+    let redis = SnapshotRedis::start().await.expect("redis-server");
+    let instances = TwoInstances::start(&redis.url()).await;
+    let (first, second) = (&instances.servers[0].base, &instances.servers[1].base);
+    let old = sign_in_both_ways(first).await;
+    sign_out_everywhere(first, &old).await;
+    assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+    assert_eq!(accepted(&instances, &old).await, Vec::<String>::new());
+    let fresh = sign_in_both_ways(second).await;
+    let bearer = format!("Bearer {}", fresh.access);
+    let me = http_get(&format!("{first}/api/v1/me"), &[("authorization", &bearer)]).await;
+    assert_eq!(me.0, StatusCode::OK);
+}
+
+fn auth_ledger_poll() -> std::time::Duration {
+    lectern::auth::ledger::POLL
+}

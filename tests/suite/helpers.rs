@@ -105,7 +105,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// A second instance sharing the first one's database, Redis and clock (real services only).
 pub async fn spawn_peer(first: &TestApp) -> TestApp {
-    let settings = test_settings(&first.database_url, &first.key_prefix);
+    spawn_peer_with(first, |_| {}).await
+}
+
+/// [`spawn_peer`] with settings of its own (another Redis URL for the same Redis, say).
+pub async fn spawn_peer_with(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings(&first.database_url, &first.key_prefix);
+    tweak(&mut settings);
     build_on(settings, first.clock.clone()).await
 }
 
@@ -681,4 +687,34 @@ pub async fn http_request(
         .to_bytes()
         .to_vec();
     (status, headers, body)
+}
+
+/// The cookies a response sets (not those it removes): (name, value).
+pub fn cookies_set(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// The value a response sets for cookie `name`.
+pub fn cookie_of(headers: &axum::http::HeaderMap, name: &str) -> String {
+    cookies_set(headers)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, value)| value)
+        .unwrap_or_else(|| panic!("no {name} cookie set"))
+}
+
+/// The `access_token` of a JSON body.
+pub fn access_token_of(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }

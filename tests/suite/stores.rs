@@ -439,6 +439,39 @@ async fn rate_counters_count_per_bucket_and_window_and_take_back() {
     }
 }
 
+/// A counter that expired while its attempt was being checked (a slow database, a burst) is not
+/// brought back by the give-back: no key is left without its expiry.
+#[tokio::test]
+async fn taking_an_attempt_back_after_its_window_expired_leaves_nothing_behind() {
+    use fred::interfaces::KeysInterface;
+    for s in subjects().await {
+        let window = s.clock.now() / 60 * 60;
+        let bucket = format!("test:{}", uuid::Uuid::new_v4().simple());
+        assert_eq!(s.counters.hit(&bucket, window).await.unwrap(), 1);
+        match &s.redis {
+            Some((prefix, pool)) => {
+                let key = format!("{prefix}{{rl:{bucket}}}:{window}");
+                // Expired mid-request, as Redis expires it.
+                pool.del::<(), _>(&key).await.unwrap();
+                s.counters.undo(&bucket, window).await.unwrap();
+                assert_eq!(pool.exists::<u64, _>(&key).await.unwrap(), 0, "no key left");
+                assert_eq!(s.counters.hit(&bucket, window).await.unwrap(), 1);
+                assert!(
+                    pool.ttl::<i64, _>(&key).await.unwrap() > 0,
+                    "with its expiry"
+                );
+            }
+            None => {
+                s.clock.advance(Duration::from_secs(61));
+                s.counters.undo(&bucket, window).await.unwrap();
+                s.clock.advance(Duration::from_secs(120));
+                let next = s.clock.now() / 60 * 60;
+                assert_eq!(s.counters.hit(&bucket, next).await.unwrap(), 1);
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn parallel_hits_are_each_counted_once() {
     for s in subjects().await {
