@@ -345,3 +345,19 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
     // The password's words are not in any log line either (as a field a logger might split).
     assert!(!logs.contains(password.split(' ').nth(1).unwrap()));
 }
+
+/// The production start before its PostgreSQL database exists: the binary creates it (as
+/// `createdb` would) and serves, instead of stopping with the server's error.
+#[tokio::test]
+async fn on_postgresql_the_binary_creates_its_database_when_it_is_missing() {
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        eprintln!("skipped: needs TEST_DATABASE_URL");
+        return;
+    };
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&format!("lectern_test_{}", uuid::Uuid::new_v4().simple()));
+    let dir = tempfile::tempdir().unwrap();
+    let server = RunningBinary::start(dir.path(), &[("DATABASE_URL", url.to_string())]).await;
+    let (status, _, body) = http_get(&format!("{}/readyz", server.base), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+}
