@@ -17,23 +17,23 @@ use crate::layout::Layout;
 /// Errors that users can cause, and the ones they cannot (`Unavailable`, `Unexpected`).
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("the email or password is not right")]
+    #[error("The email or password is not right.")]
     InvalidCredentials,
-    #[error("you need to sign in")]
+    #[error("You need to sign in.")]
     Unauthorized,
     /// RFC 6750: a missing, malformed, forged, expired or revoked bearer token.
-    #[error("the access token is missing, malformed, expired or revoked")]
+    #[error("The access token is missing, malformed, expired or revoked.")]
     InvalidToken,
     /// The refresh token is missing, unknown, used or revoked.
-    #[error("the refresh token is missing, invalid, already used or revoked; sign in again")]
+    #[error("The refresh token is missing, invalid, already used or revoked. Sign in again.")]
     InvalidGrant,
     #[error("{0}")]
     Forbidden(&'static str),
-    #[error("not found")]
+    #[error("There is no page at this address. Check it, or go back to the homepage.")]
     NotFound,
-    #[error("this address does not take that method")]
+    #[error("This address does not take that kind of request.")]
     MethodNotAllowed,
-    #[error("send a JSON body with Content-Type: application/json")]
+    #[error("Send a JSON body with Content-Type: application/json.")]
     UnsupportedMediaType,
     #[error("{message}")]
     Validation {
@@ -41,14 +41,24 @@ pub enum AppError {
         message: String,
     },
     /// An API sign-in made beside a browser that signed out meanwhile: it was ended with it.
-    #[error("this browser was signed out while you were signing in; sign in again")]
+    #[error("This browser was signed out while you were signing in. Sign in again.")]
     SignedOutMeanwhile,
-    #[error("too many attempts; try again in {retry_after} seconds")]
+    #[error("Too many attempts. Try again {}.", in_words(*retry_after))]
     RateLimited { retry_after: u64 },
     #[error("a service Lectern depends on is not answering")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+/// A wait in words: "in a moment", "in 40 seconds", "in about a minute", "in 3 minutes".
+pub fn in_words(seconds: u64) -> String {
+    match seconds {
+        0..=5 => "in a moment".to_owned(),
+        6..=50 => format!("in {seconds} seconds"),
+        51..=90 => "in about a minute".to_owned(),
+        _ => format!("in {} minutes", seconds.div_ceil(60)),
+    }
 }
 
 /// The crate-wide result type.
@@ -92,6 +102,25 @@ impl AppError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "temporarily_unavailable",
             Self::Unexpected(_) => "server_error",
+        }
+    }
+
+    /// The page's heading, in plain words.
+    pub fn heading(&self) -> &'static str {
+        match self {
+            Self::InvalidCredentials | Self::Unauthorized | Self::SignedOutMeanwhile => {
+                "Please sign in"
+            }
+            Self::InvalidToken | Self::InvalidGrant => "Please sign in again",
+            Self::Forbidden(_) => "That was not allowed",
+            Self::NotFound => "Page not found",
+            Self::MethodNotAllowed => "Not something this page does",
+            Self::UnsupportedMediaType | Self::Validation { .. } => {
+                "Something in the request is not right"
+            }
+            Self::RateLimited { .. } => "Too many attempts",
+            Self::Unavailable(_) => "Lectern is not available right now",
+            Self::Unexpected(_) => "Something went wrong",
         }
     }
 
@@ -145,7 +174,7 @@ impl AppError {
         let page = ErrorPage {
             layout,
             status: status.as_u16(),
-            title: status.canonical_reason().unwrap_or("Error"),
+            title: self.heading(),
             message: self.public_message(),
         };
         self.decorate((status, page).into_response())

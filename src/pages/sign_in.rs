@@ -185,23 +185,22 @@ async fn login(
     jar: SignedCookieJar,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response> {
-    state.limits.per_ip("login", &client).await?;
     let next = safe_next(Some(&form.next));
-    let creds = Credentials::new(&form.email, form.password);
-    let attempt = state
-        .limits
-        .sign_in_attempt(creds.email.as_ref(), &client)
-        .await?;
+    let again = |err: AppError| form_again(&viewer, &form.email, &next, err);
+    let creds = Credentials::new(&form.email, form.password.clone());
+    let limits = &state.limits;
+    let counted = match limits.per_ip("login", &client).await {
+        Ok(()) => limits.sign_in_attempt(creds.email.as_ref(), &client).await,
+        Err(err) => Err(err),
+    };
+    let attempt = match counted {
+        Ok(attempt) => attempt,
+        Err(err) => return again(err),
+    };
     let Some(user) = auth.authenticate(creds).await.map_err(auth_error)? else {
         tracing::info!(ip = %client.ip, "sign-in refused");
-        let page = LoginPage {
-            layout: viewer.layout,
-            email: form.email.trim().to_owned(),
-            next,
-            // One message: it must not say which of the two was wrong.
-            error: Some(AppError::InvalidCredentials.to_string()),
-        };
-        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+        // One message: it must not say which of the two was wrong.
+        return again(AppError::InvalidCredentials);
     };
     attempt.succeeded().await?;
     let jar = state
@@ -209,4 +208,28 @@ async fn login(
         .browser(&mut auth, replacing(&viewer), &user, &client, jar)
         .await?;
     Ok((jar, Redirect::to(&next)).into_response())
+}
+
+/// The sign-in form again, with the email kept and why it was refused above it: a wrong email or
+/// password (401), or too many attempts (429, with the wait in words and `Retry-After`). Anything
+/// else is the error page.
+fn form_again(viewer: &Viewer, email: &str, next: &str, err: AppError) -> Result<Response> {
+    let status = match &err {
+        AppError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+        AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => return Err(err),
+    };
+    let page = LoginPage {
+        layout: viewer.layout.clone(),
+        email: email.trim().to_owned(),
+        next: next.to_owned(),
+        error: Some(err.to_string()),
+    };
+    let mut response = (status, page).into_response();
+    if let AppError::RateLimited { retry_after } = err {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, retry_after.into());
+    }
+    Ok(response)
 }

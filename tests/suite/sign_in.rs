@@ -69,7 +69,7 @@ async fn wrong_password_and_unknown_email_are_answered_alike() {
     let unknown = app.sign_in(&unique_email(), PASSWORD, "").await;
     assert_eq!(wrong.status_code(), StatusCode::UNAUTHORIZED);
     assert_eq!(unknown.status_code(), StatusCode::UNAUTHORIZED);
-    let message = "the email or password is not right";
+    let message = "The email or password is not right.";
     assert!(wrong.text().contains(message) && unknown.text().contains(message));
     assert!(wrong.maybe_cookie("lectern_session").is_none());
     assert_eq!(
@@ -131,6 +131,11 @@ async fn failed_sign_ins_are_limited_per_account_at_one_address() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&retry));
+    // The sign-in form again, the email kept, the wait in words.
+    let page = limited.text();
+    assert!(page.contains(r#"action="/login""#), "{page}");
+    assert!(page.contains(&format!(r#"value="{email}""#)), "{page}");
+    assert!(page.contains("Too many attempts. Try again in"), "{page}");
 }
 
 /// An API sign-in from a given client address (behind one trusted proxy).
