@@ -179,8 +179,8 @@ impl User {
         hex::encode(&digest[..8])
     }
 
-    pub fn member_since(&self) -> String {
-        crate::clock::format_time(self.created_at)
+    pub fn member_since(&self) -> crate::clock::Moment {
+        crate::clock::Moment(self.created_at)
     }
 }
 

@@ -43,8 +43,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn when(&self) -> String {
-        crate::clock::format_time(self.at)
+    pub fn when(&self) -> crate::clock::Moment {
+        crate::clock::Moment(self.at)
     }
 
     pub fn label(&self) -> &str {

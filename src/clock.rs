@@ -75,6 +75,24 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
+/// A moment as a page shows it: `<time datetime="{{ m.datetime() }}">{{ m }}</time>`, UTC to
+/// the minute in the page, turned into the learner's own time zone by the page's script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moment(pub i64);
+
+impl Moment {
+    /// RFC 3339, for the `datetime` attribute.
+    pub fn datetime(&self) -> String {
+        rfc3339(self.0)
+    }
+}
+
+impl std::fmt::Display for Moment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_time(self.0))
+    }
+}
+
 /// Whole seconds of a duration, as the signed integers timestamps are kept in.
 pub fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)

@@ -136,8 +136,25 @@
     true
   );
 
+  // Times are written in UTC (readable without JavaScript); shown in the learner's own time zone.
+  function localTimes(root) {
+    if (!root.querySelectorAll || typeof Intl !== "object") {
+      return;
+    }
+    var format = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+    root.querySelectorAll("time[datetime]:not([data-local])").forEach(function (el) {
+      var at = new Date(el.getAttribute("datetime"));
+      if (!isNaN(at.getTime())) {
+        el.setAttribute("title", el.textContent);
+        el.textContent = format.format(at);
+        el.setAttribute("data-local", "");
+      }
+    });
+  }
+
   function init() {
     var body = document.body;
+    localTimes(document);
 
     if (body.hasAttribute("data-signed-out")) {
       onSignOut();
@@ -157,6 +174,19 @@
           clearClientState();
         }
       });
+
+      // Content swapped in (out of band too): its times in the learner's zone, and the keyboard
+      // focus back on the control that was used, which the swap replaced.
+      var settled = function () {
+        localTimes(document);
+        var focus = document.querySelector("[data-focus]");
+        if (focus && typeof focus.focus === "function") {
+          focus.removeAttribute("data-focus");
+          focus.focus();
+        }
+      };
+      body.addEventListener("htmx:afterSettle", settled);
+      body.addEventListener("htmx:oobAfterSwap", settled);
 
       body.addEventListener("htmx:responseError", function (evt) {
         var xhr = evt.detail && evt.detail.xhr;

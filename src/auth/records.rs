@@ -13,7 +13,7 @@ use sqlx::{Arguments, any::AnyArguments};
 use super::refresh_tokens::{self, PlainToken};
 use crate::{
     audit::{self, Event},
-    clock,
+    clock::Moment,
     db::Pool,
     error::{AppError, Result},
     web::{
@@ -38,8 +38,8 @@ pub struct SignIn {
 }
 
 impl SignIn {
-    pub fn started(&self) -> String {
-        clock::format_time(self.created_at)
+    pub fn started(&self) -> Moment {
+        Moment(self.created_at)
     }
 
     /// The last moment it was seen active: its last recorded activity, or its start.
@@ -47,8 +47,8 @@ impl SignIn {
         self.last_seen_at.unwrap_or(self.created_at)
     }
 
-    pub fn last_active(&self) -> String {
-        clock::format_time(self.last_active_at())
+    pub fn last_active(&self) -> Moment {
+        Moment(self.last_active_at())
     }
 
     /// Device and browser in words.

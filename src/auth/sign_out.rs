@@ -45,7 +45,7 @@ use axum_extra::extract::cookie::CookieJar;
 use super::{
     access_tokens::Claims,
     ledger::Ledger,
-    records::{EndReason, SignInRecords},
+    records::{EndReason, SignIn, SignInRecords},
     refresh_tokens::PlainToken,
     sign_ins::{Liveness, SignIns, browser_sign_in_id, is_sign_in_id},
 };
@@ -379,17 +379,18 @@ impl SignOut {
 
     /// Ends one sign-in a learner names by id (from their account page or the API). Naming the
     /// caller's own sign-in is signing out; anything else is ending it from another device.
-    /// `None`, and nothing ended, when the id is not one of the learner's live sign-ins.
+    /// `None`, and nothing ended, when the id is not one of the learner's live sign-ins; else why
+    /// it ended, and what it was.
     pub async fn one(
         &self,
         user_id: &str,
         sid: &str,
         caller: Caller<'_>,
         client: &ClientInfo,
-    ) -> Result<Option<EndReason>> {
-        if self.0.sign_ins.live_of_user(user_id, sid).await?.is_none() {
+    ) -> Result<Option<(EndReason, SignIn)>> {
+        let Some(row) = self.0.sign_ins.live_of_user(user_id, sid).await? else {
             return Ok(None);
-        }
+        };
         let (reason, own_session) = if sid == caller.sid {
             (EndReason::SignedOut, caller.session)
         } else {
@@ -408,7 +409,7 @@ impl SignOut {
         )
         .await?;
         telemetry::signed_out("one", reason.as_str());
-        Ok(Some(reason))
+        Ok(Some((reason, row)))
     }
 
     /// Ends every sign-in of the learner but those the caller holds (its own, and those its

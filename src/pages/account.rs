@@ -56,7 +56,24 @@ struct AccountPage {
     rows: Vec<Row>,
     events: Vec<audit::Entry>,
     password_errors: PasswordErrors,
+    oob: bool,
 }
+
+/// The out-of-band part of [`device_ended`].
+#[derive(Template, WebTemplate)]
+#[template(
+    source = r#"{% include "partials/activity.html" %}
+{% include "partials/notice.html" %}"#,
+    ext = "html"
+)]
+struct DeviceEnded {
+    events: Vec<audit::Entry>,
+    oob: bool,
+    notice: Notice,
+}
+
+/// How many recent events the account page shows.
+const RECENT: i64 = 20;
 
 async fn page(
     state: &AppState,
@@ -79,13 +96,14 @@ async fn page(
             }
         })
         .collect();
-    let events = audit::recent_for_user(&state.db, &current.user.id, 20).await?;
+    let events = audit::recent_for_user(&state.db, &current.user.id, RECENT).await?;
     Ok(AccountPage {
         layout,
         user: current.user.clone(),
         rows,
         events,
         password_errors,
+        oob: false,
     })
 }
 
@@ -130,21 +148,31 @@ async fn end_sign_in(
         sid: &current.sid,
         session: Some(&current.session_id),
     };
-    match state
-        .sign_out
-        .one(&current.user.id, &id, caller, &client)
-        .await?
-    {
+    let ended = state.sign_out.one(&current.user.id, &id, caller, &client);
+    match ended.await? {
         None => Err(AppError::NotFound),
-        Some(EndReason::SignedOut) => {
+        Some((EndReason::SignedOut, _)) => {
             // This browser's record goes with its cookie.
             auth.session.flush().await.map_err(unavailable)?;
             let home = redirect(htmx, SIGNED_OUT_HOME);
             Ok(clear_client_state(home, state.client_state()))
         }
-        Some(_) if htmx => Ok(StatusCode::OK.into_response()),
+        Some((_, row)) if htmx => device_ended(&state, &current, &row).await,
         Some(_) => Ok(Redirect::to("/account").into_response()),
     }
+}
+
+/// The htmx answer to ending another device: its row goes (the main swap, empty), and out of
+/// band the recent activity with the ending in it and a notice that says what was done.
+async fn device_ended(state: &AppState, current: &CurrentUser, row: &SignIn) -> Result<Response> {
+    let device = row.described();
+    let said = format!("Signed out {}, {}.", device.device, device.browser);
+    Ok(DeviceEnded {
+        events: audit::recent_for_user(&state.db, &current.user.id, RECENT).await?,
+        oob: true,
+        notice: Notice::success(said),
+    }
+    .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::helpers::{
     PASSWORD, RunningBinary, TEST_SECRET, find_on_path, free_port, fresh_database, http_get,
-    unique_email,
+    skipped, unique_email,
 };
 
 /// Kills chromedriver when the test ends, however it ends.
@@ -154,8 +154,8 @@ async fn stack_with(settings: &[(&'static str, &str)]) -> Option<Stack> {
             std::env::var("LECTERN_E2E_REQUIRED").is_err(),
             "LECTERN_E2E_REQUIRED is set but no chromedriver was found (apt-get install chromium chromium-driver)"
         );
-        eprintln!(
-            "skipped: browser suite needs chromedriver on PATH (apt-get install chromium chromium-driver)"
+        skipped(
+            "browser suite needs chromedriver on PATH (apt-get install chromium chromium-driver)",
         );
         return None;
     };
@@ -273,7 +273,7 @@ async fn signing_out_in_the_browser_leaves_nothing_behind() {
         .unwrap();
     client
         .wait()
-        .for_element(Locator::Css("#more-courses .badge"))
+        .for_element(Locator::Css("#my-courses .badge"))
         .await
         .unwrap();
     shots.take(client, "02-dashboard-enrolled").await;

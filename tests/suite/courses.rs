@@ -9,14 +9,29 @@ async fn enrol_and_leave_work_as_htmx_and_as_plain_forms() {
     let app = spawn_app().await;
     app.signed_up().await;
     let token = app.csrf("/dashboard").await;
-    let card = app
+    let changed = app
         .server
         .post("/courses/async-rust/enrol")
         .add_header("HX-Request", "true")
         .add_header("X-CSRF-Token", token.clone())
         .await;
-    assert_eq!(card.status_code(), StatusCode::OK);
-    assert!(card.text().contains("Enrolled") && card.text().starts_with("<li"));
+    assert_eq!(changed.status_code(), StatusCode::OK);
+    // htmx gets both lists again, out of band (the card moves to "My courses" and the note that
+    // there is none goes), and a notice for the page's live region.
+    let lists = changed.text();
+    assert!(
+        lists.starts_with(r#"<div id="course-lists" hx-swap-oob="true">"#),
+        "{lists}"
+    );
+    let mine = &lists
+        [lists.find(r#"id="my-courses""#).unwrap()..lists.find(r#"id="more-courses""#).unwrap()];
+    assert!(
+        mine.contains("Async Rust") && mine.contains("Enrolled"),
+        "{mine}"
+    );
+    assert!(!lists.contains(r#"id="no-courses""#));
+    assert!(lists.contains(r#"hx-swap-oob="innerHTML:#notices""#));
+    assert!(lists.contains("You are enrolled in Async Rust."));
     let dashboard = app.server.get("/dashboard").await.text();
     let mine = &dashboard[dashboard.find(r#"id="my-courses""#).unwrap()
         ..dashboard.find(r#"id="more-courses""#).unwrap()];
@@ -66,7 +81,7 @@ async fn course_ids_that_are_not_slugs_are_404_on_every_database() {
 #[tokio::test]
 async fn an_enrolment_made_on_one_instance_shows_on_another_at_once() {
     if !real_services() {
-        eprintln!("skipped: needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances)");
+        skipped("needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances)");
         return;
     }
     let app = spawn_app().await;
