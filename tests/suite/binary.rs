@@ -351,7 +351,7 @@ async fn no_secret_reaches_the_logs_even_at_debug() {
 #[tokio::test]
 async fn on_postgresql_the_binary_creates_its_database_when_it_is_missing() {
     let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
-        eprintln!("skipped: needs TEST_DATABASE_URL");
+        skipped("needs TEST_DATABASE_URL");
         return;
     };
     let mut url = url::Url::parse(&admin_url).unwrap();

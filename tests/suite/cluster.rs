@@ -54,7 +54,7 @@ impl PrivateCluster {
     /// also `None` on the run whose own Redis is a cluster (this test ran in the run before).
     async fn start() -> Option<Self> {
         if std::env::var("TEST_REDIS_URL").is_ok_and(|url| url.contains("cluster")) {
-            eprintln!("skipped: ran on the single-Redis pass");
+            skipped("ran on the single-Redis pass");
             return None;
         }
         let (Some(server), Some(_)) = (find_on_path("redis-server"), find_on_path("redis-cli"))
@@ -63,7 +63,7 @@ impl PrivateCluster {
                 !real_services(),
                 "CI must run this test: redis-server is missing"
             );
-            eprintln!("skipped: needs redis-server and redis-cli");
+            skipped("needs redis-server and redis-cli");
             return None;
         };
         let dir = tempfile::tempdir().unwrap();

@@ -67,7 +67,7 @@ async fn eventually(app: &TestApp, sql: &str, sid: &str) -> bool {
 #[tokio::test]
 async fn an_api_sign_out_while_postgres_refuses_connections_still_ends_the_bearers_sign_in() {
     if !real_services() {
-        eprintln!("skipped: needs TEST_DATABASE_URL and TEST_REDIS_URL");
+        skipped("needs TEST_DATABASE_URL and TEST_REDIS_URL");
         return;
     }
     let app = spawn_app().await;
@@ -112,7 +112,7 @@ async fn an_api_sign_out_while_postgres_refuses_connections_still_ends_the_beare
 #[tokio::test]
 async fn a_database_that_refuses_connections_is_a_503_everywhere() {
     if !real_services() {
-        eprintln!("skipped: needs TEST_DATABASE_URL and TEST_REDIS_URL");
+        skipped("needs TEST_DATABASE_URL and TEST_REDIS_URL");
         return;
     }
     let app = spawn_app().await;
@@ -162,7 +162,7 @@ async fn a_database_that_refuses_connections_is_a_503_everywhere() {
 #[tokio::test]
 async fn an_api_sign_in_beside_a_browser_that_is_signing_out_never_outlives_it() {
     if !real_services() {
-        eprintln!("skipped: needs TEST_DATABASE_URL and TEST_REDIS_URL");
+        skipped("needs TEST_DATABASE_URL and TEST_REDIS_URL");
         return;
     }
     let app = spawn_app_with(|s| s.rate_limit = 0).await;
@@ -456,7 +456,7 @@ fn sid_in(access: &str) -> String {
 #[tokio::test]
 async fn a_redis_restarted_from_a_snapshot_taken_before_a_sign_out_brings_nothing_back() {
     if !real_services() {
-        eprintln!("skipped: needs TEST_DATABASE_URL and TEST_REDIS_URL");
+        skipped("needs TEST_DATABASE_URL and TEST_REDIS_URL");
         return;
     }
     let mut redis = SnapshotRedis::start().await.expect("redis-server");
@@ -501,7 +501,7 @@ async fn a_redis_restarted_from_a_snapshot_taken_before_a_sign_out_brings_nothin
 #[tokio::test]
 async fn a_redis_flushed_after_a_sign_out_brings_nothing_back() {
     if !real_services() {
-        eprintln!("skipped: needs TEST_DATABASE_URL and TEST_REDIS_URL");
+        skipped("needs TEST_DATABASE_URL and TEST_REDIS_URL");
         return;
     }
     let redis = SnapshotRedis::start().await.expect("redis-server");

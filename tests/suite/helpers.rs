@@ -84,6 +84,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Says a test was skipped, and why, where the person running the tests reads: straight to
+/// standard output, past the test harness's capture (which keeps a passing test's output to
+/// itself), so `cargo test` shows `SKIPPED <test>: <why>` among its results.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stdout().lock(), "SKIPPED {test}: {why}");
+}
+
 /// Logs go through the test harness's capture, so only a failing test shows them.
 pub fn quiet_logs() {
     let _ = tracing_subscriber::fmt()
@@ -495,7 +504,7 @@ pub async fn spawn_app_on_private_redis() -> Option<(PrivateRedis, TestApp)> {
             !real_services(),
             "CI must run this test: redis-server is missing"
         );
-        eprintln!("skipped: needs a redis-server binary to start and stop");
+        skipped("needs a redis-server binary to start and stop");
         return None;
     };
     let port = free_port();

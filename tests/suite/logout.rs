@@ -376,8 +376,8 @@ async fn the_sign_out_control_is_on_every_authenticated_page_and_works_without_j
 #[tokio::test]
 async fn a_sign_out_on_one_instance_is_honoured_by_another() {
     if !real_services() {
-        eprintln!(
-            "skipped: needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances share nothing in memory)"
+        skipped(
+            "needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances share nothing in memory)",
         );
         return;
     }
@@ -407,7 +407,7 @@ async fn a_sign_out_on_one_instance_is_honoured_by_another() {
 #[tokio::test]
 async fn a_sign_in_ended_elsewhere_is_refused_by_the_next_view_though_its_record_is_left() {
     if !real_services() {
-        eprintln!("skipped: needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances)");
+        skipped("needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances)");
         return;
     }
     let first = spawn_app().await;

@@ -183,7 +183,7 @@ async fn a_sign_in_checked_against_a_password_that_changed_meanwhile_is_refused(
 #[tokio::test]
 async fn a_password_changed_on_one_instance_holds_on_another_that_had_the_learner_cached() {
     if !real_services() {
-        eprintln!("skipped: needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances)");
+        skipped("needs TEST_REDIS_URL and TEST_DATABASE_URL (two instances)");
         return;
     }
     let app = spawn_app().await;

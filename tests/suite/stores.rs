@@ -11,6 +11,8 @@ use lectern::{
     },
 };
 
+use crate::helpers::skipped;
+
 struct Subject {
     name: &'static str,
     sign_ins: Arc<dyn SignInStore>,
@@ -239,7 +241,7 @@ async fn a_revoked_token_is_refused_even_while_its_sign_in_reads_live() {
 async fn checks_and_ends_keep_working_after_redis_loses_its_scripts() {
     use fred::interfaces::LuaInterface;
     let Ok(url) = std::env::var("TEST_REDIS_URL") else {
-        eprintln!("skipped: needs TEST_REDIS_URL");
+        skipped("needs TEST_REDIS_URL");
         return;
     };
     let admin = lectern::store::redis::connect(&url).await.unwrap();
