@@ -588,3 +588,152 @@ async fn after_the_absolute_lifetime_a_real_browser_is_told_why_it_was_signed_ou
     assert!(url.contains("reason=expired"), "{url}");
     assert!(notice.contains("time limit"), "{notice}");
 }
+
+/// axe-core's script, as `.ci/run` installs it (`AXE_CORE` names another copy). `None`, saying
+/// why, where it is missing, which CI does not allow.
+fn axe_core() -> Option<String> {
+    let path = std::env::var_os("AXE_CORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/axe/node_modules/axe-core/axe.min.js")
+        });
+    match std::fs::read_to_string(&path) {
+        Ok(script) => Some(script),
+        Err(_) => {
+            assert!(
+                std::env::var("LECTERN_E2E_REQUIRED").is_err(),
+                "LECTERN_E2E_REQUIRED is set but axe-core is missing at {} (npm install --prefix target/axe axe-core)",
+                path.display()
+            );
+            skipped(
+                "the accessibility run needs axe-core (npm install --prefix target/axe axe-core)",
+            );
+            None
+        }
+    }
+}
+
+/// axe-core's WCAG 2.1 A and AA rules on the page shown: each violation, with where it is.
+async fn accessibility_violations(client: &Client, axe: &str) -> Vec<String> {
+    client.execute(axe, vec![]).await.unwrap();
+    let found = run_async(
+        client,
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+           .then(r => done({passes: r.passes.length,
+                            violations: r.violations.map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))}),
+                 e => done({passes: 0, violations: ['axe failed: ' + e]}));",
+        vec![],
+    )
+    .await;
+    assert!(
+        found["passes"].as_u64().unwrap_or(0) > 0,
+        "axe checked nothing: {found}"
+    );
+    serde_json::from_value(found["violations"].clone()).unwrap()
+}
+
+/// How wide the page is laid out, against the window.
+async fn widths(client: &Client) -> (u64, u64) {
+    let found = client
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(found).unwrap()
+}
+
+/// Every page a learner sees, on a phone (375 px) and a desktop (1280 px): nothing scrolls
+/// sideways, every sign-in's Sign out button on the account page is inside the window when
+/// scrolled to, and axe-core finds no WCAG 2.1 AA violation. A screenshot of each page at each
+/// width lands in `target/e2e/`.
+#[tokio::test]
+async fn every_page_fits_a_phone_and_a_desktop_and_passes_an_accessibility_run() {
+    let Some(stack) = stack().await else {
+        return;
+    };
+    let axe = axe_core();
+    let (client, base) = (&stack.client, stack.base.as_str());
+    let shots = Shots::new();
+    let visitor = [
+        ("home", "/"),
+        ("signed-out", "/?signed_out=1"),
+        ("login", "/login"),
+        ("login-idle", "/login?reason=idle"),
+        ("register", "/register"),
+        ("not-found", "/no-such-page"),
+        ("unconfirmed", "/logout/unconfirmed"),
+    ];
+    let learner = [
+        ("dashboard", "/dashboard"),
+        ("account", "/account"),
+        ("home-signed-in", "/"),
+    ];
+    let mut problems = Vec::new();
+    let look = async |name: &str, width: u64, problems: &mut Vec<String>| {
+        let (scroll, inner) = widths(client).await;
+        if scroll > inner {
+            problems.push(format!(
+                "{name} at {width} px scrolls sideways ({scroll} > {inner})"
+            ));
+        }
+        shots.take(client, &format!("page-{name}-{width}")).await;
+        if let Some(axe) = &axe {
+            for violation in accessibility_violations(client, axe).await {
+                problems.push(format!("{name} at {width} px: {violation}"));
+            }
+        }
+    };
+    for width in [375u64, 1280] {
+        client.set_window_size(width as u32, 900).await.unwrap();
+        for (name, path) in visitor {
+            client.goto(&format!("{base}{path}")).await.unwrap();
+            look(name, width, &mut problems).await;
+        }
+    }
+    // A learner with several sign-ins, so the account page lists them all.
+    let email = sign_up(client, base, None).await;
+    for _ in 0..3 {
+        let body = json!({"email": email, "password": PASSWORD}).to_string();
+        let (status, _, _) = crate::helpers::http_request(
+            "POST",
+            &format!("{base}/api/v1/auth/login"),
+            &[("content-type", "application/json")],
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    for width in [375u64, 1280] {
+        client.set_window_size(width as u32, 900).await.unwrap();
+        for (name, path) in learner {
+            client.goto(&format!("{base}{path}")).await.unwrap();
+            look(name, width, &mut problems).await;
+        }
+        // The account page: each sign-in's Sign out button, scrolled to, is inside the window.
+        client.goto(&format!("{base}/account")).await.unwrap();
+        let outside = client
+            .execute(
+                "const inner = window.innerWidth;
+                 return Array.from(document.querySelectorAll('#sign-ins tbody tr button')).filter(b => {
+                   b.scrollIntoView({block: 'center'});
+                   const r = b.getBoundingClientRect();
+                   return r.width === 0 || r.left < 0 || r.right > inner || r.top < 0 || r.bottom > window.innerHeight;
+                 }).length;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let rows = sign_in_rows(client).await;
+        assert_eq!(rows, 4, "the account page lists every sign-in");
+        if outside != json!(0) {
+            problems.push(format!(
+                "{outside} Sign out buttons outside the window at {width} px"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    client.clone().close().await.unwrap();
+}
