@@ -32,14 +32,22 @@ impl Event {
     }
 }
 
-/// One row of the log, as shown on the account page.
+/// One row of the log.
 #[derive(Debug, Clone, sqlx::FromRow)]
+struct Row {
+    event: String,
+    at: i64,
+    ip: String,
+    txn: Option<String>,
+}
+
+/// One thing the learner (or the system) did, as the account page shows it: the rows one action
+/// wrote (its `txn`) shown once.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub event: String,
-    pub sign_in_id: Option<String>,
+    pub label: String,
     pub at: i64,
     pub ip: String,
-    pub user_agent: String,
 }
 
 impl Entry {
@@ -48,16 +56,67 @@ impl Entry {
     }
 
     pub fn label(&self) -> &str {
-        match self.event.as_str() {
-            "sign_in" => "Signed in",
-            "sign_out" => "Signed out",
-            "refresh_reuse" => "Stolen token detected; signed out",
-            "revoked" => "Sign-in ended",
-            "idle" => "Signed out after a period of inactivity",
-            "expired" => "Sign-in expired",
-            "password_changed" => "Password changed",
-            other => other,
+        &self.label
+    }
+
+    /// The rows of one action, newest first, as one entry.
+    fn of(rows: &[Row]) -> Self {
+        let count = |event: &str| rows.iter().filter(|r| r.event == event).count();
+        let label = match rows {
+            [] => String::new(),
+            _ if count("password_changed") > 0 => match count("password_changed") - 1 {
+                // The browser that changed it had its own sign-in replaced.
+                0 => "Password changed".to_owned(),
+                1 => "Password changed; 1 other sign-in ended".to_owned(),
+                others => format!("Password changed; {others} other sign-ins ended"),
+            },
+            [one] => single(&one.event).to_owned(),
+            _ if count("sign_out") == rows.len() => {
+                format!("Signed out of {} sign-ins", rows.len())
+            }
+            _ if count("revoked") == rows.len() => format!("Ended {} sign-ins", rows.len()),
+            [first, ..] => single(&first.event).to_owned(),
+        };
+        let newest = rows.first();
+        Self {
+            label,
+            at: newest.map_or(0, |r| r.at),
+            ip: newest.map(|r| r.ip.clone()).unwrap_or_default(),
         }
+    }
+}
+
+/// What one row says, in words.
+fn single(event: &str) -> &str {
+    match event {
+        "sign_in" => "Signed in",
+        "sign_out" => "Signed out",
+        "refresh_reuse" => "Stolen token detected; signed out",
+        "revoked" => "Sign-in ended",
+        "idle" => "Signed out after a period of inactivity",
+        "expired" => "Sign-in expired",
+        "password_changed" => "Password changed",
+        other => other,
+    }
+}
+
+/// The id that ties together the audit rows of one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Txn(String);
+
+impl Txn {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Txn {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -69,6 +128,8 @@ pub struct Record<'a> {
     pub sign_in_id: Option<&'a str>,
     pub client: &'a ClientInfo,
     pub at: i64,
+    /// The action it belongs to.
+    pub txn: &'a Txn,
 }
 
 /// Writes one event, on a pool or inside the transaction of the change it records.
@@ -77,8 +138,8 @@ where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     sqlx::query(
-        "insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(new_id())
     .bind(entry.event.as_str())
@@ -87,6 +148,7 @@ where
     .bind(entry.at)
     .bind(&entry.client.ip)
     .bind(&entry.client.user_agent)
+    .bind(entry.txn.as_str())
     .execute(db)
     .await?;
     logged(&entry);
@@ -109,14 +171,65 @@ pub(crate) fn logged(entry: &Record<'_>) {
     );
 }
 
-/// The newest `limit` events of one learner.
-pub async fn recent_for_user(pool: &Pool, user_id: &str, limit: i64) -> Result<Vec<Entry>> {
-    Ok(sqlx::query_as(
-        "select event, sign_in_id, at, ip, user_agent from audit_events
-         where user_id = $1 order by at desc limit $2",
+/// The newest `limit` things one learner did (or the system did to their sign-ins), the rows of
+/// one action shown once.
+pub async fn recent_for_user(pool: &Pool, user_id: &str, limit: usize) -> Result<Vec<Entry>> {
+    // Enough rows for `limit` actions of a few rows each.
+    let rows: Vec<Row> = sqlx::query_as(
+        "select event, at, ip, txn from audit_events
+         where user_id = $1 order by at desc, id limit $2",
     )
     .bind(user_id)
-    .bind(limit)
+    .bind(i64::try_from(limit * 8).unwrap_or(i64::MAX))
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let mut entries = Vec::new();
+    let mut rest = rows.as_slice();
+    while let Some(first) = rest.first()
+        && entries.len() < limit
+    {
+        let same = rest
+            .iter()
+            .take_while(|r| r.txn.is_some() && r.txn == first.txn)
+            .count()
+            .max(1);
+        entries.push(Entry::of(&rest[..same]));
+        rest = &rest[same..];
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(event: &str, txn: Option<&str>) -> Row {
+        Row {
+            event: event.to_owned(),
+            at: 1,
+            ip: "ip".to_owned(),
+            txn: txn.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn one_action_is_one_entry_in_words() {
+        let label = |rows: &[Row]| Entry::of(rows).label;
+        let change = [
+            row("sign_in", Some("t")),
+            row("password_changed", Some("t")),
+            row("password_changed", Some("t")),
+        ];
+        assert_eq!(label(&change), "Password changed; 1 other sign-in ended");
+        assert_eq!(label(&change[1..2]), "Password changed");
+        assert_eq!(
+            label(&[row("sign_out", Some("g")), row("sign_out", Some("g"))]),
+            "Signed out of 2 sign-ins"
+        );
+        assert_eq!(label(&[row("revoked", None)]), "Sign-in ended");
+        assert_eq!(
+            label(&[row("idle", None)]),
+            "Signed out after a period of inactivity"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     accounts::User,
+    audit::Txn,
     clock::Clock,
     error::{AppError, Result},
     store::{SessionRecords, session_records::unavailable},
@@ -80,7 +81,7 @@ impl Establish {
         };
         let started = self
             .sign_ins
-            .start(user, client, Kind::Api { beside })
+            .start(user, client, Kind::Api { beside }, &Txn::new())
             .await?;
         if let Some(session) = beside
             && !self
@@ -102,7 +103,7 @@ impl Establish {
     /// cycles the session id (axum-login only does so when the session had no user yet, and a
     /// fixed id would let a planted cookie ride the sign-in), stores the learner and a fresh CSRF
     /// token in the session, starts the sign-in under an id derived from the session's, and sets
-    /// the refresh cookie.
+    /// the refresh cookie; all of it one action (`txn`) in the audit log.
     #[tracing::instrument(name = "sign_in.establish", skip_all)]
     pub async fn browser(
         &self,
@@ -111,11 +112,13 @@ impl Establish {
         user: &User,
         client: &ClientInfo,
         jar: SignedCookieJar,
+        txn: &Txn,
     ) -> Result<SignedCookieJar> {
         if let Some((previous, reason)) = previous {
             // The session layer deletes the old record itself when the id is cycled below.
+            let (sid, session) = (&previous.sid, &previous.session_id);
             self.sign_out
-                .replaced(&previous.sid, &previous.session_id, reason, client)
+                .replaced(sid, session, reason, client, txn)
                 .await?;
         }
         if auth.session.id().is_some() {
@@ -142,7 +145,7 @@ impl Establish {
         let kind = Kind::Browser {
             session: &session_id,
         };
-        let started = match self.sign_ins.start(user, client, kind).await {
+        let started = match self.sign_ins.start(user, client, kind, txn).await {
             Ok(started) => started,
             Err(err) => {
                 // No sign-in to go with it: the record must not outlive this request.

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     accounts::{self, Password, User, Users},
+    audit::Txn,
     db::Pool,
     error::Result,
     telemetry,
@@ -103,6 +104,7 @@ impl PasswordChange {
             }
         };
         let hash = self.passwords.hash(new.secret()).await?;
+        let txn = Txn::new();
         let caller = Caller {
             sid: &current.sid,
             session: Some(&current.session_id),
@@ -112,13 +114,13 @@ impl PasswordChange {
         // was checked against the old password a moment before (a later one is refused by
         // `SignIns::start`). Then this browser's own, with whatever else it holds.
         self.sign_out
-            .password_changed(&current.user.id, caller, client)
+            .password_changed(&current.user.id, caller, client, &txn)
             .await?;
         accounts::set_password_hash(&self.db, &current.user.id, &hash).await?;
         self.users.forget(&current.user.id);
         tracing::info!(user.id = %current.user.id, "password changed");
         self.sign_out
-            .password_changed(&current.user.id, caller, client)
+            .password_changed(&current.user.id, caller, client, &txn)
             .await?;
         let user = User {
             password_hash: hash,
@@ -127,7 +129,7 @@ impl PasswordChange {
         let previous = Some((current, EndReason::PasswordChanged));
         let jar = self
             .establish
-            .browser(auth, previous, &user, client, jar)
+            .browser(auth, previous, &user, client, jar, &txn)
             .await?;
         telemetry::signed_out("others", EndReason::PasswordChanged.as_str());
         Ok(Changed::Yes(jar))

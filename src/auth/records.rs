@@ -12,7 +12,7 @@ use sqlx::{Arguments, any::AnyArguments};
 
 use super::refresh_tokens::{self, PlainToken};
 use crate::{
-    audit::{self, Event},
+    audit::{self, Event, Txn},
     clock::Moment,
     db::Pool,
     error::{AppError, Result},
@@ -136,6 +136,8 @@ impl EndReason {
 /// against (the row is written only while that hash is the learner's).
 pub struct NewSignIn<'a> {
     pub sid: &'a str,
+    /// The action it is part of (a registration, a password change, a sign-in).
+    pub txn: &'a Txn,
     pub user_id: &'a str,
     pub password_hash: &'a str,
     pub created_at: i64,
@@ -219,6 +221,7 @@ impl SignInRecords {
             sign_in_id: Some(new.sid),
             client: new.client,
             at: new.created_at,
+            txn: new.txn,
         };
         let mut row = AnyArguments::default();
         let bound = (|| {
@@ -237,7 +240,8 @@ impl SignInRecords {
             let bound = (|| {
                 all.add(refresh.hash().as_str())?;
                 all.add(audit::new_id())?;
-                all.add(record.event.as_str())
+                all.add(record.event.as_str())?;
+                all.add(new.txn.as_str())
             })();
             bound.map_err(unbound)?;
             let inserted: i64 = sqlx::query_scalar_with(
@@ -249,8 +253,8 @@ impl SignInRecords {
                        insert into refresh_tokens (token_hash, sign_in_id, issued_at)
                        select $8, id, $3 from inserted),
                      audited as (
-                       insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
-                       select $9, $10, $2, id, $3, $5, $6 from inserted)
+                       insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
+                       select $9, $10, $2, id, $3, $5, $6, $11 from inserted)
                      select count(*) from inserted"
                 ),
                 all,
@@ -277,14 +281,15 @@ impl SignInRecords {
     }
 
     /// Marks `sid`'s row ended for `reason` at `at`, unless it already is, and writes the audit
-    /// row with it, together: only the call that marks the row writes one. `Some` when this call
-    /// marked it.
+    /// row with it (of the action `txn`), together: only the call that marks the row writes one.
+    /// `Some` when this call marked it.
     pub async fn mark_ended(
         &self,
         sid: &str,
         reason: EndReason,
         client: &ClientInfo,
         at: i64,
+        txn: &Txn,
     ) -> Result<Option<MarkedEnded>> {
         let record = |user_id| audit::Record {
             event: reason.event(),
@@ -292,6 +297,7 @@ impl SignInRecords {
             sign_in_id: Some(sid),
             client,
             at,
+            txn,
         };
         if let Some(grouped) = &self.grouped {
             let marked = grouped
@@ -303,6 +309,7 @@ impl SignInRecords {
                     at,
                     ip: client.ip.clone(),
                     user_agent: client.user_agent.clone(),
+                    txn: txn.as_str().to_owned(),
                 })
                 .await?;
             if let Some(marked) = &marked {

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     accounts::User,
+    audit::Txn,
     clock::{self, Clock},
     db::Pool,
     error::{AppError, Result},
@@ -162,7 +163,13 @@ impl SignIns {
     /// exists that a sweep could end before its marker is written. It names the browser session
     /// `kind` says holds it.
     #[tracing::instrument(name = "sign_in.start", skip_all, fields(user.id = %user.id, sign_in.id))]
-    pub async fn start(&self, user: &User, client: &ClientInfo, kind: Kind<'_>) -> Result<Started> {
+    pub async fn start(
+        &self,
+        user: &User,
+        client: &ClientInfo,
+        kind: Kind<'_>,
+        txn: &Txn,
+    ) -> Result<Started> {
         let parts = &self.0;
         let sid = match kind {
             Kind::Browser { session } => browser_sign_in_id(session),
@@ -182,6 +189,7 @@ impl SignIns {
         parts.store.mark_live(&sid, &live).await?;
         let new = NewSignIn {
             sid: &sid,
+            txn,
             user_id: &user.id,
             password_hash: &user.password_hash,
             created_at: now,

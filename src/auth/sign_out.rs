@@ -50,6 +50,7 @@ use super::{
     sign_ins::{Liveness, SignIns, browser_sign_in_id, is_sign_in_id},
 };
 use crate::{
+    audit::Txn,
     clock::Clock,
     config::ClearSiteData,
     error::{AppError, Result},
@@ -224,6 +225,8 @@ struct How<'a> {
     spare: &'a [String],
     reason: EndReason,
     client: &'a ClientInfo,
+    /// The action the endings belong to (their audit rows share it).
+    txn: &'a Txn,
 }
 
 impl SignOut {
@@ -341,11 +344,13 @@ impl SignOut {
             Some(user) => (scope, user),
             None => (Scope::Local, String::new()),
         };
+        let txn = Txn::new();
         let how = |reason, spare| How {
             own_session,
             spare,
             reason,
             client,
+            txn: &txn,
         };
         match scope {
             Scope::Local => {
@@ -353,7 +358,7 @@ impl SignOut {
                     .await?;
             }
             Scope::Others => {
-                self.others_than(&user, targets, EndReason::Revoked, client)
+                self.others_than(&user, targets, EndReason::Revoked, client, &txn)
                     .await?;
             }
             Scope::Global => {
@@ -405,6 +410,7 @@ impl SignOut {
                 spare: &[],
                 reason,
                 client,
+                txn: &Txn::new(),
             },
         )
         .await?;
@@ -426,7 +432,7 @@ impl SignOut {
             held.add_session(session);
         }
         let ended = self
-            .others_than(user_id, held, EndReason::Revoked, client)
+            .others_than(user_id, held, EndReason::Revoked, client, &Txn::new())
             .await?;
         telemetry::signed_out(Scope::Others.as_str(), EndReason::Revoked.as_str());
         Ok(ended)
@@ -439,6 +445,7 @@ impl SignOut {
         user_id: &str,
         caller: Caller<'_>,
         client: &ClientInfo,
+        txn: &Txn,
     ) -> Result<usize> {
         let mut held = Targets::default();
         held.add_sid(caller.sid);
@@ -446,7 +453,7 @@ impl SignOut {
             held.add_session(session);
         }
         Ok(self
-            .others_than(user_id, held, EndReason::PasswordChanged, client)
+            .others_than(user_id, held, EndReason::PasswordChanged, client, txn)
             .await?)
     }
 
@@ -468,6 +475,7 @@ impl SignOut {
                     spare: &[],
                     reason,
                     client,
+                    txn: &Txn::new(),
                 },
             )
             .await?)
@@ -486,6 +494,7 @@ impl SignOut {
                     spare: &[],
                     reason: EndReason::Revoked,
                     client,
+                    txn: &Txn::new(),
                 },
             )
             .await?)
@@ -510,6 +519,7 @@ impl SignOut {
                 spare: &[],
                 reason,
                 client,
+                txn: &Txn::new(),
             },
         )
         .await
@@ -546,6 +556,7 @@ impl SignOut {
             spare: &[],
             reason,
             client,
+            txn: &Txn::new(),
         };
         if let Err(unfinished) = self.end_all(targets, how).await {
             tracing::warn!(error = %unfinished.error, "the sign-ins of an expired session could not be ended");
@@ -564,6 +575,7 @@ impl SignOut {
                 spare: &[],
                 reason: EndReason::RefreshReuse,
                 client,
+                txn: &Txn::new(),
             },
         )
         .await?;
@@ -579,6 +591,7 @@ impl SignOut {
         session: &str,
         reason: EndReason,
         client: &ClientInfo,
+        txn: &Txn,
     ) -> Result<()> {
         let mut targets = Targets::default();
         targets.add_sid(sid);
@@ -589,6 +602,7 @@ impl SignOut {
                 spare: &[],
                 reason,
                 client,
+                txn,
             },
         )
         .await?;
@@ -612,6 +626,7 @@ impl SignOut {
         held: Targets,
         reason: EndReason,
         client: &ClientInfo,
+        txn: &Txn,
     ) -> Result<usize, Unfinished> {
         let parts = &self.0;
         let owed = |error| Unfinished {
@@ -637,6 +652,7 @@ impl SignOut {
                 spare: &spare,
                 reason,
                 client,
+                txn,
             },
         )
         .await?;
@@ -653,13 +669,14 @@ impl SignOut {
                 tracing::warn!(%error, "a sign-out could not be finished; it is settled later");
                 let sign_out = self.clone();
                 let (owed, spare) = (ended.clone(), how.spare.to_vec());
-                let (reason, client) = (how.reason, how.client.clone());
+                let (reason, client, txn) = (how.reason, how.client.clone(), how.txn.clone());
                 tokio::spawn(async move {
                     let how = How {
                         own_session: None,
                         spare: &spare,
                         reason,
                         client: &client,
+                        txn: &txn,
                     };
                     let attempt = || async {
                         match sign_out.end_each(owed.clone(), how).await {
@@ -736,7 +753,11 @@ impl SignOut {
         }
         // The database: the record of what ended.
         for sid in &ended.sids {
-            match parts.records.mark_ended(sid, reason, how.client, now).await {
+            match parts
+                .records
+                .mark_ended(sid, reason, how.client, now, how.txn)
+                .await
+            {
                 Ok(Some(marked)) => {
                     parts.ledger.note(sid, marked.expires_at);
                     telemetry::sign_in_ended(reason.as_str());
@@ -763,6 +784,7 @@ impl SignOut {
                     spare: &[],
                     reason: EndReason::SignedOut,
                     client: &client,
+                    txn: &Txn::new(),
                 };
                 sign_out.end_each(targets, how).await.1.map_or(Ok(()), Err)
             };

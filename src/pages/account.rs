@@ -73,7 +73,7 @@ struct DeviceEnded {
 }
 
 /// How many recent events the account page shows.
-const RECENT: i64 = 20;
+const RECENT: usize = 20;
 
 async fn page(
     state: &AppState,

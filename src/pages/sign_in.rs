@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::{
     accounts::{self, CreateError, Registration, RegistrationErrors},
+    audit::Txn,
     auth::{
         AuthSession, CurrentUser, Viewer, auth_error, backend::Credentials, records::EndReason,
     },
@@ -102,7 +103,7 @@ async fn register(
     let replaced = replacing(&viewer);
     let jar = state
         .establish
-        .browser(&mut auth, replaced, &user, &client, jar)
+        .browser(&mut auth, replaced, &user, &client, jar, &Txn::new())
         .await?;
     Ok((jar, Redirect::to("/dashboard")).into_response())
 }
@@ -205,7 +206,14 @@ async fn login(
     attempt.succeeded().await?;
     let jar = state
         .establish
-        .browser(&mut auth, replacing(&viewer), &user, &client, jar)
+        .browser(
+            &mut auth,
+            replacing(&viewer),
+            &user,
+            &client,
+            jar,
+            &Txn::new(),
+        )
         .await?;
     Ok((jar, Redirect::to(&next)).into_response())
 }

@@ -421,6 +421,7 @@ impl TestApp {
                 user,
                 &client,
                 lectern::auth::sign_ins::Kind::Api { beside: None },
+                &lectern::audit::Txn::new(),
             )
             .await
     }

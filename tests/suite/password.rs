@@ -253,3 +253,32 @@ async fn stored_for(app: &TestApp, user_id: &str) -> (i64, i64, i64) {
     }
     (counts[0], counts[1], counts[2])
 }
+
+/// One password change is one entry in the account's recent activity, however many sign-ins it
+/// ended, though each ending keeps its own audit row.
+#[tokio::test]
+async fn a_password_change_is_one_entry_in_recent_activity() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    app.api_login(&email).await;
+    app.api_login(&email).await;
+    let changed = change_password(&app, PASSWORD, NEW_PASSWORD).await;
+    assert_redirect_to(&changed, StatusCode::SEE_OTHER, "/account");
+    let html = app.server.get("/account").await.text();
+    let activity = &html[html.find(r#"id="activity""#).unwrap()..];
+    assert_eq!(
+        activity.matches("Password changed").count(),
+        1,
+        "{activity}"
+    );
+    assert!(
+        activity.contains("Password changed; 2 other sign-ins ended"),
+        "{activity}"
+    );
+    let rows: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where event = 'password_changed'")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(rows, 3, "the browser's own sign-in and the two others");
+}

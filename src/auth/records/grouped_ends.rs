@@ -18,7 +18,7 @@ use crate::{
     error::{AppError, Result},
 };
 
-/// The most ends one statement writes (seven parameters each).
+/// The most ends one statement writes (eight parameters each).
 const MOST: usize = 64;
 
 /// One sign-in's row to mark ended, with its audit row.
@@ -31,6 +31,7 @@ pub struct RowEnd {
     pub at: i64,
     pub ip: String,
     pub user_agent: String,
+    pub txn: String,
 }
 
 struct Queued {
@@ -156,8 +157,8 @@ async fn alone(db: &Pool, end: &RowEnd) -> Result<Option<MarkedEnded>> {
            update sign_ins set revoked_at = $1, revoked_reason = $2
            where id = $3 and revoked_at is null returning user_id, expires_at),
          audited as (
-           insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
-           select $4, $5, user_id, $3, $1, $6, $7 from marked)
+           insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
+           select $4, $5, user_id, $3, $1, $6, $7, $8 from marked)
          select user_id, expires_at from marked",
     )
     .bind(end.at)
@@ -167,6 +168,7 @@ async fn alone(db: &Pool, end: &RowEnd) -> Result<Option<MarkedEnded>> {
     .bind(end.event)
     .bind(&end.ip)
     .bind(&end.user_agent)
+    .bind(&end.txn)
     .fetch_optional(db)
     .await?;
     Ok(marked.map(|(user_id, expires_at)| MarkedEnded {
@@ -182,21 +184,21 @@ async fn together(db: &Pool, ends: &[&RowEnd]) -> sqlx::Result<Vec<(String, Stri
     let rows = ends.len().next_power_of_two();
     let values: Vec<String> = (0..rows)
         .map(|row| {
-            let first = row * 7;
-            let params: Vec<String> = (1..=7).map(|p| format!("${}", first + p)).collect();
+            let first = row * 8;
+            let params: Vec<String> = (1..=8).map(|p| format!("${}", first + p)).collect();
             format!("({})", params.join(", "))
         })
         .collect();
     let sql = format!(
-        "with input (sid, reason, audit_id, event, ip, user_agent, at) as (values {}),
+        "with input (sid, reason, audit_id, event, ip, user_agent, at, txn) as (values {}),
          marked as (
            update sign_ins s set revoked_at = input.at, revoked_reason = input.reason
            from input where s.id = input.sid and s.revoked_at is null
            returning s.id, s.user_id, s.expires_at),
          audited as (
-           insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent)
+           insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
            select input.audit_id, input.event, marked.user_id, marked.id, input.at, input.ip,
-                  input.user_agent
+                  input.user_agent, input.txn
            from marked join input on input.sid = marked.id)
          select id, user_id, expires_at from marked",
         values.join(", ")
@@ -211,7 +213,8 @@ async fn together(db: &Pool, ends: &[&RowEnd]) -> sqlx::Result<Vec<(String, Stri
                 .bind(end.event)
                 .bind(&end.ip)
                 .bind(&end.user_agent)
-                .bind(end.at),
+                .bind(end.at)
+                .bind(&end.txn),
             None => query
                 .bind(None::<&str>)
                 .bind(None::<&str>)
@@ -219,7 +222,8 @@ async fn together(db: &Pool, ends: &[&RowEnd]) -> sqlx::Result<Vec<(String, Stri
                 .bind(None::<&str>)
                 .bind(None::<&str>)
                 .bind(None::<&str>)
-                .bind(None::<i64>),
+                .bind(None::<i64>)
+                .bind(None::<&str>),
         };
     }
     query.fetch_all(db).await
