@@ -167,6 +167,8 @@ pub struct User {
     /// The argon2 PHC string; its end is also axum-login's session auth hash.
     pub password_hash: String,
     pub created_at: i64,
+    /// When an operator disabled the account, if it is disabled.
+    pub disabled_at: Option<i64>,
 }
 
 impl User {
@@ -196,7 +198,7 @@ impl fmt::Debug for User {
 
 pub async fn find_by_email(pool: &Pool, email: &Email) -> Result<Option<User>> {
     Ok(sqlx::query_as(
-        "select id, email, display_name, password_hash, created_at from users where email = $1",
+        "select id, email, display_name, password_hash, created_at, disabled_at from users where email = $1",
     )
     .bind(email.as_str())
     .fetch_optional(pool)
@@ -205,7 +207,7 @@ pub async fn find_by_email(pool: &Pool, email: &Email) -> Result<Option<User>> {
 
 pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>> {
     Ok(sqlx::query_as(
-        "select id, email, display_name, password_hash, created_at from users where id = $1",
+        "select id, email, display_name, password_hash, created_at, disabled_at from users where id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -213,11 +215,12 @@ pub async fn find_by_id(pool: &Pool, id: &str) -> Result<Option<User>> {
 }
 
 /// Learners kept in process, so a page or API call reads none from the database. Safe without
-/// talking to other instances: a learner's id, email, name and creation time never change, and a
+/// talking to other instances: a learner's id, email and creation time never change, and a
 /// session asks for its learner with the credentials it was signed in under
 /// ([`Users::signed_in`]), which a cached learner answers only while its password is that one.
-/// An entry lives five minutes; the sign-ins a password change ends are refused by the sign-in
-/// store on every instance at once, whatever this cache holds.
+/// An entry lives five minutes, so a new display name shows on other instances within that; the
+/// sign-ins a password change ends are refused by the sign-in store on every instance at once,
+/// whatever this cache holds.
 #[derive(Clone)]
 pub struct Users(Arc<UsersParts>);
 
@@ -280,9 +283,10 @@ impl Users {
         if let Some(hit) = self.cache.get(id)
             && hit.credentials == credentials
         {
-            return Ok(Some(hit.user));
+            return Ok(Some(hit.user).filter(|user| user.disabled_at.is_none()));
         }
-        Ok(self.load(id).await?.map(|c| c.user))
+        let user = self.load(id).await?.map(|c| c.user);
+        Ok(user.filter(|user| user.disabled_at.is_none()))
     }
 
     /// Drops a learner from this instance's cache (their password changed here).
@@ -302,9 +306,68 @@ pub async fn set_password_hash(pool: &Pool, user_id: &str, hash: &str) -> Result
     Ok(())
 }
 
+/// Renames a learner.
+pub async fn set_display_name(pool: &Pool, user_id: &str, name: &DisplayName) -> Result<()> {
+    sqlx::query("update users set display_name = $1 where id = $2")
+        .bind(name.as_str())
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Disables an account (`Some(at)`) or enables it again (`None`). Whether the account exists.
+pub async fn set_disabled(pool: &Pool, user_id: &str, at: Option<i64>) -> Result<bool> {
+    let changed = sqlx::query("update users set disabled_at = $1 where id = $2")
+        .bind(at)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+/// Deletes a learner and everything of theirs, in one transaction: their enrolments, their
+/// sign-ins and refresh tokens; their audit rows stay, without anything that names them (no
+/// learner, sign-in, address or user agent); the endings of their sign-ins still within their
+/// lifetime stay too, without the learner, so every instance keeps refusing them. Whether the
+/// account existed.
+pub async fn delete(pool: &Pool, user_id: &str, now: i64) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "insert into forgotten_endings (sign_in_id, revoked_at, expires_at)
+         select id, revoked_at, expires_at from sign_ins
+         where user_id = $1 and revoked_at is not null and expires_at > $2",
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update audit_events set user_id = null, sign_in_id = null, ip = '', user_agent = ''
+         where user_id = $1",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    for sql in [
+        "delete from enrolments where user_id = $1",
+        "delete from refresh_tokens where sign_in_id in (select id from sign_ins where user_id = $1)",
+        "delete from sign_ins where user_id = $1",
+    ] {
+        sqlx::query(sql).bind(user_id).execute(&mut *tx).await?;
+    }
+    let deleted = sqlx::query("delete from users where id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(deleted == 1)
+}
+
 pub async fn list(pool: &Pool) -> Result<Vec<User>> {
     Ok(sqlx::query_as(
-        "select id, email, display_name, password_hash, created_at from users order by created_at, email",
+        "select id, email, display_name, password_hash, created_at, disabled_at from users order by created_at, email",
     )
     .fetch_all(pool)
     .await?)
@@ -333,6 +396,7 @@ pub async fn create(
         display_name: display_name.as_str().to_owned(),
         password_hash,
         created_at: now,
+        disabled_at: None,
     };
     let inserted = sqlx::query(
         "insert into users (id, email, display_name, password_hash, created_at)

@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     let learners = Router::new()
         .merge(pages::courses::router())
         .merge(pages::account::router())
+        .merge(pages::presence::learner_router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             guards::learners_only,
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .merge(learners)
         .merge(forms)
+        .merge(pages::presence::router())
         .merge(pages::home::router())
         .fallback(pages::home::not_found)
         // One stack, outermost first, so each route is wrapped once, not once per layer.
@@ -156,6 +158,7 @@ impl Application {
         let addr = settings.addr;
         let state = AppState::connect(settings, clock).await?;
         state.ledger.spawn();
+        state.sign_out.spawn_closing(crate::auth::ledger::POLL);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (LECTERN_ADDR)"))?;

@@ -16,6 +16,15 @@ pub enum Event {
     Expired,
     /// The learner changed their password (the change itself, and each sign-in it ended).
     PasswordChanged,
+    /// A shared computer's browser was closed.
+    Closed,
+    /// The identity provider signed the learner out.
+    Provider,
+    /// The account was deleted (and each sign-in it ended).
+    AccountDeleted,
+    /// An operator disabled the account, or enabled it again.
+    AccountDisabled,
+    AccountEnabled,
 }
 
 impl Event {
@@ -28,6 +37,11 @@ impl Event {
             Self::Idle => "idle",
             Self::Expired => "expired",
             Self::PasswordChanged => "password_changed",
+            Self::Closed => "closed",
+            Self::Provider => "provider",
+            Self::AccountDeleted => "account_deleted",
+            Self::AccountDisabled => "account_disabled",
+            Self::AccountEnabled => "account_enabled",
         }
     }
 }
@@ -96,6 +110,10 @@ fn single(event: &str) -> &str {
         "idle" => "Signed out after a period of inactivity",
         "expired" => "Sign-in expired",
         "password_changed" => "Password changed",
+        "closed" => "Signed out: the shared computer's browser was closed",
+        "provider" => "Signed out by your organisation's sign-in service",
+        "account_disabled" => "Account disabled by an administrator",
+        "account_enabled" => "Account enabled again by an administrator",
         other => other,
     }
 }
@@ -183,19 +201,24 @@ pub async fn recent_for_user(pool: &Pool, user_id: &str, limit: usize) -> Result
     .bind(i64::try_from(limit * 8).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await?;
-    let mut entries = Vec::new();
-    let mut rest = rows.as_slice();
-    while let Some(first) = rest.first()
-        && entries.len() < limit
-    {
-        let same = rest
-            .iter()
-            .take_while(|r| r.txn.is_some() && r.txn == first.txn)
-            .count()
-            .max(1);
-        entries.push(Entry::of(&rest[..same]));
-        rest = &rest[same..];
+    // The rows of one action, in the order of its newest row; a row without one alone.
+    let mut actions: Vec<Vec<Row>> = Vec::new();
+    for row in rows {
+        let same = row.txn.as_ref().and_then(|txn| {
+            actions
+                .iter()
+                .position(|rows| rows[0].txn.as_ref() == Some(txn))
+        });
+        match same {
+            Some(at) => actions[at].push(row),
+            None => actions.push(vec![row]),
+        }
     }
+    let entries: Vec<Entry> = actions
+        .iter()
+        .take(limit)
+        .map(|rows| Entry::of(rows))
+        .collect();
     Ok(entries)
 }
 

@@ -7,10 +7,15 @@ pub mod users;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, error::ContextKind, error::ErrorKind};
 
+use anyhow::{Context, bail};
+
 use crate::{
+    accounts::{self, Email},
     app::Application,
+    clock::Clock,
     config::{DEFAULT_DATABASE_URL, ServeArgs, Settings},
     db,
+    state::AppState,
 };
 
 pub use sessions::SessionsCommand;
@@ -109,6 +114,34 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .await?
         .run_until_stopped()
         .await
+}
+
+/// The servers' stores. Without `REDIS_URL` sign-ins live in one server's memory, out of reach.
+pub(crate) async fn connect(args: &ServeArgs) -> anyhow::Result<AppState> {
+    if args.redis_url.is_none() {
+        bail!(
+            "REDIS_URL is not set: without Redis, sign-ins live in the memory of the one server process, out of this command's reach"
+        );
+    }
+    // These commands sign nothing (no cookie, no token), so they do not need the servers'
+    // secret; one is made up when it is not given.
+    let mut args = args.clone();
+    if args.secret.is_none() {
+        args.secret = Some(crate::crypto::random_token(48).into());
+    }
+    let settings = Settings::from_args(&args)?;
+    AppState::connect(settings, Clock::system()).await
+}
+
+pub(crate) async fn learner(
+    state: &AppState,
+    email: &str,
+    flag: &str,
+) -> anyhow::Result<accounts::User> {
+    let parsed = Email::parse(email).map_err(|m| anyhow::anyhow!("{flag}: {m}"))?;
+    accounts::find_by_email(&state.db, &parsed)
+        .await?
+        .with_context(|| format!("no account with email {}", parsed.as_str()))
 }
 
 pub(crate) async fn open(args: &DbArgs) -> anyhow::Result<db::Pool> {

@@ -39,6 +39,23 @@ pub struct ServeArgs {
     /// Absolute lifetime of a sign-in (default 12 h).
     #[arg(long, env = "LECTERN_SESSION_ABSOLUTE", value_parser = lifetime)]
     pub session_absolute: Option<Duration>,
+    /// Idle timeout of a sign-in on a shared or public computer (default 10 min).
+    #[arg(long, env = "LECTERN_SHARED_IDLE", value_parser = lifetime)]
+    pub shared_idle: Option<Duration>,
+    /// Absolute lifetime of a sign-in on a shared or public computer (default 4 h).
+    #[arg(long, env = "LECTERN_SHARED_ABSOLUTE", value_parser = lifetime)]
+    pub shared_absolute: Option<Duration>,
+    /// A sign-in on a shared computer ends this long after its last open page stopped sending
+    /// heartbeats: its browser was closed (default 90 s; at least 5 s).
+    #[arg(long, env = "LECTERN_SHARED_CLOSE", value_parser = close_window)]
+    pub shared_close: Option<Duration>,
+    /// How long before the idle timeout every signed-in page warns (default 2 min).
+    #[arg(long, env = "LECTERN_IDLE_WARNING", value_parser = lifetime)]
+    pub idle_warning: Option<Duration>,
+    /// How recently this sign-in must have entered the password to end other sign-ins, change
+    /// the password or delete the account (default 10 min).
+    #[arg(long, env = "LECTERN_REAUTH_WINDOW", value_parser = lifetime)]
+    pub reauth_window: Option<Duration>,
     /// How long after a rotation the same refresh token still gets an answer (default 10 s; 0: never).
     #[arg(long, env = "LECTERN_REFRESH_GRACE", value_parser = grace)]
     pub refresh_grace: Option<Duration>,
@@ -80,6 +97,11 @@ pub struct Settings {
     pub session_idle: Duration,
     pub session_absolute: Duration,
     pub refresh_grace: Duration,
+    pub shared_idle: Duration,
+    pub shared_absolute: Duration,
+    pub shared_close: Duration,
+    pub idle_warning: Duration,
+    pub reauth_window: Duration,
     pub rate_limit: u32,
     /// The prefix length an IPv6 client is counted by.
     pub rate_limit_ipv6_prefix: u8,
@@ -131,6 +153,16 @@ impl Settings {
                 "must not be longer than LECTERN_SESSION_ABSOLUTE",
             ));
         }
+        let shared_idle = args.shared_idle.unwrap_or(Duration::from_secs(10 * 60));
+        let shared_absolute = args
+            .shared_absolute
+            .unwrap_or(Duration::from_secs(4 * 3600));
+        if shared_idle > shared_absolute {
+            return Err(invalid(
+                "LECTERN_SHARED_IDLE",
+                "must not be longer than LECTERN_SHARED_ABSOLUTE",
+            ));
+        }
         Ok(Self {
             addr: args
                 .addr
@@ -147,6 +179,11 @@ impl Settings {
             session_idle,
             session_absolute,
             refresh_grace: args.refresh_grace.unwrap_or(Duration::from_secs(10)),
+            shared_idle,
+            shared_absolute,
+            shared_close: args.shared_close.unwrap_or(Duration::from_secs(90)),
+            idle_warning: args.idle_warning.unwrap_or(Duration::from_secs(120)),
+            reauth_window: args.reauth_window.unwrap_or(Duration::from_secs(600)),
             rate_limit: args.rate_limit.unwrap_or(30),
             rate_limit_ipv6_prefix: args.rate_limit_ipv6_prefix.unwrap_or(64),
             trusted_proxies: usize::from(args.trusted_proxies.unwrap_or(0)),
@@ -281,6 +318,16 @@ fn lifetime(raw: &str) -> Result<Duration, String> {
     Ok(parsed)
 }
 
+/// The close window of a shared computer's sign-in: at least five seconds, so a page's
+/// heartbeats (three to a window) are not too frequent.
+fn close_window(raw: &str) -> Result<Duration, String> {
+    let parsed = duration(raw)?;
+    if parsed < Duration::from_secs(5) {
+        return Err("must be at least 5 seconds".into());
+    }
+    Ok(parsed)
+}
+
 /// A grace window: zero turns it off; at most a minute, since it widens what a stolen token buys.
 fn grace(raw: &str) -> Result<Duration, String> {
     let parsed = duration(raw)?;
@@ -320,6 +367,11 @@ mod tests {
         assert_eq!(s.refresh_grace, Duration::from_secs(10));
         assert_eq!(s.rate_limit, 30);
         assert_eq!(s.clear_site_data, ClearSiteData::default());
+        assert_eq!(s.shared_idle, Duration::from_secs(600));
+        assert_eq!(s.shared_absolute, Duration::from_secs(4 * 3600));
+        assert_eq!(s.shared_close, Duration::from_secs(90));
+        assert_eq!(s.idle_warning, Duration::from_secs(120));
+        assert_eq!(s.reauth_window, Duration::from_secs(600));
     }
 
     #[test]
@@ -360,6 +412,8 @@ mod tests {
             ["--refresh-grace", "5m"],
             ["--clear-site-data", "cache"],
             ["--clear-site-data", "everything"],
+            ["--shared-close", "4s"],
+            ["--reauth-window", "0"],
         ] {
             assert!(parse(&flags).is_err(), "{flags:?}");
         }

@@ -40,6 +40,9 @@ pub enum AppError {
         field: &'static str,
         message: String,
     },
+    /// What was asked needs the password entered more recently (RFC 9470).
+    #[error("This needs your password again: re-authenticate and try again.")]
+    InsufficientAuthentication { max_age: i64 },
     /// An API sign-in made beside a browser that signed out meanwhile: it was ended with it.
     #[error("This browser was signed out while you were signing in. Sign in again.")]
     SignedOutMeanwhile,
@@ -75,7 +78,8 @@ impl AppError {
             | Self::Unauthorized
             | Self::InvalidToken
             | Self::InvalidGrant
-            | Self::SignedOutMeanwhile => StatusCode::UNAUTHORIZED,
+            | Self::SignedOutMeanwhile
+            | Self::InsufficientAuthentication { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -94,6 +98,7 @@ impl AppError {
             Self::Unauthorized | Self::InvalidToken => "invalid_token",
             Self::InvalidGrant => "invalid_grant",
             Self::SignedOutMeanwhile => "signed_out",
+            Self::InsufficientAuthentication { .. } => "insufficient_user_authentication",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -111,7 +116,9 @@ impl AppError {
             Self::InvalidCredentials | Self::Unauthorized | Self::SignedOutMeanwhile => {
                 "Please sign in"
             }
-            Self::InvalidToken | Self::InvalidGrant => "Please sign in again",
+            Self::InvalidToken | Self::InvalidGrant | Self::InsufficientAuthentication { .. } => {
+                "Please sign in again"
+            }
             Self::Forbidden(_) => "That was not allowed",
             Self::NotFound => "Page not found",
             Self::MethodNotAllowed => "Not something this page does",
@@ -161,6 +168,14 @@ impl AppError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 );
+            }
+            Self::InsufficientAuthentication { max_age } => {
+                let challenge = format!(
+                    r#"Bearer error="insufficient_user_authentication", max_age={max_age}"#
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             _ => {}
         }

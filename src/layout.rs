@@ -11,6 +11,25 @@ pub struct Layout {
     pub notice: Option<Notice>,
     /// The homepage right after a sign-out: the script clears client state and tells other tabs.
     pub signed_out: bool,
+    /// For a signed-in learner's page: the sign-in's clock, for its script.
+    pub sign_in: Option<SignInClock>,
+}
+
+/// What a signed-in page's script needs to warn before the idle timeout, keep a shared computer's
+/// sign-in open while a page is, and keep typed work for the same learner.
+#[derive(Debug, Clone, Default)]
+pub struct SignInClock {
+    /// The server's time (unix seconds), so the page can reckon with its own clock's offset.
+    pub now: i64,
+    /// When the sign-in idles out unless the learner is active.
+    pub idle_until: i64,
+    /// How long before that the page warns, in seconds.
+    pub warn_before: i64,
+    /// How often an open page sends a heartbeat, in seconds; 0 when it need not (not a shared
+    /// computer).
+    pub heartbeat_every: i64,
+    /// An id of the learner for this page's script alone (not the account id).
+    pub learner: String,
 }
 
 impl Layout {

@@ -2,8 +2,10 @@
 //! and puts each group behind the layers its rules need.
 
 pub mod account;
+pub mod confirm;
 pub mod courses;
 pub mod health;
 pub mod home;
+pub mod presence;
 pub mod sign_in;
 pub mod sign_out;

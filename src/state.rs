@@ -9,9 +9,10 @@ use axum::extract::FromRef;
 use crate::{
     accounts::Users,
     auth::{
-        AccessTokens, Backend, Keys, SignIns, SignOut, establish::Establish, ledger::Ledger,
-        password_change::PasswordChange, passwords::Passwords, rate_limit::RateLimits,
-        records::SignInRecords, sign_ins::Lifetimes, sign_out::ClientState,
+        AccessTokens, Backend, Keys, SignIns, SignOut, establish::Establish, leaving::Leaving,
+        ledger::Ledger, password_change::PasswordChange, passwords::Passwords,
+        rate_limit::RateLimits, recent::Reauth, records::SignInRecords, sign_ins::Lifetimes,
+        sign_out::ClientState,
     },
     clock::Clock,
     config::Settings,
@@ -44,6 +45,10 @@ pub struct Shared {
     pub sign_out: SignOut,
     pub establish: Establish,
     pub password_change: PasswordChange,
+    /// Recent authentication, for what needs the password again.
+    pub reauth: Reauth,
+    /// Deleting, disabling and enabling accounts.
+    pub leaving: Leaving,
     /// What ended, kept by this instance (see [`Ledger`]).
     pub ledger: Ledger,
     pub limits: RateLimits,
@@ -138,7 +143,7 @@ impl AppState {
             sign_ins.clone(),
             ledger.clone(),
             clock.clone(),
-            lifetimes.idle,
+            lifetimes,
         );
         let establish = Establish::new(
             sign_ins.clone(),
@@ -162,7 +167,25 @@ impl AppState {
             sign_out.clone(),
             establish.clone(),
         );
+        let reauth = Reauth::new(
+            pool.clone(),
+            passwords.clone(),
+            limits.clone(),
+            sign_ins.clone(),
+            clock.clone(),
+            lifetimes.reauth_window,
+        );
+        let leaving = Leaving::new(
+            pool.clone(),
+            users.clone(),
+            passwords.clone(),
+            limits.clone(),
+            sign_out.clone(),
+            clock.clone(),
+        );
         Ok(Self(Arc::new(Shared {
+            reauth,
+            leaving,
             users,
             catalog: Catalog::new(pool.clone(), stores.marks.clone()),
             db: pool,

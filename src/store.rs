@@ -32,24 +32,72 @@ pub struct LiveSignIn {
     /// The browser session that holds it (a browser sign-in's own, or the one an API sign-in
     /// was made beside), which ending it deletes.
     pub session: Option<String>,
+    /// On a shared or public computer: when it ends unless an open page says it is still open
+    /// (a heartbeat). `None` elsewhere.
+    pub open_until: Option<i64>,
+    /// When the learner last entered their password for it (signing in, or confirming it).
+    pub auth_at: i64,
 }
+
+/// Which deadline a sign-in that is no longer live ran out at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lapse {
+    /// No open page sent a heartbeat in time: its browser was closed (shared computers).
+    Closed,
+    /// No activity for its idle time.
+    Idle,
+    /// Its absolute lifetime.
+    Expired,
+}
+
+/// How long a shared computer's sign-in is kept past its deadline, so that whoever looks next
+/// can tell which deadline it ran out at (see [`LiveSignIn::lapse`]).
+pub const LAPSE_KEPT: i64 = 60;
 
 impl LiveSignIn {
     /// The moment the sign-in stops being live unless touched.
     pub fn deadline(&self) -> i64 {
-        self.idle_until.min(self.expires_at)
+        let deadline = self.idle_until.min(self.expires_at);
+        self.open_until.map_or(deadline, |open| open.min(deadline))
     }
 
     pub fn live_at(&self, now: i64) -> bool {
         now < self.deadline()
     }
 
-    /// `user|expires_at|idle_until|session` (`-` for no session): the value of the Redis key.
+    /// Whether it was made on a shared or public computer.
+    pub fn shared(&self) -> bool {
+        self.open_until.is_some()
+    }
+
+    /// Until when the store keeps it: its deadline, and for a shared computer's sign-in a little
+    /// longer, so the next look can say which deadline it ran out at.
+    pub fn kept_until(&self) -> i64 {
+        self.deadline() + if self.shared() { LAPSE_KEPT } else { 0 }
+    }
+
+    /// Which deadline it ran out at (the earliest of them).
+    pub fn lapse(&self) -> Lapse {
+        let deadline = self.deadline();
+        if self.open_until == Some(deadline) && deadline < self.idle_until.min(self.expires_at) {
+            Lapse::Closed
+        } else if self.expires_at <= self.idle_until {
+            Lapse::Expired
+        } else {
+            Lapse::Idle
+        }
+    }
+
+    /// `user|expires_at|idle_until|session|open_until|auth_at` (`-` for none): the value of the
+    /// Redis key, which the store's scripts read field by field.
     fn encode(&self) -> String {
         let session = self.session.as_deref().unwrap_or("-");
+        let open = self
+            .open_until
+            .map_or_else(|| "-".to_owned(), |t| t.to_string());
         format!(
-            "{}|{}|{}|{session}",
-            self.user_id, self.expires_at, self.idle_until
+            "{}|{}|{}|{session}|{open}|{}",
+            self.user_id, self.expires_at, self.idle_until, self.auth_at
         )
     }
 
@@ -63,6 +111,11 @@ impl LiveSignIn {
             "-" => None,
             id => Some(id.to_owned()),
         };
+        let open_until = match parts.next()? {
+            "-" => None,
+            t => Some(t.parse().ok()?),
+        };
+        let auth_at = parts.next()?.parse().ok()?;
         if parts.next().is_some() {
             return None;
         }
@@ -71,6 +124,8 @@ impl LiveSignIn {
             expires_at,
             idle_until,
             session,
+            open_until,
+            auth_at,
         })
     }
 }
@@ -102,9 +157,33 @@ pub trait SignInStore: Send + Sync + 'static {
     /// Marks a sign-in live until its deadline.
     async fn mark_live(&self, sid: &str, live: &LiveSignIn) -> Result<()>;
 
-    /// Moves a live sign-in's idle deadline; a sign-in that has ended stays ended. Whether it was
-    /// live (and so touched), in the same round trip as the move.
-    async fn touch(&self, sid: &str, idle_until: i64) -> Result<bool>;
+    /// Activity: moves a live sign-in's idle deadline to `idle_until`, or `shared_idle_until` for
+    /// a shared computer's; a sign-in that has ended stays ended. The sign-in as it is now, if it
+    /// was live (and so touched), in the same round trip as the move.
+    async fn touch(
+        &self,
+        sid: &str,
+        idle_until: i64,
+        shared_idle_until: i64,
+    ) -> Result<Option<LiveSignIn>>;
+
+    /// A shared computer's open page says it is still open: its sign-in's open deadline moves to
+    /// `open_until`. Whether it was live and shared (and so moved).
+    async fn heartbeat(&self, sid: &str, open_until: i64) -> Result<bool>;
+
+    /// The learner entered their password again for this sign-in at `at`. Whether it was live.
+    async fn reauthenticated(&self, sid: &str, at: i64) -> Result<bool>;
+
+    /// What the store still holds of a sign-in, live or just past its deadline (a shared
+    /// computer's is kept [`LAPSE_KEPT`] longer): which deadline it ran out at.
+    async fn lapsed(&self, sid: &str) -> Result<Option<LiveSignIn>>;
+
+    /// The shared computers' sign-ins whose open deadline has passed at `now`, for the server to
+    /// end them (reason `closed`), at most `limit` of them.
+    async fn closing(&self, now: i64, limit: usize) -> Result<Vec<String>>;
+
+    /// Stops listing a sign-in among [`SignInStore::closing`] (it was ended).
+    async fn closed(&self, sid: &str) -> Result<()>;
 
     /// A sign-in that is live now; `None` once it ended or lapsed.
     async fn live(&self, sid: &str) -> Result<Option<LiveSignIn>>;
@@ -270,38 +349,49 @@ mod tests {
         assert!(!ClusterHealth::parse(&failing).unwrap().is_ok());
     }
 
+    fn live(expires_at: i64, idle_until: i64, open_until: Option<i64>) -> LiveSignIn {
+        LiveSignIn {
+            user_id: "u".into(),
+            expires_at,
+            idle_until,
+            session: Some("s1".into()),
+            open_until,
+            auth_at: 7,
+        }
+    }
+
     #[test]
     fn live_sign_ins_read_back_what_they_wrote() {
         for live in [
+            live(100, 50, None),
             LiveSignIn {
-                user_id: "u1".into(),
-                expires_at: 100,
-                idle_until: 50,
-                session: Some("s1".into()),
-            },
-            LiveSignIn {
-                user_id: "u2".into(),
-                expires_at: 100,
-                idle_until: 60,
                 session: None,
+                ..live(100, 60, Some(70))
             },
         ] {
             assert_eq!(LiveSignIn::decode(&live.encode()), Some(live));
         }
-        for garbage in ["garbage", "u|1|2|3|4", "u|x|-|-", "u3|100|50"] {
+        for garbage in [
+            "garbage",
+            "u|1|2|3|4",
+            "u|x|-|-|-|1",
+            "u3|100|50|-|-",
+            "u|1|2|-|x|1",
+        ] {
             assert_eq!(LiveSignIn::decode(garbage), None);
         }
     }
 
     #[test]
-    fn the_deadline_is_the_earlier_of_idle_and_absolute() {
-        let s = LiveSignIn {
-            user_id: "u".into(),
-            expires_at: 100,
-            idle_until: 50,
-            session: None,
-        };
-        assert_eq!(s.deadline(), 50);
-        assert!(s.live_at(49) && !s.live_at(50));
+    fn the_deadline_is_the_earliest_and_says_which_it_was() {
+        let idle = live(100, 50, None);
+        assert_eq!(idle.deadline(), 50);
+        assert!(idle.live_at(49) && !idle.live_at(50));
+        assert_eq!((idle.lapse(), idle.kept_until()), (Lapse::Idle, 50));
+        assert_eq!(live(40, 50, None).lapse(), Lapse::Expired);
+        let closed = live(100, 50, Some(30));
+        assert_eq!((closed.deadline(), closed.lapse()), (30, Lapse::Closed));
+        assert_eq!(closed.kept_until(), 30 + LAPSE_KEPT);
+        assert_eq!(live(100, 50, Some(80)).lapse(), Lapse::Idle);
     }
 }

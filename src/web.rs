@@ -12,5 +12,5 @@ pub mod static_files;
 pub mod user_agent;
 
 pub use client::{ClientInfo, TrustedProxies};
-pub use forms::{PageForm, PagePath, PageQuery};
+pub use forms::{MaybeForm, PageForm, PagePath, PageQuery};
 pub use navigation::{SIGNED_OUT_HOME, local_path, login_required, query_escape, redirect};

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiJson;
 use crate::{
+    audit::Txn,
     auth::{
+        BearerUser,
         backend::Credentials,
+        establish::Way,
         presented::Presented,
         refresh_tokens,
         sign_ins::{Issued, Refresh},
@@ -29,12 +32,16 @@ pub fn router() -> Router<AppState> {
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
+        .route("/auth/reauthenticate", post(reauthenticate))
 }
 
 #[derive(Debug, Deserialize)]
 pub struct LoginBody {
     email: String,
     password: secrecy::SecretString,
+    /// A shared or public computer: no refresh cookie, shorter lifetimes.
+    #[serde(default)]
+    shared: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,13 +51,16 @@ pub struct TokenResponse {
     expires_in: i64,
 }
 
-fn token_response(jar: SignedCookieJar, issued: &Issued) -> Response {
-    let body = TokenResponse {
+fn token_body(issued: &Issued) -> Json<TokenResponse> {
+    Json(TokenResponse {
         access_token: issued.token.clone(),
         token_type: "Bearer",
         expires_in: issued.claims.exp - issued.claims.iat,
-    };
-    (jar, Json(body)).into_response()
+    })
+}
+
+fn token_response(jar: SignedCookieJar, issued: &Issued) -> Response {
+    (jar, token_body(issued)).into_response()
 }
 
 async fn login(
@@ -72,9 +82,14 @@ async fn login(
     };
     attempt.succeeded().await?;
     let beside = cookies.get(SESSION_COOKIE).map(|c| c.value().to_owned());
+    let way = Way {
+        client: &client,
+        shared: body.shared,
+        txn: &Txn::new(),
+    };
     let (issued, jar) = state
         .establish
-        .api(&user, &client, beside.as_deref(), jar)
+        .api(&user, way, beside.as_deref(), jar)
         .await?;
     Ok(token_response(jar, &issued))
 }
@@ -125,8 +140,35 @@ async fn logout(
     match state.sign_out.api(&presented.request, &client).await {
         Ok(Scope::Others) => StatusCode::NO_CONTENT.into_response(),
         Ok(_) => clear_client_state(StatusCode::NO_CONTENT, state.client_state()),
-        // A caller that asked to stay keeps its cookies even when the others could not be ended.
-        Err(err) if stays => ApiError(err).into_response(),
+        // A caller that asked to stay keeps its cookies even when the others could not be ended,
+        // and one asked to re-authenticate first keeps them to do so.
+        Err(err) if stays || matches!(err, AppError::InsufficientAuthentication { .. }) => {
+            ApiError(err).into_response()
+        }
         Err(err) => clear_client_state(ApiError(err), state.client_state()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReauthBody {
+    password: secrecy::SecretString,
+}
+
+/// The password again, for what needs it recently: 200 with a new access token of the same
+/// sign-in (a fresh `auth_time`); 401 `invalid_credentials` for a wrong one.
+async fn reauthenticate(
+    State(state): State<AppState>,
+    bearer: BearerUser,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<ReauthBody>,
+) -> ApiResult<Json<TokenResponse>> {
+    let (user, sid) = (&bearer.user_id, &bearer.sid);
+    match state
+        .reauth
+        .api_reauthenticate(user, sid, body.password, &client)
+        .await?
+    {
+        Some(issued) => Ok(token_body(&issued)),
+        None => Err(AppError::InvalidCredentials.into()),
     }
 }

@@ -11,7 +11,10 @@ use serde::Serialize;
 
 use super::ApiPath;
 use crate::{
-    auth::{BearerUser, sign_out::Caller},
+    auth::{
+        BearerUser,
+        sign_out::{Caller, clear_client_state},
+    },
     clock,
     courses::Course,
     error::{ApiResult, AppError},
@@ -21,7 +24,7 @@ use crate::{
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/me", get(me))
+        .route("/me", get(me).delete(delete_me))
         .route("/me/courses", get(my_courses))
         .route("/me/sessions", get(my_sessions))
         .route("/me/sessions/{id}", delete(end_session))
@@ -99,6 +102,9 @@ async fn end_session(
     client: ClientInfo,
     ApiPath(id): ApiPath,
 ) -> ApiResult<Response> {
+    if id != bearer.sid {
+        state.reauth.api(bearer.auth_time)?;
+    }
     let caller = Caller {
         sid: &bearer.sid,
         session: None,
@@ -110,5 +116,38 @@ async fn end_session(
     {
         Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         None => Err(AppError::NotFound.into()),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct DeleteBody {
+    password: secrecy::SecretString,
+}
+
+/// Deletes the learner's account, as `POST /account/delete` does: 204, the cookies cleared; 401
+/// `invalid_credentials` for a wrong password, `insufficient_user_authentication` when the token
+/// is older than the recent-authentication window.
+async fn delete_me(
+    State(state): State<AppState>,
+    bearer: BearerUser,
+    client: ClientInfo,
+    super::ApiJson(body): super::ApiJson<DeleteBody>,
+) -> ApiResult<Response> {
+    state.reauth.api(bearer.auth_time)?;
+    let user = state
+        .users
+        .profile(&bearer.user_id)
+        .await?
+        .ok_or(AppError::InvalidToken)?;
+    match state
+        .leaving
+        .delete_own(&user, body.password, None, &client)
+        .await?
+    {
+        Ok(()) => Ok(clear_client_state(
+            StatusCode::NO_CONTENT,
+            state.client_state(),
+        )),
+        Err(_) => Err(AppError::InvalidCredentials.into()),
     }
 }

@@ -22,6 +22,8 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub sid: String,
+    /// When the learner last entered their password for this sign-in (RFC 9470).
+    pub auth_time: i64,
 }
 
 impl Claims {
@@ -55,13 +57,15 @@ impl AccessTokens {
         }
     }
 
-    /// Signs a new token for `user_id` under sign-in `sid`, valid for `ttl_secs` from `now`.
+    /// Signs a new token for `user_id` under sign-in `sid`, valid for `ttl_secs` from `now`, whose
+    /// learner last entered the password at `auth_time`.
     pub fn issue(
         &self,
         user_id: &str,
         sid: &str,
         now: i64,
         ttl_secs: i64,
+        auth_time: i64,
     ) -> anyhow::Result<(String, Claims)> {
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -71,6 +75,7 @@ impl AccessTokens {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
             sid: sid.to_owned(),
+            auth_time,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok((token, claims))
@@ -106,7 +111,7 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_with_all_claims() {
         let k = keys(1);
-        let (token, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
+        let (token, claims) = k.issue("u1", "s1", NOW, 300, NOW).unwrap();
         let verified = k.verify(&token, NOW).unwrap();
         assert_eq!(verified, claims);
         assert_eq!(
@@ -120,7 +125,7 @@ mod tests {
     #[test]
     fn a_token_is_accepted_until_exp_plus_leeway_and_no_longer() {
         let k = keys(1);
-        let (token, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
+        let (token, claims) = k.issue("u1", "s1", NOW, 300, NOW).unwrap();
         assert!(k.verify(&token, NOW + 300 + LEEWAY).is_some());
         assert!(k.verify(&token, NOW + 300 + LEEWAY + 1).is_none());
         assert_eq!(claims.accepted_until(), NOW + 300 + LEEWAY);
@@ -134,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_key_is_refused() {
-        let (token, _) = keys(2).issue("u1", "s1", NOW, 300).unwrap();
+        let (token, _) = keys(2).issue("u1", "s1", NOW, 300, NOW).unwrap();
         assert!(keys(1).verify(&token, NOW).is_none());
         assert!(keys(1).verify_ignoring_expiry(&token).is_none());
     }
@@ -142,7 +147,7 @@ mod tests {
     #[test]
     fn a_tampered_payload_is_refused() {
         let k = keys(1);
-        let (token, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
+        let (token, claims) = k.issue("u1", "s1", NOW, 300, NOW).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         let mut forged = claims.clone();
         forged.sub = "someone-else".into();
@@ -154,7 +159,7 @@ mod tests {
     #[test]
     fn alg_none_and_other_algorithms_are_refused() {
         let k = keys(1);
-        let (token, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
+        let (token, claims) = k.issue("u1", "s1", NOW, 300, NOW).unwrap();
         let payload = token.split('.').nth(1).unwrap();
         for alg in ["none", "HS512", "RS256", "ES256"] {
             let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
@@ -182,7 +187,7 @@ mod tests {
     #[test]
     fn wrong_issuer_or_audience_is_refused() {
         let k = keys(1);
-        let (_, claims) = k.issue("u1", "s1", NOW, 300).unwrap();
+        let (_, claims) = k.issue("u1", "s1", NOW, 300, NOW).unwrap();
         for (iss, aud) in [("someone", AUDIENCE), (ISSUER, "another-api")] {
             let c = Claims {
                 iss: iss.into(),

@@ -85,7 +85,8 @@ impl AuthnBackend for Backend {
         if !ok {
             crate::telemetry::sign_in_failed();
         }
-        Ok(user.filter(|_| ok))
+        // A disabled account gets the ordinary refusal, after the same work.
+        Ok(user.filter(|user| ok && user.disabled_at.is_none()))
     }
 
     /// Every page request: the cached learner, when the session's password is still theirs.
@@ -106,6 +107,7 @@ mod tests {
             display_name: "Ada".into(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g".into(),
             created_at: 0,
+            disabled_at: None,
         };
         assert_eq!(user.session_auth_hash(), b"Ghhc2hoYXNoaGFzaGhhc2g");
         assert!(!String::from_utf8_lossy(user.session_auth_hash()).contains('$'));

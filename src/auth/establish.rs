@@ -20,6 +20,15 @@ use crate::{
     web::ClientInfo,
 };
 
+/// How a sign-in is made: from where, whether on a shared or public computer (no refresh cookie,
+/// shorter lifetimes, ends when its browser is closed), and as part of which action.
+#[derive(Debug, Clone, Copy)]
+pub struct Way<'a> {
+    pub client: &'a ClientInfo,
+    pub shared: bool,
+    pub txn: &'a Txn,
+}
+
 /// The ways in: the sign-in service, the way out (for the sign-in a browser replaces, or an API
 /// sign-in whose browser signed out meanwhile), the session records, and how the refresh cookie
 /// is set. A clone shares them.
@@ -49,14 +58,17 @@ impl Establish {
         }
     }
 
-    /// Sets the refresh cookie of a sign-in just started.
+    /// Sets the refresh cookie of a sign-in just started, when it has one.
     fn with_refresh_cookie(&self, jar: SignedCookieJar, started: &Started) -> SignedCookieJar {
-        refresh_tokens::set_cookie(
-            jar,
-            &started.refresh,
-            started.expires_at - self.clock.now(),
-            self.secure_cookies,
-        )
+        match &started.refresh {
+            Some(refresh) => refresh_tokens::set_cookie(
+                jar,
+                refresh,
+                started.expires_at - self.clock.now(),
+                self.secure_cookies,
+            ),
+            None => jar,
+        }
     }
 
     /// An API client's sign-in for `user`: its first access token, and the refresh cookie in
@@ -68,10 +80,11 @@ impl Establish {
     pub async fn api(
         &self,
         user: &User,
-        client: &ClientInfo,
+        way: Way<'_>,
         beside: Option<&str>,
         jar: SignedCookieJar,
     ) -> Result<(Issued, SignedCookieJar)> {
+        let client = way.client;
         let beside = match beside {
             Some(id) if self.session_records.find(id).await?.is_some() => Some(id),
             Some(id) if self.sign_ins.session_was_ended(id).await? => {
@@ -81,7 +94,7 @@ impl Establish {
         };
         let started = self
             .sign_ins
-            .start(user, client, Kind::Api { beside }, &Txn::new())
+            .start(user, client, Kind::Api { beside }, way.shared, way.txn)
             .await?;
         if let Some(session) = beside
             && !self
@@ -92,9 +105,10 @@ impl Establish {
             self.sign_out.operator(&started.sid, client).await?;
             return Err(AppError::SignedOutMeanwhile);
         }
+        let now = self.clock.now();
         let issued = self
             .sign_ins
-            .issue_access_token(&user.id, &started.sid)
+            .issue_access_token(&user.id, &started.sid, now)
             .await?;
         Ok((issued, self.with_refresh_cookie(jar, &started)))
     }
@@ -110,10 +124,10 @@ impl Establish {
         auth: &mut AuthSession,
         previous: Option<(&CurrentUser, EndReason)>,
         user: &User,
-        client: &ClientInfo,
+        way: Way<'_>,
         jar: SignedCookieJar,
-        txn: &Txn,
     ) -> Result<SignedCookieJar> {
+        let (client, txn) = (way.client, way.txn);
         if let Some((previous, reason)) = previous {
             // The session layer deletes the old record itself when the id is cycled below.
             let (sid, session) = (&previous.sid, &previous.session_id);
@@ -145,7 +159,11 @@ impl Establish {
         let kind = Kind::Browser {
             session: &session_id,
         };
-        let started = match self.sign_ins.start(user, client, kind, txn).await {
+        let started = match self
+            .sign_ins
+            .start(user, client, kind, way.shared, txn)
+            .await
+        {
             Ok(started) => started,
             Err(err) => {
                 // No sign-in to go with it: the record must not outlive this request.

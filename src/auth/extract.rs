@@ -27,9 +27,9 @@ use crate::{
     accounts::User,
     clock::Clock,
     error::{ApiError, AppError, Result},
-    layout::Layout,
+    layout::{Layout, SignInClock},
     store::{
-        SessionRecords,
+        LiveSignIn, SessionRecords,
         read_ahead::{KnownLearners, ReadAhead},
         session_records::unavailable,
     },
@@ -48,6 +48,12 @@ pub struct CurrentUser {
     pub session_id: String,
     /// This session's CSRF token, for the page's meta tag and forms.
     pub csrf: String,
+    /// Whether the sign-in was made on a shared or public computer.
+    pub shared: bool,
+    /// When the learner last entered their password for this sign-in.
+    pub auth_at: i64,
+    /// The sign-in's clock, for the page's script.
+    pub clock: SignInClock,
 }
 
 impl CurrentUser {
@@ -56,8 +62,14 @@ impl CurrentUser {
         Layout {
             csrf_token: self.csrf.clone(),
             user_name: Some(self.user.display_name.clone()),
+            sign_in: Some(self.clock.clone()),
             ..Layout::default()
         }
+    }
+
+    /// Whether the learner entered their password for this sign-in within `window` seconds.
+    pub fn recently_authenticated(&self, window: i64) -> bool {
+        self.clock.now - self.auth_at <= window
     }
 }
 
@@ -75,7 +87,7 @@ pub struct Viewer {
 
 /// What the session says about the request.
 enum Resolved {
-    SignedIn(CurrentUser),
+    SignedIn(Box<CurrentUser>),
     /// No sign-in; `ended` says why a session the browser still had is gone.
     Anonymous {
         ended: Option<String>,
@@ -95,7 +107,7 @@ where
     TrustedProxies: FromRef<S>,
 {
     if let Some(cached) = parts.extensions.get::<CurrentUser>() {
-        return Ok(Resolved::SignedIn(cached.clone()));
+        return Ok(Resolved::SignedIn(Box::new(cached.clone())));
     }
     let auth = parts
         .extensions
@@ -127,29 +139,12 @@ where
         }
         None => sign_ins.liveness(&sid).await?,
     };
-    if let Liveness::Ended(reason) = liveness {
-        // Idle, past its lifetime, or ended elsewhere: end it here too (for a timeout this is
-        // where its tokens, row and audit are settled). The store no longer has it live, so every
-        // credential is refused already; what is left is settled later if it cannot be now.
-        let client = client_of(parts, state).await;
-        let _ = SignOut::from_ref(state)
-            .lapsed(&sid, &session_id, reason, &client)
-            .await;
-        // Deletes this browser's record and makes the layer expire the cookie.
-        session.flush().await.map_err(unavailable)?;
-        return Ok(Resolved::Anonymous {
-            ended: Some(reason.login_reason().to_owned()),
-        });
-    }
-    let now = Clock::from_ref(state).now();
-    touch(
-        &session,
-        &sign_ins,
-        Lifetimes::from_ref(state).idle,
-        now,
-        &sid,
-    )
-    .await?;
+    let live = match liveness {
+        Liveness::Live(live) => live,
+        Liveness::Ended(reason) => return lapsed(parts, state, &session, &sid, reason).await,
+    };
+    let (now, lifetimes) = (Clock::from_ref(state).now(), Lifetimes::from_ref(state));
+    let live = kept_up(&session, &sign_ins, &lifetimes, now, &sid, live).await?;
     let csrf = match session.get::<String>(CSRF_KEY).await.map_err(unavailable)? {
         Some(token) => token,
         None => {
@@ -161,15 +156,95 @@ where
             token
         }
     };
+    let clock = SignInClock {
+        now,
+        idle_until: live.idle_until.min(live.expires_at),
+        warn_before: lifetimes.idle_warning,
+        heartbeat_every: if live.shared() {
+            (lifetimes.shared_close / 3).max(1)
+        } else {
+            0
+        },
+        learner: crate::crypto::derived_id("lectern.page-learner", &user.id),
+    };
     let current = CurrentUser {
+        shared: live.shared(),
+        auth_at: live.auth_at,
         user,
         sid,
         session_id,
         csrf,
+        clock,
     };
     KnownLearners::from_ref(state).remember(&current.session_id, &current.user.id);
     parts.extensions.insert(current.clone());
-    Ok(Resolved::SignedIn(current))
+    Ok(Resolved::SignedIn(Box::new(current)))
+}
+
+/// A browser sign-in found idle, past its lifetime or ended elsewhere: it is ended here too (for
+/// a timeout this is where its tokens, row and audit are settled). The store no longer has it
+/// live, so every credential is refused already; what is left is settled later if it cannot be
+/// now. This browser's record is deleted, and the layer expires the cookie.
+async fn lapsed<S>(
+    parts: &mut Parts,
+    state: &S,
+    session: &Session,
+    sid: &str,
+    reason: super::records::EndReason,
+) -> Result<Resolved>
+where
+    S: Send + Sync,
+    SignOut: FromRef<S>,
+    TrustedProxies: FromRef<S>,
+{
+    let client = client_of(parts, state).await;
+    let session_id = session.id().map(|id| id.to_string()).unwrap_or_default();
+    let _ = SignOut::from_ref(state)
+        .lapsed(sid, &session_id, reason, &client)
+        .await;
+    session.flush().await.map_err(unavailable)?;
+    Ok(Resolved::Anonymous {
+        ended: Some(reason.login_reason().to_owned()),
+    })
+}
+
+/// Keeps a live sign-in going as a page view does: activity moves its idle deadline (written at
+/// most once a minute, or every quarter of the idle timeout when that is shorter than four
+/// minutes, not on every view), and on a shared computer a view, like a page's heartbeat, says
+/// the browser is open (written once half the close window has gone by). The sign-in as it is
+/// after.
+async fn kept_up(
+    session: &Session,
+    sign_ins: &SignIns,
+    lifetimes: &Lifetimes,
+    now: i64,
+    sid: &str,
+    live: LiveSignIn,
+) -> Result<LiveSignIn> {
+    let every = (lifetimes.idle_of(live.shared()) / 4).clamp(0, 60);
+    let last: i64 = session
+        .get(TOUCHED_KEY)
+        .await
+        .map_err(unavailable)?
+        .unwrap_or(0);
+    let mut live = live;
+    if now - last >= every {
+        session
+            .insert(TOUCHED_KEY, now)
+            .await
+            .map_err(unavailable)?;
+        // Just found live; ended since, it stays ended and the next request says so.
+        if let Some(touched) = sign_ins.touch(sid).await? {
+            live = touched;
+        }
+    }
+    if let Some(open_until) = live.open_until
+        && open_until - now < lifetimes.shared_close / 2
+        && sign_ins.heartbeat(sid).await?
+    {
+        live.open_until = Some(now + lifetimes.shared_close);
+    }
+    Ok(live)
 }
 
 async fn client_of<S>(parts: &mut Parts, state: &S) -> ClientInfo
@@ -215,33 +290,6 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|id| !id.is_empty())
 }
 
-/// Activity keeps a browser sign-in alive. Idle expiry counts only writes, so the session (and
-/// the sign-in's idle deadline) is written at most once a minute (more often only for idle
-/// timeouts shorter than four minutes), not on every page view.
-async fn touch(
-    session: &Session,
-    sign_ins: &SignIns,
-    idle: i64,
-    now: i64,
-    sid: &str,
-) -> Result<()> {
-    let every = (idle / 4).clamp(0, 60);
-    let last: i64 = session
-        .get(TOUCHED_KEY)
-        .await
-        .map_err(unavailable)?
-        .unwrap_or(0);
-    if now - last >= every {
-        session
-            .insert(TOUCHED_KEY, now)
-            .await
-            .map_err(unavailable)?;
-        // Just found live; ended since, it stays ended and the next request says so.
-        sign_ins.touch(sid).await?;
-    }
-    Ok(())
-}
-
 impl<S> FromRequestParts<S> for CurrentUser
 where
     S: Send + Sync,
@@ -256,7 +304,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         match resolve(parts, state, true).await {
-            Ok(Resolved::SignedIn(user)) => Ok(user),
+            Ok(Resolved::SignedIn(user)) => Ok(*user),
             Ok(Resolved::Anonymous { ended }) => Err(login_required(parts, ended.as_deref()).await),
             Err(err) => Err(err.into_response()),
         }
@@ -277,7 +325,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         match resolve(parts, state, false).await {
-            Ok(Resolved::SignedIn(user)) => Ok(Self(Some(user))),
+            Ok(Resolved::SignedIn(user)) => Ok(Self(Some(*user))),
             Ok(Resolved::Anonymous { .. }) => Ok(Self(None)),
             Err(err) => Err(err.into_response()),
         }
@@ -316,6 +364,8 @@ pub struct BearerUser {
     pub user_id: String,
     pub sid: String,
     pub jti: String,
+    /// When the learner last entered their password for this sign-in.
+    pub auth_time: i64,
 }
 
 impl<S> FromRequestParts<S> for BearerUser
@@ -339,6 +389,7 @@ where
             user_id: claims.sub,
             sid: claims.sid,
             jti: claims.jti,
+            auth_time: claims.auth_time,
         })
     }
 }

@@ -44,18 +44,26 @@ async fn split(request: Request) -> Result<(Parts, axum::body::Bytes), Response>
 /// For the learner's routes: no sign-in, no entry (the login page, saying why, for pages and
 /// actions alike); a state change must carry the session's token.
 pub async fn learners_only(current: CurrentUser, request: Request, next: Next) -> Response {
-    if is_safe(request.method()) {
-        return next.run(request).await;
-    }
-    let (parts, bytes) = match split(request).await {
-        Ok(split) => split,
-        Err(response) => return response,
+    let mut response = if is_safe(request.method()) {
+        next.run(request).await
+    } else {
+        let (parts, bytes) = match split(request).await {
+            Ok(split) => split,
+            Err(response) => return response,
+        };
+        if !matches(&current.csrf, presented(&parts.headers, &bytes).as_deref()) {
+            return refused();
+        }
+        next.run(Request::from_parts(parts, Body::from(bytes)))
+            .await
     };
-    if !matches(&current.csrf, presented(&parts.headers, &bytes).as_deref()) {
-        return refused();
+    // Where the sign-in's idle deadline stands after this request, for the page's warning.
+    let clock = &current.clock;
+    let said = format!("{}; now={}", clock.idle_until, clock.now);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&said) {
+        response.headers_mut().insert("x-lectern-idle-until", value);
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    response
 }
 
 /// For the sign-in and sign-up forms: a signed-in learner's session token, or a visitor's

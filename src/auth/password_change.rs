@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     AuthSession, CurrentUser,
-    establish::Establish,
+    establish::{Establish, Way},
     passwords::Passwords,
     rate_limit::RateLimits,
     records::EndReason,
@@ -127,9 +127,14 @@ impl PasswordChange {
             ..current.user.clone()
         };
         let previous = Some((current, EndReason::PasswordChanged));
+        let way = Way {
+            client,
+            shared: current.shared,
+            txn: &txn,
+        };
         let jar = self
             .establish
-            .browser(auth, previous, &user, client, jar, &txn)
+            .browser(auth, previous, &user, way, jar)
             .await?;
         telemetry::signed_out("others", EndReason::PasswordChanged.as_str());
         Ok(Changed::Yes(jar))

@@ -11,6 +11,7 @@ use axum::{
     http::header,
 };
 use axum_extra::extract::cookie::{CookieJar, SignedCookieJar};
+use secrecy::SecretString;
 
 use super::{
     AUTH_DATA_KEY, CSRF_KEY, Keys,
@@ -39,6 +40,11 @@ pub struct Presented {
     pub allowed: bool,
     /// The session store could not be read, so nothing can be confirmed.
     pub unreadable: Option<AppError>,
+    /// The session's CSRF token, for a form asking for the password again.
+    pub csrf: Option<String>,
+    /// The password, when the form carries it (what reaches beyond this browser needs it
+    /// entered recently, see [`super::recent`]).
+    pub current_password: Option<SecretString>,
 }
 
 impl<S> FromRequest<S> for Presented
@@ -84,8 +90,9 @@ where
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
         };
-        let allowed = match read(CSRF_KEY) {
-            Some(expected) => csrf::matches(&expected, csrf::presented(headers, &body).as_deref()),
+        let token = read(CSRF_KEY);
+        let allowed = match &token {
+            Some(expected) => csrf::matches(expected, csrf::presented(headers, &body).as_deref()),
             None => csrf::same_origin(headers),
         };
         let signed_in = session
@@ -116,6 +123,9 @@ where
                 .is_some_and(|v| v.as_bytes() == b"true"),
             allowed,
             unreadable,
+            csrf: token,
+            current_password: form_field(headers, &body, "current_password")
+                .map(SecretString::from),
         })
     }
 }

@@ -11,6 +11,7 @@ mod grouped_ends;
 use sqlx::{Arguments, any::AnyArguments};
 
 use super::refresh_tokens::{self, PlainToken};
+use crate::store::Lapse;
 use crate::{
     audit::{self, Event, Txn},
     clock::Moment,
@@ -35,6 +36,8 @@ pub struct SignIn {
     pub revoked_reason: Option<String>,
     /// When it was last active (recorded at most once a minute); `None` before the first time.
     pub last_seen_at: Option<i64>,
+    /// 1 when made on a shared or public computer.
+    pub shared: i64,
 }
 
 impl SignIn {
@@ -49,6 +52,11 @@ impl SignIn {
 
     pub fn last_active(&self) -> Moment {
         Moment(self.last_active_at())
+    }
+
+    /// Whether it was made on a shared or public computer.
+    pub fn is_shared(&self) -> bool {
+        self.shared != 0
     }
 
     /// Device and browser in words.
@@ -79,10 +87,16 @@ pub enum EndReason {
     Expired,
     /// The learner changed their password.
     PasswordChanged,
+    /// A shared computer's browser was closed (no open page for a while).
+    Closed,
+    /// The identity provider Lectern trusts signed the learner out.
+    Provider,
+    /// The account was deleted.
+    AccountDeleted,
 }
 
 impl EndReason {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 10] = [
         Self::SignedOut,
         Self::RefreshReuse,
         Self::Replaced,
@@ -90,6 +104,9 @@ impl EndReason {
         Self::Idle,
         Self::Expired,
         Self::PasswordChanged,
+        Self::Closed,
+        Self::Provider,
+        Self::AccountDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +118,9 @@ impl EndReason {
             Self::Idle => "idle",
             Self::Expired => "expired",
             Self::PasswordChanged => "password_changed",
+            Self::Closed => "closed",
+            Self::Provider => "provider",
+            Self::AccountDeleted => "account_deleted",
         }
     }
 
@@ -116,7 +136,9 @@ impl EndReason {
             Self::Idle => "idle",
             Self::Expired => "expired",
             Self::PasswordChanged => "password_changed",
-            Self::SignedOut | Self::Replaced | Self::Revoked => "revoked",
+            Self::Closed => "closed",
+            Self::Provider => "provider",
+            Self::SignedOut | Self::Replaced | Self::Revoked | Self::AccountDeleted => "revoked",
         }
     }
 
@@ -128,6 +150,19 @@ impl EndReason {
             Self::Idle => Event::Idle,
             Self::Expired => Event::Expired,
             Self::PasswordChanged => Event::PasswordChanged,
+            Self::Closed => Event::Closed,
+            Self::Provider => Event::Provider,
+            Self::AccountDeleted => Event::AccountDeleted,
+        }
+    }
+}
+
+impl From<Lapse> for EndReason {
+    fn from(lapse: Lapse) -> Self {
+        match lapse {
+            Lapse::Closed => Self::Closed,
+            Lapse::Idle => Self::Idle,
+            Lapse::Expired => Self::Expired,
         }
     }
 }
@@ -138,11 +173,19 @@ pub struct NewSignIn<'a> {
     pub sid: &'a str,
     /// The action it is part of (a registration, a password change, a sign-in).
     pub txn: &'a Txn,
+    /// Made on a shared or public computer: it gets no refresh token (no long-lived credential).
+    pub shared: bool,
     pub user_id: &'a str,
     pub password_hash: &'a str,
     pub created_at: i64,
     pub expires_at: i64,
     pub client: &'a ClientInfo,
+}
+
+/// A sign-in's row just written: its first refresh token, if it has one.
+#[derive(Debug)]
+pub struct Inserted {
+    pub refresh: Option<PlainToken>,
 }
 
 /// A row just marked ended, by this call.
@@ -175,19 +218,19 @@ macro_rules! select_sign_ins {
     ($rest:literal) => {
         concat!(
             "select id, user_id, created_at, expires_at, ip, user_agent, revoked_at, ",
-            "revoked_reason, last_seen_at from sign_ins ",
+            "revoked_reason, last_seen_at, shared from sign_ins ",
             $rest
         )
     };
 }
 
-/// The insert of a new sign-in's row (`$1`-`$7`: id, learner, created, expires, address, user
-/// agent, and the password hash it was checked against), which writes it only while that hash is
-/// the learner's current one.
+/// The insert of a new sign-in's row (`$1`-`$8`: id, learner, created, expires, address, user
+/// agent, the password hash it was checked against, and whether it is a shared computer's), which
+/// writes it only while that hash is the learner's current one.
 macro_rules! insert_sign_in {
     () => {
-        "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent)
-         select $1, $2, $3, $4, $5, $6
+        "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent, shared)
+         select $1, $2, $3, $4, $5, $6, $8
          where exists (select 1 from users where id = $2 and password_hash = $7)"
     };
 }
@@ -210,11 +253,11 @@ impl SignInRecords {
         }
     }
 
-    /// Writes a new sign-in's row, its first refresh token and its audit event, all or nothing:
-    /// on PostgreSQL one statement (one round trip, one commit), on SQLite a transaction of three
-    /// steps. `None`, and nothing written, when the password it was checked against is no longer
-    /// the learner's.
-    pub async fn insert(&self, new: &NewSignIn<'_>) -> Result<Option<PlainToken>> {
+    /// Writes a new sign-in's row, its first refresh token (when it has one) and its audit
+    /// event, all or nothing: on PostgreSQL one statement (one round trip, one commit), on SQLite
+    /// a transaction of three steps. `None`, and nothing written, when the password it was checked
+    /// against is no longer the learner's.
+    pub async fn insert(&self, new: &NewSignIn<'_>) -> Result<Option<Inserted>> {
         let record = audit::Record {
             event: Event::SignIn,
             user_id: Some(new.user_id),
@@ -231,7 +274,8 @@ impl SignInRecords {
             row.add(new.expires_at)?;
             row.add(new.client.ip.as_str())?;
             row.add(new.client.user_agent.as_str())?;
-            row.add(new.password_hash)
+            row.add(new.password_hash)?;
+            row.add(i64::from(new.shared))
         })();
         bound.map_err(unbound)?;
         if self.grouped.is_some() {
@@ -241,7 +285,8 @@ impl SignInRecords {
                 all.add(refresh.hash().as_str())?;
                 all.add(audit::new_id())?;
                 all.add(record.event.as_str())?;
-                all.add(new.txn.as_str())
+                all.add(new.txn.as_str())?;
+                all.add(i64::from(!new.shared))
             })();
             bound.map_err(unbound)?;
             let inserted: i64 = sqlx::query_scalar_with(
@@ -251,20 +296,22 @@ impl SignInRecords {
                     " returning id),
                      refreshed as (
                        insert into refresh_tokens (token_hash, sign_in_id, issued_at)
-                       select $8, id, $3 from inserted),
+                       select $9, id, $3 from inserted where $13 = 1),
                      audited as (
                        insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
-                       select $9, $10, $2, id, $3, $5, $6, $11 from inserted)
+                       select $10, $11, $2, id, $3, $5, $6, $12 from inserted)
                      select count(*) from inserted"
                 ),
                 all,
             )
             .fetch_one(&self.db)
             .await?;
-            if inserted == 1 {
-                audit::logged(&record);
+            if inserted != 1 {
+                return Ok(None);
             }
-            return Ok((inserted == 1).then_some(refresh));
+            audit::logged(&record);
+            let refresh = (!new.shared).then_some(refresh);
+            return Ok(Some(Inserted { refresh }));
         }
         let mut tx = self.db.begin().await?;
         let inserted = sqlx::query_with(insert_sign_in!(), row)
@@ -274,10 +321,13 @@ impl SignInRecords {
         if inserted != 1 {
             return Ok(None);
         }
-        let refresh = refresh_tokens::insert(&mut *tx, new.sid, new.created_at).await?;
+        let refresh = match new.shared {
+            false => Some(refresh_tokens::insert(&mut *tx, new.sid, new.created_at).await?),
+            true => None,
+        };
         audit::record(&mut *tx, record).await?;
         tx.commit().await?;
-        Ok(Some(refresh))
+        Ok(Some(Inserted { refresh }))
     }
 
     /// Marks `sid`'s row ended for `reason` at `at`, unless it already is, and writes the audit
@@ -373,7 +423,11 @@ impl SignInRecords {
     pub async fn ended_since(&self, since: i64, now: i64) -> Result<Vec<Ending>> {
         Ok(sqlx::query_as(
             "select id, expires_at, revoked_at from sign_ins
-             where revoked_at >= $1 and expires_at > $2 order by revoked_at",
+             where revoked_at >= $1 and expires_at > $2
+             union all
+             select sign_in_id, expires_at, revoked_at from forgotten_endings
+             where revoked_at >= $1 and expires_at > $2
+             order by revoked_at",
         )
         .bind(since)
         .bind(now)

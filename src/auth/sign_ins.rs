@@ -27,6 +27,15 @@ pub struct Lifetimes {
     pub idle: i64,
     pub absolute: i64,
     pub refresh_grace: i64,
+    /// The idle timeout and lifetime of a sign-in on a shared or public computer.
+    pub shared_idle: i64,
+    pub shared_absolute: i64,
+    /// How long a shared computer's sign-in lives without a heartbeat from an open page.
+    pub shared_close: i64,
+    /// How long before the idle timeout a page warns.
+    pub idle_warning: i64,
+    /// How recently the password must have been entered for what needs it.
+    pub reauth_window: i64,
 }
 
 impl Lifetimes {
@@ -36,7 +45,17 @@ impl Lifetimes {
             idle: clock::secs(settings.session_idle),
             absolute: clock::secs(settings.session_absolute),
             refresh_grace: clock::secs(settings.refresh_grace),
+            shared_idle: clock::secs(settings.shared_idle),
+            shared_absolute: clock::secs(settings.shared_absolute),
+            shared_close: clock::secs(settings.shared_close),
+            idle_warning: clock::secs(settings.idle_warning),
+            reauth_window: clock::secs(settings.reauth_window),
         }
+    }
+
+    /// The idle timeout of a sign-in, shared computer or not.
+    pub fn idle_of(&self, shared: bool) -> i64 {
+        if shared { self.shared_idle } else { self.idle }
     }
 }
 
@@ -83,12 +102,13 @@ impl<'a> Kind<'a> {
     }
 }
 
-/// A sign-in just started: its id and the first refresh token of its family.
+/// A sign-in just started: its id and the first refresh token of its family (none on a shared or
+/// public computer, which gets no long-lived credential).
 #[derive(Debug)]
 pub struct Started {
     pub sid: String,
     pub expires_at: i64,
-    pub refresh: PlainToken,
+    pub refresh: Option<PlainToken>,
 }
 
 /// An access token just issued, as the API returns it.
@@ -168,28 +188,38 @@ impl SignIns {
         user: &User,
         client: &ClientInfo,
         kind: Kind<'_>,
+        shared: bool,
         txn: &Txn,
     ) -> Result<Started> {
         let parts = &self.0;
+        let lifetimes = &parts.lifetimes;
         let sid = match kind {
             Kind::Browser { session } => browser_sign_in_id(session),
             Kind::Api { .. } => crate::crypto::random_token(16),
         };
         tracing::Span::current().record("sign_in.id", sid.as_str());
         let now = parts.clock.now();
-        let expires_at = now + parts.lifetimes.absolute;
+        let absolute = if shared {
+            lifetimes.shared_absolute
+        } else {
+            lifetimes.absolute
+        };
+        let expires_at = now + absolute;
         let live = LiveSignIn {
             user_id: user.id.clone(),
             expires_at,
             // Idle applies to the whole sign-in, whatever started it: a browser's activity or an
             // API client's refreshes keep it going.
-            idle_until: now + parts.lifetimes.idle,
+            idle_until: now + lifetimes.idle_of(shared),
             session: kind.session().map(str::to_owned),
+            open_until: shared.then_some(now + lifetimes.shared_close),
+            auth_at: now,
         };
         parts.store.mark_live(&sid, &live).await?;
         let new = NewSignIn {
             sid: &sid,
             txn,
+            shared,
             user_id: &user.id,
             password_hash: &user.password_hash,
             created_at: now,
@@ -197,7 +227,7 @@ impl SignIns {
             client,
         };
         let refresh = match parts.records.insert(&new).await {
-            Ok(Some(refresh)) => refresh,
+            Ok(Some(inserted)) => inserted.refresh,
             // The password changed since it was checked.
             Ok(None) => {
                 let _ = parts.store.end(&sid).await;
@@ -229,13 +259,17 @@ impl SignIns {
     }
 
     /// Issues an access token under `sid` and records its `jti`, so ending the sign-in revokes
-    /// it without the client having to present it.
-    pub async fn issue_access_token(&self, user_id: &str, sid: &str) -> Result<Issued> {
+    /// it without the client having to present it. `auth_time` is when the learner last entered
+    /// their password for this sign-in.
+    pub async fn issue_access_token(
+        &self,
+        user_id: &str,
+        sid: &str,
+        auth_time: i64,
+    ) -> Result<Issued> {
         let parts = &self.0;
-        let (token, claims) =
-            parts
-                .tokens
-                .issue(user_id, sid, parts.clock.now(), parts.lifetimes.access_ttl)?;
+        let (now, ttl) = (parts.clock.now(), parts.lifetimes.access_ttl);
+        let (token, claims) = parts.tokens.issue(user_id, sid, now, ttl, auth_time)?;
         parts
             .store
             .record_access_token(sid, &claims.jti, claims.accepted_until())
@@ -291,13 +325,25 @@ impl SignIns {
         let reason = match self.0.records.find(sid).await? {
             Some(row) => match row.end_reason() {
                 Some(reason) => reason,
-                None if row.expires_at <= now => EndReason::Expired,
-                // Not ended by anyone and not past its lifetime: its idle time ran out.
-                None => EndReason::Idle,
+                // Nobody ended it: one of its deadlines ran out. Which one, the store may still
+                // say (a shared computer's is kept a little past its deadline).
+                None => match self.0.store.lapsed(sid).await? {
+                    Some(lapsed) => EndReason::from(lapsed.lapse()),
+                    None if row.expires_at <= now => EndReason::Expired,
+                    None => EndReason::Idle,
+                },
             },
             None => EndReason::Expired,
         };
         Ok(Liveness::Ended(reason))
+    }
+
+    /// A sign-in as the store holds it, if it is live.
+    pub async fn live_sign_in(&self, sid: &str) -> Result<Option<LiveSignIn>> {
+        if self.0.ledger.is_ended(sid) {
+            return Ok(None);
+        }
+        self.0.store.live(sid).await
     }
 
     /// The learner whose sign-in this is, if it is live.
@@ -310,16 +356,42 @@ impl SignIns {
 
     /// Keeps a sign-in alive for another idle period and records when it was last active. The
     /// callers do this at most once a minute per sign-in (a page view) or once per refresh, never
-    /// on every request. Whether the sign-in was live (and so touched).
-    pub async fn touch(&self, sid: &str) -> Result<bool> {
+    /// on every request. The sign-in as it is now, if it was live (and so touched).
+    pub async fn touch(&self, sid: &str) -> Result<Option<LiveSignIn>> {
         let parts = &self.0;
+        let lifetimes = &parts.lifetimes;
         let now = parts.clock.now();
-        if parts.ledger.is_ended(sid) || !parts.store.touch(sid, now + parts.lifetimes.idle).await?
-        {
+        if parts.ledger.is_ended(sid) {
+            return Ok(None);
+        }
+        let (idle, shared_idle) = (now + lifetimes.idle, now + lifetimes.shared_idle);
+        let Some(live) = parts.store.touch(sid, idle, shared_idle).await? else {
+            return Ok(None);
+        };
+        parts.records.seen(sid, now).await?;
+        Ok(Some(live))
+    }
+
+    /// An open page of a shared computer's sign-in says it is still open (another sign-in has
+    /// nothing to keep open). Whether it is live. Not activity: an open tab alone keeps nobody
+    /// signed in past the idle timeout.
+    pub async fn heartbeat(&self, sid: &str) -> Result<bool> {
+        let parts = &self.0;
+        let open_until = parts.clock.now() + parts.lifetimes.shared_close;
+        if parts.ledger.is_ended(sid) {
             return Ok(false);
         }
-        parts.records.seen(sid, now).await?;
-        Ok(true)
+        if parts.store.heartbeat(sid, open_until).await? {
+            return Ok(true);
+        }
+        Ok(parts.store.live(sid).await?.is_some())
+    }
+
+    /// The learner entered their password again for this sign-in, now. Whether it was live.
+    pub async fn reauthenticated(&self, sid: &str) -> Result<bool> {
+        let parts = &self.0;
+        let now = parts.clock.now();
+        Ok(!parts.ledger.is_ended(sid) && parts.store.reauthenticated(sid, now).await?)
     }
 
     /// The sign-in a refresh token belongs to, with its state, if the token exists.
@@ -393,10 +465,12 @@ impl SignIns {
         }
         // A refresh is activity: the sign-in idles from here (harmless if the rotation fails). A
         // sign-in that is not live is refused, found out in that same round trip.
-        if !self.touch(&sid).await? {
+        let Some(live) = self.touch(&sid).await? else {
             return Ok(Refresh::Refused);
-        }
-        let issued = self.issue_access_token(&presented.user_id, &sid).await?;
+        };
+        let issued = self
+            .issue_access_token(&presented.user_id, &sid, live.auth_at)
+            .await?;
         let next = match presented.used_at {
             // Within grace: a sibling successor; the used token stays used.
             Some(_) => refresh_tokens::insert(&parts.db, &sid, now).await?,

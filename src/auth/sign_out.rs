@@ -47,7 +47,7 @@ use super::{
     ledger::Ledger,
     records::{EndReason, SignIn, SignInRecords},
     refresh_tokens::PlainToken,
-    sign_ins::{Liveness, SignIns, browser_sign_in_id, is_sign_in_id},
+    sign_ins::{Lifetimes, Liveness, SignIns, browser_sign_in_id, is_sign_in_id},
 };
 use crate::{
     audit::Txn,
@@ -212,9 +212,9 @@ struct Parts {
     sign_ins: SignIns,
     ledger: Ledger,
     clock: Clock,
-    /// How long a browser may still send the cookie of a session ended by the system, so its
-    /// login page can say why: the idle timeout.
-    explained_for: i64,
+    /// The idle timeout (how long a browser may still send the cookie of a session ended by the
+    /// system, so its login page can say why) and the recent-authentication window.
+    lifetimes: Lifetimes,
 }
 
 /// How one ending goes: the browser session the caller's session layer deletes itself, the
@@ -237,7 +237,7 @@ impl SignOut {
         sign_ins: SignIns,
         ledger: Ledger,
         clock: Clock,
-        explained_for: i64,
+        lifetimes: Lifetimes,
     ) -> Self {
         Self(Arc::new(Parts {
             records,
@@ -246,7 +246,7 @@ impl SignOut {
             sign_ins,
             ledger,
             clock,
-            explained_for,
+            lifetimes,
         }))
     }
 
@@ -297,6 +297,7 @@ impl SignOut {
             targets.add_sid(&claims.sid);
             if wider && parts.sign_ins.live_user(&claims.sid).await?.as_deref() == Some(&claims.sub)
             {
+                self.recently_authenticated(claims.auth_time)?;
                 user = Some(claims.sub.clone());
             }
         }
@@ -312,7 +313,11 @@ impl SignOut {
             Ok(Some(found)) => {
                 targets.add_sid(&found.sign_in_id);
                 if wider && user.is_none() && found.revoked_at.is_none() {
-                    user = parts.sign_ins.live_user(&found.sign_in_id).await?;
+                    let live = parts.sign_ins.live_sign_in(&found.sign_in_id).await?;
+                    if let Some(live) = live {
+                        self.recently_authenticated(live.auth_at)?;
+                        user = Some(live.user_id);
+                    }
                 }
                 None
             }
@@ -329,6 +334,15 @@ impl SignOut {
             return Err(error);
         }
         Ok(scope)
+    }
+
+    /// Reaching beyond what is presented needs the password entered recently (RFC 9470).
+    fn recently_authenticated(&self, auth_at: i64) -> Result<()> {
+        let window = self.0.lifetimes.reauth_window;
+        if self.0.clock.now() - auth_at <= window {
+            return Ok(());
+        }
+        Err(AppError::InsufficientAuthentication { max_age: window })
     }
 
     /// Ends what `targets` names, and for `others`/`global` the learner's other sign-ins.
@@ -564,6 +578,53 @@ impl SignOut {
         Ok(noted.unwrap_or_else(|| reason.login_reason().to_owned()))
     }
 
+    /// Shared computers' sign-ins whose browser was closed (no open page sent a heartbeat within
+    /// the close window), each ended for the deadline it ran out at (`closed`, or `idle` or
+    /// `expired` when that came first), whoever is looking. How many it ended.
+    pub async fn close_abandoned(&self) -> Result<usize> {
+        let parts = &self.0;
+        let now = parts.clock.now();
+        let mut ended = 0;
+        for sid in parts.store.closing(now, 256).await? {
+            let reason = match parts.store.lapsed(&sid).await? {
+                // A heartbeat moved it since it was listed.
+                Some(live) if live.live_at(now) => continue,
+                Some(lapsed) => EndReason::from(lapsed.lapse()),
+                // Ended already, or lapsed too long ago to say: it ends as closed.
+                None => EndReason::Closed,
+            };
+            let mut targets = Targets::default();
+            targets.add_sid(&sid);
+            let how = How {
+                own_session: None,
+                spare: &[],
+                reason,
+                client: &ClientInfo::system(),
+                txn: &Txn::new(),
+            };
+            self.end_all(targets, how).await?;
+            parts.store.closed(&sid).await?;
+            ended += 1;
+        }
+        Ok(ended)
+    }
+
+    /// Ends closed shared computers' sign-ins every `every`, on this runtime, for as long as it
+    /// runs.
+    pub fn spawn_closing(&self, every: Duration) {
+        let sign_out = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(err) = sign_out.close_abandoned().await {
+                    tracing::warn!(error = %err, "could not end the sign-ins of closed browsers");
+                }
+            }
+        });
+    }
+
     /// A refresh token presented again after its grace window: its sign-in ends.
     pub async fn reuse(&self, sid: &str, client: &ClientInfo) -> Result<()> {
         let mut targets = Targets::default();
@@ -709,7 +770,7 @@ impl SignOut {
             }
         };
         let now = parts.clock.now();
-        let explained_until = now + parts.explained_for;
+        let explained_until = now + parts.lifetimes.idle;
         // The store: sessions and sign-ins, each reaching more of the other.
         if let Some(own) = how.own_session {
             ended.add_session(own);

@@ -8,13 +8,13 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::{
-    accounts::{self, Email},
+    accounts,
     auth::{
         records::{EndReason, SignIn},
         sign_ins::{Liveness, is_sign_in_id},
     },
-    clock::{self, Clock},
-    config::{ServeArgs, Settings},
+    clock,
+    config::ServeArgs,
     state::AppState,
     web::ClientInfo,
 };
@@ -56,30 +56,6 @@ pub enum SessionsCommand {
         #[command(flatten)]
         settings: ServeArgs,
     },
-}
-
-/// The servers' stores. Without `REDIS_URL` sign-ins live in one server's memory, out of reach.
-async fn connect(args: &ServeArgs) -> anyhow::Result<AppState> {
-    if args.redis_url.is_none() {
-        bail!(
-            "REDIS_URL is not set: without Redis, sign-ins live in the memory of the one server process, out of this command's reach"
-        );
-    }
-    // These commands sign nothing (no cookie, no token), so they do not need the servers'
-    // secret; one is made up when it is not given.
-    let mut args = args.clone();
-    if args.secret.is_none() {
-        args.secret = Some(crate::crypto::random_token(48).into());
-    }
-    let settings = Settings::from_args(&args)?;
-    AppState::connect(settings, Clock::system()).await
-}
-
-async fn learner(state: &AppState, email: &str) -> anyhow::Result<accounts::User> {
-    let parsed = Email::parse(email).map_err(|m| anyhow::anyhow!("--user: {m}"))?;
-    accounts::find_by_email(&state.db, &parsed)
-        .await?
-        .with_context(|| format!("no account with email {}", parsed.as_str()))
 }
 
 async fn emails(state: &AppState) -> anyhow::Result<HashMap<String, String>> {
@@ -125,9 +101,9 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<()> {
             json,
             settings,
         } => {
-            let state = connect(&settings).await?;
+            let state = super::connect(&settings).await?;
             let only = match &user {
-                Some(email) => Some(learner(&state, email).await?),
+                Some(email) => Some(super::learner(&state, email, "--user").await?),
                 None => None,
             };
             let live = state
@@ -167,7 +143,7 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<()> {
         }
         SessionsCommand::Show { id, json, settings } => {
             typed_id(&id)?;
-            let state = connect(&settings).await?;
+            let state = super::connect(&settings).await?;
             let s = state
                 .sign_ins
                 .find(&id)
@@ -203,7 +179,7 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<()> {
             if let Some(id) = &id {
                 typed_id(id)?;
             }
-            let state = connect(&settings).await?;
+            let state = super::connect(&settings).await?;
             let operator = ClientInfo::operator();
             // Everything it reached: the sign-ins named, and every other sign-in held by a
             // browser session one of them held.
@@ -225,7 +201,7 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<()> {
                     (whom, state.sign_out.operator(id, &operator).await?)
                 }
                 (None, Some(email)) => {
-                    let learner = learner(&state, email).await?;
+                    let learner = super::learner(&state, email, "--user").await?;
                     let reached = state
                         .sign_out
                         .everywhere(&learner.id, EndReason::Revoked, &operator)

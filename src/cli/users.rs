@@ -6,12 +6,14 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{DbArgs, open};
+use super::{DbArgs, connect, learner, open};
 use crate::{
     accounts::{self, CreateError, DisplayName, Email, Password},
     auth::passwords::Passwords,
     clock::Clock,
+    config::ServeArgs,
     db,
+    web::ClientInfo,
 };
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +35,32 @@ pub enum UsersCommand {
         json: bool,
         #[command(flatten)]
         db: DbArgs,
+    },
+    /// Disable an account: every sign-in of it ends at once, on every instance, and it cannot
+    /// sign in until enabled again.
+    Disable {
+        email: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        email: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// Delete an account: every sign-in of it ends, and its data goes (its audit rows stay,
+    /// without anything that names the learner).
+    Delete {
+        email: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
     },
 }
 
@@ -104,6 +132,61 @@ pub async fn run(cmd: UsersCommand) -> anyhow::Result<()> {
                         crate::clock::format_time(u.created_at)
                     );
                 }
+            }
+            Ok(())
+        }
+        UsersCommand::Disable {
+            email,
+            json,
+            settings,
+        } => {
+            let state = connect(&settings).await?;
+            let user = learner(&state, &email, "EMAIL").await?;
+            let ended = state
+                .leaving
+                .disable(&user.id, &ClientInfo::operator())
+                .await?;
+            let count = ended.sids().len();
+            if json {
+                println!("{}", json!({"disabled": user.email, "ended": count}));
+            } else {
+                println!("disabled {} ({count} sign-ins ended)", user.email);
+            }
+            Ok(())
+        }
+        UsersCommand::Enable {
+            email,
+            json,
+            settings,
+        } => {
+            let state = connect(&settings).await?;
+            let user = learner(&state, &email, "EMAIL").await?;
+            state
+                .leaving
+                .enable(&user.id, &ClientInfo::operator())
+                .await?;
+            if json {
+                println!("{}", json!({"enabled": user.email}));
+            } else {
+                println!("enabled {}", user.email);
+            }
+            Ok(())
+        }
+        UsersCommand::Delete {
+            email,
+            json,
+            settings,
+        } => {
+            let state = connect(&settings).await?;
+            let user = learner(&state, &email, "EMAIL").await?;
+            state
+                .leaving
+                .delete(&user.id, &ClientInfo::operator())
+                .await?;
+            if json {
+                println!("{}", json!({"deleted": user.email}));
+            } else {
+                println!("deleted {} and everything that named them", user.email);
             }
             Ok(())
         }

@@ -16,12 +16,15 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use tower_sessions::Session;
 
+use super::confirm::{self, Ask};
 use crate::{
-    accounts::User,
+    accounts::{self, User},
     audit,
     auth::{
         AuthSession, CurrentUser, NOTICE_KEY,
+        leaving::DeletionErrors,
         password_change::{Changed, PasswordErrors},
+        recent::Gate,
         records::{EndReason, SignIn},
         sign_out::{Caller, clear_client_state},
     },
@@ -29,7 +32,7 @@ use crate::{
     layout::{Layout, Notice},
     state::AppState,
     store::session_records::unavailable,
-    web::{ClientInfo, PageForm, PagePath, SIGNED_OUT_HOME, redirect},
+    web::{ClientInfo, MaybeForm, PageForm, PagePath, SIGNED_OUT_HOME, redirect},
 };
 
 /// The learner's routes; `app` puts them behind `guards::learners_only`.
@@ -38,6 +41,8 @@ pub fn router() -> Router<AppState> {
         .route("/account", get(account))
         .route("/account/sessions/{id}/end", post(end_sign_in))
         .route("/account/password", post(change_password))
+        .route("/account/profile", post(rename))
+        .route("/account/delete", post(delete_account))
 }
 
 /// A sign-in as the page shows it.
@@ -56,6 +61,9 @@ struct AccountPage {
     rows: Vec<Row>,
     events: Vec<audit::Entry>,
     password_errors: PasswordErrors,
+    /// What the learner typed as a new display name, and why it was refused.
+    name_error: Option<(String, String)>,
+    deletion_errors: DeletionErrors,
     oob: bool,
 }
 
@@ -103,12 +111,16 @@ async fn page(
         rows,
         events,
         password_errors,
+        name_error: None,
+        deletion_errors: DeletionErrors::default(),
         oob: false,
     })
 }
 
 /// The notice a password change leaves for the account page it redirects to.
 const PASSWORD_CHANGED: &str = "password_changed";
+/// The notice a new display name leaves.
+const RENAMED: &str = "renamed";
 
 async fn account(
     State(state): State<AppState>,
@@ -124,10 +136,15 @@ async fn account(
             .await
             .map_err(unavailable)?;
     }
-    if notice.as_deref() == Some(PASSWORD_CHANGED) {
-        layout = layout.with_notice(Notice::success(
-            "Your password was changed. Every other sign-in was ended; this browser stays signed in.",
-        ));
+    let said = match notice.as_deref() {
+        Some(PASSWORD_CHANGED) => {
+            "Your password was changed. Every other sign-in was ended; this browser stays signed in."
+        }
+        Some(RENAMED) => "Your display name was changed.",
+        _ => "",
+    };
+    if !said.is_empty() {
+        layout = layout.with_notice(Notice::success(said));
     }
     page(&state, &current, layout, PasswordErrors::default()).await
 }
@@ -143,7 +160,24 @@ async fn end_sign_in(
     HxRequest(htmx): HxRequest,
     client: ClientInfo,
     PagePath(id): PagePath,
+    MaybeForm(form): MaybeForm<Confirmed>,
 ) -> Result<Response> {
+    if id != current.sid {
+        let gate = state
+            .reauth
+            .browser(&current.sid, form.current_password, &client);
+        if let Gate::Ask { error } = gate.await? {
+            let action = format!("/account/sessions/{id}/end");
+            let what = "sign out that device";
+            let ask = Ask {
+                action: &action,
+                fields: Vec::new(),
+                what,
+                error,
+            };
+            return Ok(confirm::ask(ask, current.layout(), htmx));
+        }
+    }
     let caller = Caller {
         sid: &current.sid,
         session: Some(&current.session_id),
@@ -173,6 +207,13 @@ async fn device_ended(state: &AppState, current: &CurrentUser, row: &SignIn) -> 
         notice: Notice::success(said),
     }
     .into_response())
+}
+
+/// What needs the password entered recently may carry it (see [`crate::auth::recent`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Confirmed {
+    current_password: Option<SecretString>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +248,76 @@ async fn change_password(
         }
         Changed::No(errors) => {
             let page = page(&state, &current, current.layout(), errors).await?;
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ProfileForm {
+    display_name: String,
+}
+
+/// A new display name: 303 back to the account page with a notice, or the page again (422) with
+/// the error beside the field.
+async fn rename(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    session: Session,
+    PageForm(form): PageForm<ProfileForm>,
+) -> Result<Response> {
+    let name = match accounts::DisplayName::parse(&form.display_name) {
+        Ok(name) => name,
+        Err(message) => {
+            let layout = current.layout();
+            let mut page = page(&state, &current, layout, PasswordErrors::default()).await?;
+            page.name_error = Some((form.display_name.trim().to_owned(), message));
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+        }
+    };
+    accounts::set_display_name(&state.db, &current.user.id, &name).await?;
+    state.users.forget(&current.user.id);
+    session
+        .insert(NOTICE_KEY, RENAMED)
+        .await
+        .map_err(unavailable)?;
+    Ok(Redirect::to("/account").into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteForm {
+    current_password: SecretString,
+    confirm: String,
+}
+
+/// Deletes the learner's account (see [`crate::auth::leaving`]): every sign-in ends, the data
+/// goes, and this browser lands on the home page saying so; or the page again (422) with the
+/// errors beside the fields, nothing deleted.
+async fn delete_account(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    auth: AuthSession,
+    HxRequest(htmx): HxRequest,
+    client: ClientInfo,
+    PageForm(form): PageForm<DeleteForm>,
+) -> Result<Response> {
+    let leaving = &state.leaving;
+    let (typed, confirm) = (form.current_password, form.confirm);
+    match leaving
+        .delete_own(&current.user, typed, Some(&confirm), &client)
+        .await?
+    {
+        Ok(()) => {
+            auth.session.flush().await.map_err(unavailable)?;
+            let home = redirect(htmx, "/?account_deleted=1");
+            Ok(clear_client_state(home, state.client_state()))
+        }
+        Err(errors) => {
+            let layout = current.layout();
+            let mut page = page(&state, &current, layout, PasswordErrors::default()).await?;
+            page.deletion_errors = errors;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
     }

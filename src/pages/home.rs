@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
 #[serde(default)]
 pub struct HomeQuery {
     signed_out: Option<String>,
+    account_deleted: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -39,9 +40,16 @@ async fn home(
     let learner = viewer.user.as_ref().map(|current| current.user.id.as_str());
     let courses = state.catalog.marked_for(learner).await?;
     let mut layout = viewer.layout;
-    if query.signed_out.is_some() && viewer.user.is_none() {
-        layout.notice = Some(Notice::success("You are signed out."));
-        layout.signed_out = true;
+    if viewer.user.is_none() {
+        let said = match (&query.account_deleted, &query.signed_out) {
+            (Some(_), _) => "Your account and everything it held were deleted. You are signed out.",
+            (None, Some(_)) => "You are signed out.",
+            (None, None) => "",
+        };
+        if !said.is_empty() {
+            layout.notice = Some(Notice::success(said));
+            layout.signed_out = true;
+        }
     }
     Ok(HomePage { layout, courses })
 }

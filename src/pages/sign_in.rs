@@ -18,12 +18,13 @@ use crate::{
     accounts::{self, CreateError, Registration, RegistrationErrors},
     audit::Txn,
     auth::{
-        AuthSession, CurrentUser, Viewer, auth_error, backend::Credentials, records::EndReason,
+        AuthSession, CurrentUser, Viewer, auth_error, backend::Credentials, establish::Way,
+        records::EndReason,
     },
     error::{AppError, Result},
     layout::{Layout, Notice},
     state::AppState,
-    web::{ClientInfo, PageForm, PageQuery, local_path},
+    web::{ClientInfo, PageForm, PageQuery, forms::checked, local_path},
 };
 
 /// The forms anyone may post; `app` puts them behind `guards::visitors_and_learners`.
@@ -46,6 +47,8 @@ pub struct RegisterForm {
     email: String,
     display_name: String,
     password: SecretString,
+    /// The "shared or public computer" checkbox.
+    shared: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -54,6 +57,7 @@ struct RegisterPage {
     layout: Layout,
     email: String,
     display_name: String,
+    shared: bool,
     errors: RegistrationErrors,
 }
 
@@ -65,6 +69,7 @@ async fn register_page(viewer: Viewer) -> Response {
         layout: viewer.layout,
         email: String::new(),
         display_name: String::new(),
+        shared: false,
         errors: RegistrationErrors::default(),
     }
     .into_response()
@@ -84,6 +89,7 @@ async fn register(
             layout: viewer.layout.clone(),
             email: form.email.trim().to_owned(),
             display_name: form.display_name.trim().to_owned(),
+            shared: checked(&form.shared),
             errors,
         };
         Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
@@ -100,10 +106,14 @@ async fn register(
         Err(CreateError::Other(err)) => return Err(err),
     };
     tracing::info!(user.id = %user.id, "account created");
-    let replaced = replacing(&viewer);
+    let way = Way {
+        client: &client,
+        shared: checked(&form.shared),
+        txn: &Txn::new(),
+    };
     let jar = state
         .establish
-        .browser(&mut auth, replaced, &user, &client, jar, &Txn::new())
+        .browser(&mut auth, replacing(&viewer), &user, way, jar)
         .await?;
     Ok((jar, Redirect::to("/dashboard")).into_response())
 }
@@ -123,6 +133,8 @@ pub struct LoginForm {
     email: String,
     password: SecretString,
     next: String,
+    /// The "shared or public computer" checkbox.
+    shared: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -131,6 +143,7 @@ struct LoginPage {
     layout: Layout,
     email: String,
     next: String,
+    shared: bool,
     error: Option<String>,
 }
 
@@ -152,6 +165,10 @@ fn reason_notice(reason: &str) -> Option<Notice> {
         "password_changed" => {
             "Your password was changed, so we signed you out. Please sign in with the new password."
         }
+        "closed" => {
+            "You were signed out because the browser was closed on a shared computer. Please sign in again."
+        }
+        "provider" => "Your organisation's sign-in service signed you out. Please sign in again.",
         _ => return None,
     };
     Some(Notice::info(text))
@@ -173,6 +190,7 @@ async fn login_page(viewer: Viewer, PageQuery(query): PageQuery<LoginQuery>) -> 
         layout,
         email: String::new(),
         next,
+        shared: false,
         error: None,
     }
     .into_response()
@@ -187,7 +205,8 @@ async fn login(
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response> {
     let next = safe_next(Some(&form.next));
-    let again = |err: AppError| form_again(&viewer, &form.email, &next, err);
+    let shared = checked(&form.shared);
+    let again = |err: AppError| form_again(&viewer, (&form.email, shared), &next, err);
     let creds = Credentials::new(&form.email, form.password.clone());
     let limits = &state.limits;
     let counted = match limits.per_ip("login", &client).await {
@@ -204,16 +223,14 @@ async fn login(
         return again(AppError::InvalidCredentials);
     };
     attempt.succeeded().await?;
+    let way = Way {
+        client: &client,
+        shared,
+        txn: &Txn::new(),
+    };
     let jar = state
         .establish
-        .browser(
-            &mut auth,
-            replacing(&viewer),
-            &user,
-            &client,
-            jar,
-            &Txn::new(),
-        )
+        .browser(&mut auth, replacing(&viewer), &user, way, jar)
         .await?;
     Ok((jar, Redirect::to(&next)).into_response())
 }
@@ -221,7 +238,12 @@ async fn login(
 /// The sign-in form again, with the email kept and why it was refused above it: a wrong email or
 /// password (401), or too many attempts (429, with the wait in words and `Retry-After`). Anything
 /// else is the error page.
-fn form_again(viewer: &Viewer, email: &str, next: &str, err: AppError) -> Result<Response> {
+fn form_again(
+    viewer: &Viewer,
+    (email, shared): (&str, bool),
+    next: &str,
+    err: AppError,
+) -> Result<Response> {
     let status = match &err {
         AppError::InvalidCredentials => StatusCode::UNAUTHORIZED,
         AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -231,6 +253,7 @@ fn form_again(viewer: &Viewer, email: &str, next: &str, err: AppError) -> Result
         layout: viewer.layout.clone(),
         email: email.trim().to_owned(),
         next: next.to_owned(),
+        shared,
         error: Some(err.to_string()),
     };
     let mut response = (status, page).into_response();

@@ -16,10 +16,12 @@ use axum::{
 use axum_htmx::HxRedirect;
 use serde::Deserialize;
 
+use super::confirm::{self, Ask};
 use crate::{
     auth::{
         csrf,
         presented::Presented,
+        recent::Gate,
         sign_out::{Scope, Targets, Unfinished, clear_client_state},
     },
     error::AppError,
@@ -57,6 +59,16 @@ async fn logout(
         request.session.iter().for_each(|id| owed.add_session(id));
         return unconfirmed(&state, htmx, Unfinished { error, owed });
     }
+    if let (Scope::Others | Scope::Global, Some(sid)) = (request.scope, &request.signed_in) {
+        let typed = presented.current_password;
+        match state.reauth.browser(sid, typed, &client).await {
+            Ok(Gate::Open) => {}
+            Ok(Gate::Ask { error }) => {
+                return ask_first(presented.csrf, request.scope, error, htmx);
+            }
+            Err(err) => return err.into_response(),
+        }
+    }
     match state.sign_out.browser(&request, &client).await {
         Ok(Scope::Others) => {
             let mut response = redirect(htmx, "/account");
@@ -68,6 +80,25 @@ async fn logout(
         Err(unfinished) if request.scope == Scope::Others => unfinished.error.into_response(),
         Err(unfinished) => unconfirmed(&state, htmx, unfinished),
     }
+}
+
+/// Signing out the others, or everywhere, needs the password entered recently: this asks for it,
+/// and sends the same sign-out again with it.
+fn ask_first(csrf: Option<String>, scope: Scope, error: Option<String>, htmx: bool) -> Response {
+    let what = match scope {
+        Scope::Global => "sign out everywhere",
+        _ => "sign out your other devices",
+    };
+    let ask = Ask {
+        action: "/logout",
+        fields: vec![("scope", scope.as_str().to_owned())],
+        what,
+        error,
+    };
+    let layout = Layout::visitor(csrf.unwrap_or_default());
+    let mut response = confirm::ask(ask, layout, htmx);
+    set_no_store(&mut response);
+    response
 }
 
 /// A sign-out the server could not confirm: 503 (htmx is sent to the page that says so), with the

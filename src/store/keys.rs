@@ -21,8 +21,9 @@ impl RedisKeys {
         format!("{}{{{sid}}}:{part}", self.prefix)
     }
 
-    /// `lectern:{<sid>}:live`: the sign-in is live (value `user|expires_at|idle_until|session`,
-    /// see `LiveSignIn::encode`; the end script reads its last field).
+    /// `lectern:{<sid>}:live`: the sign-in is live (value
+    /// `user|expires_at|idle_until|session|open_until|auth_at`, see `LiveSignIn::encode`; the
+    /// store's scripts read it field by field).
     pub fn live(&self, sid: &str) -> String {
         self.sign_in(sid, "live")
     }
@@ -54,6 +55,12 @@ impl RedisKeys {
     /// nothing can be attached to it any more).
     pub fn session_ended(&self, session_id: &str) -> String {
         format!("{}{{session:{session_id}}}:ended", self.prefix)
+    }
+
+    /// `lectern:{closing}`: the shared computers' sign-ins, each scored by the moment it ends
+    /// unless an open page sends a heartbeat, for the server to end those that ran out.
+    pub fn closing(&self) -> String {
+        format!("{}{{closing}}", self.prefix)
     }
 
     /// `lectern:{endings}`: the time of the newest sign-in ending Redis is known to hold (see

@@ -40,6 +40,8 @@ struct State {
     marks: HashMap<String, (String, i64)>,
     /// the time of the newest ending held (see `SignInStore::endings_held_until`)
     endings: Option<i64>,
+    /// shared computers' sign-ins -> when they end unless a page sends a heartbeat
+    closing: HashMap<String, i64>,
     writes: u64,
 }
 
@@ -67,6 +69,7 @@ impl MemoryStore {
         self.with(|s, now| {
             s.sweep(now);
             s.live.len()
+                + s.closing.len()
                 + s.jtis.len()
                 + s.revoked.len()
                 + s.session_sign_ins.len()
@@ -83,7 +86,7 @@ impl MemoryStore {
 
 impl State {
     fn sweep(&mut self, now: i64) {
-        self.live.retain(|_, s| s.live_at(now));
+        self.live.retain(|_, s| s.kept_until() > now);
         self.jtis.retain(|_, issued| {
             issued.retain(|(_, until)| *until > now);
             !issued.is_empty()
@@ -101,6 +104,17 @@ impl State {
         self.live.get(sid).filter(|s| s.live_at(now)).cloned()
     }
 
+    /// Changes a live sign-in (an ended or lapsed one stays so); it as it is now.
+    fn update(
+        &mut self,
+        sid: &str,
+        now: i64,
+        change: impl FnOnce(&mut LiveSignIn) -> bool,
+    ) -> Option<LiveSignIn> {
+        let live = self.live.get_mut(sid).filter(|live| live.live_at(now))?;
+        change(live).then(|| live.clone())
+    }
+
     fn mark(&self, name: &str, now: i64) -> Option<String> {
         self.marks
             .get(name)
@@ -116,18 +130,81 @@ impl SignInStore for MemoryStore {
     }
 
     async fn mark_live(&self, sid: &str, live: &LiveSignIn) -> Result<()> {
-        self.with(|s, _| s.live.insert(sid.to_owned(), live.clone()));
+        self.with(|s, _| {
+            if let Some(open_until) = live.open_until {
+                s.closing.insert(sid.to_owned(), open_until);
+            }
+            s.live.insert(sid.to_owned(), live.clone())
+        });
         Ok(())
     }
 
-    async fn touch(&self, sid: &str, idle_until: i64) -> Result<bool> {
+    async fn touch(
+        &self,
+        sid: &str,
+        idle_until: i64,
+        shared_idle_until: i64,
+    ) -> Result<Option<LiveSignIn>> {
+        Ok(self.with(|s, now| {
+            s.update(sid, now, |live| {
+                live.idle_until = if live.shared() {
+                    shared_idle_until
+                } else {
+                    idle_until
+                };
+                true
+            })
+        }))
+    }
+
+    async fn heartbeat(&self, sid: &str, open_until: i64) -> Result<bool> {
+        Ok(self.with(|s, now| {
+            let moved = s
+                .update(sid, now, |live| {
+                    live.open_until = live.open_until.map(|_| open_until);
+                    live.shared()
+                })
+                .is_some();
+            if moved {
+                s.closing.insert(sid.to_owned(), open_until);
+            }
+            moved
+        }))
+    }
+
+    async fn reauthenticated(&self, sid: &str, at: i64) -> Result<bool> {
+        Ok(self.with(|s, now| {
+            s.update(sid, now, |live| {
+                live.auth_at = at;
+                true
+            })
+            .is_some()
+        }))
+    }
+
+    async fn lapsed(&self, sid: &str) -> Result<Option<LiveSignIn>> {
         Ok(self.with(|s, now| {
             s.live
-                .get_mut(sid)
-                .filter(|live| live.live_at(now))
-                .map(|live| live.idle_until = idle_until)
-                .is_some()
+                .get(sid)
+                .filter(|live| live.kept_until() > now)
+                .cloned()
         }))
+    }
+
+    async fn closing(&self, now: i64, limit: usize) -> Result<Vec<String>> {
+        Ok(self.with(|s, _| {
+            s.closing
+                .iter()
+                .filter(|(_, open_until)| **open_until <= now)
+                .map(|(sid, _)| sid.clone())
+                .take(limit)
+                .collect()
+        }))
+    }
+
+    async fn closed(&self, sid: &str) -> Result<()> {
+        self.with(|s, _| s.closing.remove(sid));
+        Ok(())
     }
 
     async fn live(&self, sid: &str) -> Result<Option<LiveSignIn>> {
@@ -322,6 +399,8 @@ mod tests {
             expires_at: now + 10,
             idle_until: now + 10,
             session: Some("b".into()),
+            open_until: None,
+            auth_at: now,
         };
         store.mark_live("s", &live).await.unwrap();
         store.record_access_token("s", "j", now + 10).await.unwrap();

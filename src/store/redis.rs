@@ -14,14 +14,14 @@ use tower_sessions_redis_store::fred::{
     },
     prelude::{Builder, Client, Config, Pool},
     types::{
-        Expiration, ExpireOptions, FromValue, SetOptions, Value, cluster::ClusterRouting,
+        Expiration, ExpireOptions, FromValue, Value, cluster::ClusterRouting,
         config::ReconnectPolicy, scripts::Script,
     },
 };
 
 use super::{
-    ChangeMarks, ClusterHealth, ENDED_KEPT, Ended, LiveSignIn, RateCounters, SignInStore,
-    WINDOW_SECS, keys::RedisKeys,
+    ChangeMarks, ClusterHealth, ENDED_KEPT, Ended, LAPSE_KEPT, LiveSignIn, RateCounters,
+    SignInStore, WINDOW_SECS, keys::RedisKeys,
 };
 use crate::{
     clock::Clock,
@@ -132,10 +132,46 @@ static END: LazyLock<Script> = LazyLock::new(|| {
            redis.call('EXPIREAT', KEYS[2], last, 'GT')\n\
          end\n\
          redis.call('DEL', KEYS[1])\n\
-         local named = live and string.match(live, '^[^|]*|[^|]*|[^|]*|([^|]+)$')\n\
+         local named = live and string.match(live, '^[^|]*|[^|]*|[^|]*|([^|]+)|')\n\
          if not named or named == '-' then return {1, open, redis.call('GET', KEYS[4]) or ''} end\n\
          redis.call('SET', KEYS[4], named, 'EX', ARGV[2])\n\
          return {1, open, named}\n",
+    )
+});
+
+/// Changes one field of a live sign-in's value in one step, unless it is no longer live at `now`
+/// (an ended or lapsed sign-in stays so), and keeps it until its new deadline (a shared
+/// computer's a little longer, see `LiveSignIn::kept_until`). KEYS: its liveness. ARGV: now, what
+/// (`touch`: the idle deadline, ARGV[3] or for a shared computer's ARGV[4]; `heartbeat`: the open
+/// deadline of a shared computer's, ARGV[3]; `auth`: when the password was entered, ARGV[3]),
+/// and how long a shared computer's is kept past its deadline. Returns the new value, or nil.
+static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        "local v = redis.call('GET', KEYS[1])\n\
+         if not v then return false end\n\
+         local f = {}\n\
+         for p in string.gmatch(v .. '|', '([^|]*)|') do f[#f + 1] = p end\n\
+         if #f ~= 6 then return false end\n\
+         local shared = f[5] ~= '-'\n\
+         local function deadline()\n\
+           local d = math.min(tonumber(f[2]), tonumber(f[3]))\n\
+           if shared then d = math.min(d, tonumber(f[5])) end\n\
+           return d\n\
+         end\n\
+         if tonumber(ARGV[1]) >= deadline() then return false end\n\
+         if ARGV[2] == 'touch' then\n\
+           if shared then f[3] = ARGV[4] else f[3] = ARGV[3] end\n\
+         elseif ARGV[2] == 'heartbeat' then\n\
+           if not shared then return false end\n\
+           f[5] = ARGV[3]\n\
+         else\n\
+           f[6] = ARGV[3]\n\
+         end\n\
+         local kept = deadline()\n\
+         if shared then kept = kept + tonumber(ARGV[5]) end\n\
+         local value = table.concat(f, '|')\n\
+         redis.call('SET', KEYS[1], value, 'EXAT', kept, 'XX')\n\
+         return value\n",
     )
 });
 
@@ -229,6 +265,45 @@ impl RedisStore {
             .as_deref()
             .and_then(LiveSignIn::decode)
             .filter(|s| s.live_at(now))
+    }
+
+    /// Runs [`UPDATE`] on a sign-in's liveness: `what` with its values (see there).
+    async fn update(
+        &self,
+        sid: &str,
+        what: &str,
+        value: i64,
+        shared_value: i64,
+    ) -> Result<Option<LiveSignIn>> {
+        let keys = vec![self.keys.live(sid)];
+        let args = [
+            Value::from(self.clock.now()),
+            Value::from(what),
+            Value::from(value),
+            Value::from(shared_value),
+            Value::from(LAPSE_KEPT),
+        ];
+        let updated: Option<String> =
+            across_slot_moves(|| run_script(self.pool.next(), &UPDATE, &keys, &args)).await?;
+        Ok(updated.as_deref().and_then(LiveSignIn::decode))
+    }
+
+    /// Lists a shared computer's sign-in among those to end when its open deadline passes, and
+    /// keeps the list a while past the latest of them.
+    async fn list_closing(&self, sid: &str, open_until: i64) -> Result<()> {
+        let key = self.keys.closing();
+        let until = open_until + LAPSE_KEPT + ENDED_KEPT;
+        across_slot_moves(|| async {
+            let pipe = self.pool.next().pipeline();
+            pipe.zadd::<(), _, _>(&key, None, None, false, false, (open_until as f64, sid))
+                .await?;
+            pipe.expire_at::<(), _>(&key, until, Some(ExpireOptions::NX))
+                .await?;
+            pipe.expire_at::<(), _>(&key, until, Some(ExpireOptions::GT))
+                .await?;
+            pipe.all::<()>().await
+        })
+        .await
     }
 
     /// A browser session's record (stored by tower-sessions-redis-store under the bare id
@@ -377,33 +452,63 @@ impl SignInStore for RedisStore {
             self.pool.set::<(), _, _>(
                 self.keys.live(sid),
                 live.encode(),
-                Some(Expiration::EXAT(live.deadline())),
+                Some(Expiration::EXAT(live.kept_until())),
                 None,
                 false,
             )
         })
+        .await?;
+        match live.open_until {
+            Some(open_until) => self.list_closing(sid, open_until).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn touch(
+        &self,
+        sid: &str,
+        idle_until: i64,
+        shared_idle_until: i64,
+    ) -> Result<Option<LiveSignIn>> {
+        self.update(sid, "touch", idle_until, shared_idle_until)
+            .await
+    }
+
+    async fn heartbeat(&self, sid: &str, open_until: i64) -> Result<bool> {
+        if self
+            .update(sid, "heartbeat", open_until, 0)
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.list_closing(sid, open_until).await?;
+        Ok(true)
+    }
+
+    async fn reauthenticated(&self, sid: &str, at: i64) -> Result<bool> {
+        Ok(self.update(sid, "auth", at, 0).await?.is_some())
+    }
+
+    async fn lapsed(&self, sid: &str) -> Result<Option<LiveSignIn>> {
+        let key = self.keys.live(sid);
+        let value: Option<String> = across_slot_moves(|| self.pool.get(&key)).await?;
+        Ok(value.as_deref().and_then(LiveSignIn::decode))
+    }
+
+    async fn closing(&self, now: i64, limit: usize) -> Result<Vec<String>> {
+        let key = self.keys.closing();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        across_slot_moves(|| {
+            self.pool
+                .zrangebyscore(&key, "-inf", now as f64, false, Some((0, limit)))
+        })
         .await
     }
 
-    async fn touch(&self, sid: &str, idle_until: i64) -> Result<bool> {
-        let key = self.keys.live(sid);
-        let current: Option<String> = across_slot_moves(|| self.pool.get(&key)).await?;
-        let Some(mut live) = self.still_live(current) else {
-            return Ok(false);
-        };
-        live.idle_until = idle_until;
-        // XX: a sign-in ended between the read and this write stays ended.
-        across_slot_moves(|| {
-            self.pool.set::<(), _, _>(
-                &key,
-                live.encode(),
-                Some(Expiration::EXAT(live.deadline())),
-                Some(SetOptions::XX),
-                false,
-            )
-        })
-        .await?;
-        Ok(true)
+    async fn closed(&self, sid: &str) -> Result<()> {
+        let key = self.keys.closing();
+        across_slot_moves(|| self.pool.zrem::<(), _, _>(&key, sid)).await
     }
 
     async fn live(&self, sid: &str) -> Result<Option<LiveSignIn>> {

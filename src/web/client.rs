@@ -26,6 +26,14 @@ impl ClientInfo {
             user_agent: String::new(),
         }
     }
+
+    /// For work the server does by itself (ending sign-ins whose browser was closed).
+    pub fn system() -> Self {
+        Self {
+            ip: "server".to_owned(),
+            user_agent: String::new(),
+        }
+    }
 }
 
 impl<S> FromRequestParts<S> for ClientInfo

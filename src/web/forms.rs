@@ -33,6 +33,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for PageForm<T> {
     }
 }
 
+/// A form body read into `T` when the request has one; a request without a form body (an htmx
+/// button that sends only its CSRF header) reads as `T::default()`.
+pub struct MaybeForm<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for MaybeForm<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        if !is_form(req.headers()) {
+            return Ok(Self(T::default()));
+        }
+        PageForm::<T>::from_request(req, state)
+            .await
+            .map(|PageForm(value)| Self(value))
+    }
+}
+
 /// A page's query string read into `T`: a field given twice (`?next=/a&next=/b`, a link copied
 /// twice) takes its first value, as browsers and most servers read it; anything else that does
 /// not fit is an error page.
@@ -71,6 +88,11 @@ impl<S: Send + Sync> FromRequestParts<S> for PagePath {
             .map(|axum::extract::Path(value)| Self(value))
             .map_err(|_| AppError::NotFound)
     }
+}
+
+/// Whether a checkbox's value says yes (`on`, as browsers send it, or `1` or `true`).
+pub fn checked(value: &str) -> bool {
+    matches!(value.trim(), "on" | "1" | "true")
 }
 
 /// Reads at most `limit` bytes of a body and stops there: a larger or broken body yields what

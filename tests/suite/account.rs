@@ -447,7 +447,7 @@ async fn signing_out_everywhere_reaches_every_sign_in_however_many() {
         let issued = app
             .state
             .sign_ins
-            .issue_access_token(&user.id, &started.sid)
+            .issue_access_token(&user.id, &started.sid, app.clock.now())
             .await
             .unwrap();
         tokens.push(issued.token);

@@ -421,6 +421,7 @@ impl TestApp {
                 user,
                 &client,
                 lectern::auth::sign_ins::Kind::Api { beside: None },
+                false,
                 &lectern::audit::Txn::new(),
             )
             .await

@@ -154,7 +154,7 @@ fn a_retry_note_opens_only_as_it_was_sealed() {
 fn an_access_token_verifies_only_unaltered() {
     let tokens = AccessTokens::new(&[7; 32]);
     let now = 1_900_000_000;
-    let (token, claims) = tokens.issue("user-1", "sid-1", now, 300).unwrap();
+    let (token, claims) = tokens.issue("user-1", "sid-1", now, 300, now).unwrap();
     runner(4096)
         .run(&nasty_text(), |junk| {
             check(tokens.verify(&junk, now).is_none(), "junk verified")

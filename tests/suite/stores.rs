@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 use lectern::{
     clock::Clock,
     store::{
-        ENDED_KEPT, LiveSignIn, RateCounters, SignInStore, memory::MemoryStore, redis::RedisStore,
+        ENDED_KEPT, Lapse, LiveSignIn, RateCounters, SignInStore, memory::MemoryStore,
+        redis::RedisStore,
     },
 };
 
@@ -70,6 +71,16 @@ fn browser(now: i64) -> LiveSignIn {
         expires_at: now + 3600,
         idle_until: now + 60,
         session: Some("browser-session".into()),
+        open_until: None,
+        auth_at: now,
+    }
+}
+
+/// A shared computer's browser sign-in: it also ends 30 s after its last heartbeat.
+fn shared(now: i64) -> LiveSignIn {
+    LiveSignIn {
+        open_until: Some(now + 30),
+        ..browser(now)
     }
 }
 
@@ -98,11 +109,8 @@ async fn touching_moves_the_idle_deadline_but_never_past_the_absolute_one() {
         let sid = sid();
         s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
         s.clock.advance(Duration::from_secs(50));
-        assert!(
-            s.sign_ins.touch(&sid, now + 110).await.unwrap(),
-            "{}",
-            s.name
-        );
+        let touched = s.sign_ins.touch(&sid, now + 110, now + 90).await.unwrap();
+        assert_eq!(touched.map(|t| t.idle_until), Some(now + 110), "{}", s.name);
         s.clock.advance(Duration::from_secs(50));
         let standing = s.sign_ins.live(&sid).await.unwrap();
         assert_eq!(
@@ -111,9 +119,85 @@ async fn touching_moves_the_idle_deadline_but_never_past_the_absolute_one() {
             "{}",
             s.name
         );
-        s.sign_ins.touch(&sid, now + 99_999).await.unwrap();
+        s.sign_ins
+            .touch(&sid, now + 99_999, now + 99_999)
+            .await
+            .unwrap();
         s.clock.advance(Duration::from_secs(3500));
         assert_eq!(s.sign_ins.live(&sid).await.unwrap(), None, "{}", s.name);
+    }
+}
+
+/// A shared computer's sign-in: activity moves its own (shorter) idle deadline; heartbeats move
+/// its open deadline, and only its; without them it lapses as closed, is listed for the server to
+/// end, and the store can still say why a little past its deadline.
+#[tokio::test]
+async fn a_shared_computers_sign_in_stays_open_with_heartbeats_and_lapses_as_closed() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let (sid, plain) = (sid(), sid());
+        s.sign_ins.mark_live(&sid, &shared(now)).await.unwrap();
+        s.sign_ins.mark_live(&plain, &browser(now)).await.unwrap();
+        let touched = s.sign_ins.touch(&sid, now + 600, now + 50).await.unwrap();
+        assert_eq!(touched.map(|t| t.idle_until), Some(now + 50), "{}", s.name);
+        assert!(!s.sign_ins.heartbeat(&plain, now + 40).await.unwrap());
+        s.clock.advance(Duration::from_secs(20));
+        assert!(
+            s.sign_ins.heartbeat(&sid, now + 45).await.unwrap(),
+            "{}",
+            s.name
+        );
+        assert!(
+            s.sign_ins
+                .closing(s.clock.now(), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        s.clock.advance(Duration::from_secs(25));
+        assert_eq!(s.sign_ins.live(&sid).await.unwrap(), None, "{}", s.name);
+        let lapsed = s
+            .sign_ins
+            .lapsed(&sid)
+            .await
+            .unwrap()
+            .expect("kept a while");
+        assert_eq!(lapsed.lapse(), Lapse::Closed, "{}", s.name);
+        assert!(
+            !s.sign_ins.heartbeat(&sid, now + 90).await.unwrap(),
+            "no revival"
+        );
+        let closing = s.sign_ins.closing(s.clock.now(), 10).await.unwrap();
+        assert_eq!(closing, vec![sid.clone()], "{}", s.name);
+        s.sign_ins.closed(&sid).await.unwrap();
+        assert!(
+            s.sign_ins
+                .closing(s.clock.now(), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.sign_ins.lapsed(&plain).await.unwrap().map(|l| l.lapse()),
+            Some(Lapse::Idle),
+            "{}",
+            s.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn entering_the_password_again_is_recorded_on_a_live_sign_in_only() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let sid = sid();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        assert!(s.sign_ins.reauthenticated(&sid, now + 5).await.unwrap());
+        let live = s.sign_ins.live(&sid).await.unwrap().unwrap();
+        assert_eq!(live.auth_at, now + 5, "{}", s.name);
+        s.sign_ins.end(&sid).await.unwrap();
+        assert!(!s.sign_ins.reauthenticated(&sid, now + 6).await.unwrap());
+        assert_eq!(s.sign_ins.live(&sid).await.unwrap(), None);
     }
 }
 
@@ -124,8 +208,9 @@ async fn touching_never_revives_an_ended_sign_in() {
         let sid = sid();
         s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
         s.sign_ins.end(&sid).await.unwrap();
-        assert!(
-            !s.sign_ins.touch(&sid, now + 600).await.unwrap(),
+        assert_eq!(
+            s.sign_ins.touch(&sid, now + 600, now + 600).await.unwrap(),
+            None,
             "{}",
             s.name
         );
