@@ -6,6 +6,7 @@
   var KEY_PREFIX = "lectern.";
   var CHANNEL_NAME = "lectern.auth";
   var SIGNED_OUT = "signed-out";
+  var DEADLINE = "deadline";
 
   function csrfToken() {
     var meta = document.querySelector('meta[name="csrf-token"]');
@@ -52,15 +53,19 @@
     }
   }
 
-  function broadcastSignedOut() {
+  function postToTabs(message) {
     if (!channel) {
       return;
     }
     try {
-      channel.postMessage({ type: SIGNED_OUT });
+      channel.postMessage(message);
     } catch (e) {
       // Ignore: other tabs re-check with the server on their next request.
     }
+  }
+
+  function broadcastSignedOut() {
+    postToTabs({ type: SIGNED_OUT });
   }
 
   function onSignOut() {
@@ -77,6 +82,10 @@
       var data = event.data;
       if (data && data.type === SIGNED_OUT && isAuthenticatedPage()) {
         window.location.replace("/?signed_out=1");
+      }
+      // Another tab heard of a later deadline (it loaded a page, or its learner chose to stay).
+      if (data && data.type === DEADLINE && clock && data.idleUntil > clock.idleUntil) {
+        newDeadline(data.idleUntil, data.now);
       }
     });
   }
@@ -136,6 +145,230 @@
     true
   );
 
+  // ---- Typed work survives an idle timeout -------------------------------------------------
+  // A form marked data-draft keeps what was typed into its text fields in this page's own
+  // storage (lectern.draft.<learner>.<page>.<form>) as it is typed, and gets it back when the same
+  // learner opens the page again; a submit drops it, and any sign-out clears lectern.* storage.
+  function draftKey(form) {
+    var learner = document.body.getAttribute("data-learner");
+    if (!learner || !form.id) {
+      return null;
+    }
+    return KEY_PREFIX + "draft." + learner + "." + window.location.pathname + "." + form.id;
+  }
+
+  function draftFields(form) {
+    return Array.prototype.filter.call(form.elements, function (el) {
+      return el.name && (el.tagName === "TEXTAREA" || (el.tagName === "INPUT" && el.type === "text"));
+    });
+  }
+
+  function keepDrafts() {
+    document.querySelectorAll("form[data-draft]").forEach(function (form) {
+      var key = draftKey(form);
+      if (!key) {
+        return;
+      }
+      try {
+        var saved = JSON.parse(window.localStorage.getItem(key) || "null");
+        if (saved) {
+          draftFields(form).forEach(function (el) {
+            if (!el.value && typeof saved[el.name] === "string") {
+              el.value = saved[el.name];
+            }
+          });
+        }
+      } catch (e) {
+        // Storage unavailable or the draft unreadable: nothing to restore.
+      }
+      form.addEventListener("input", function () {
+        var draft = {};
+        draftFields(form).forEach(function (el) {
+          draft[el.name] = el.value;
+        });
+        try {
+          window.localStorage.setItem(key, JSON.stringify(draft));
+        } catch (e) {
+          // Storage full or unavailable: the draft is not kept.
+        }
+      });
+      form.addEventListener("submit", function () {
+        try {
+          window.localStorage.removeItem(key);
+        } catch (e) {
+          // Nothing kept.
+        }
+      });
+    });
+  }
+
+  // ---- The sign-in's clock ------------------------------------------------------------------
+  // Every signed-in page warns before the idle timeout, in every open tab at once; "Stay signed
+  // in" in any of them is activity and dismisses the warning everywhere (BroadcastChannel), so
+  // background tabs never keep a sign-in alive by themselves. On a shared computer, open pages
+  // send a heartbeat: when the last one closes, the server ends the sign-in.
+  var clock = null;
+
+  function readClock() {
+    var body = document.body;
+    if (!body.hasAttribute("data-idle-until")) {
+      return null;
+    }
+    var serverNow = Number(body.getAttribute("data-now"));
+    return {
+      // The page's own clock, minus the server's: deadlines are kept in the page's time.
+      offset: Date.now() / 1000 - serverNow,
+      idleUntil: Number(body.getAttribute("data-idle-until")),
+      warnBefore: Number(body.getAttribute("data-warn-before")),
+      heartbeat: Number(body.getAttribute("data-heartbeat"))
+    };
+  }
+
+  function secondsLeft() {
+    return clock.idleUntil + clock.offset - Date.now() / 1000;
+  }
+
+  var warning = null;
+  var returnFocus = null;
+
+  function showWarning() {
+    if (!warning || warning.open) {
+      return;
+    }
+    returnFocus = document.activeElement;
+    if (typeof warning.showModal === "function") {
+      warning.showModal();
+    } else {
+      warning.setAttribute("open", "");
+    }
+    var stay = document.getElementById("idle-warning-stay");
+    if (stay) {
+      stay.focus();
+    }
+  }
+
+  function hideWarning() {
+    if (!warning || !warning.open) {
+      return;
+    }
+    if (typeof warning.close === "function") {
+      warning.close();
+    } else {
+      warning.removeAttribute("open");
+    }
+    if (returnFocus && typeof returnFocus.focus === "function") {
+      returnFocus.focus();
+    }
+    returnFocus = null;
+  }
+
+  function newDeadline(idleUntil, serverNow) {
+    clock.offset = Date.now() / 1000 - serverNow;
+    clock.idleUntil = idleUntil;
+    if (secondsLeft() > clock.warnBefore) {
+      hideWarning();
+    }
+  }
+
+  function tick() {
+    if (!clock) {
+      return;
+    }
+    var left = secondsLeft();
+    if (left <= 0) {
+      // Time ran out: the server says so, and where to go (typed work is kept already).
+      clock = null;
+      window.location.replace(window.location.href);
+      return;
+    }
+    if (left <= clock.warnBefore) {
+      var countdown = document.getElementById("idle-warning-countdown");
+      if (countdown) {
+        var whole = Math.ceil(left);
+        countdown.textContent = Math.floor(whole / 60) + ":" + String(whole % 60).padStart(2, "0");
+      }
+      showWarning();
+    }
+  }
+
+  function stay() {
+    window
+      .fetch("/account/stay", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrfToken(), "HX-Request": "true" }
+      })
+      .then(function (response) {
+        if (!response.ok) {
+          window.location.replace(window.location.href);
+          return null;
+        }
+        return response.json();
+      })
+      .then(function (fresh) {
+        if (!fresh) {
+          return;
+        }
+        newDeadline(fresh.idle_until, fresh.now);
+        postToTabs({ type: DEADLINE, idleUntil: fresh.idle_until, now: fresh.now });
+      })
+      .catch(function () {
+        // Offline: the warning stays, and the server decides when time is up.
+      });
+  }
+
+  function heartbeat() {
+    window
+      .fetch("/heartbeat", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrfToken() }
+      })
+      .then(function (response) {
+        if (response.status === 401) {
+          window.location.replace(window.location.href);
+        }
+      })
+      .catch(function () {
+        // Offline: the next one tries again.
+      });
+  }
+
+  function startClock() {
+    clock = readClock();
+    if (!clock) {
+      return;
+    }
+    warning = document.getElementById("idle-warning");
+    var stayButton = document.getElementById("idle-warning-stay");
+    if (stayButton) {
+      stayButton.addEventListener("click", stay);
+    }
+    var signOutButton = document.getElementById("idle-warning-sign-out");
+    if (signOutButton) {
+      signOutButton.addEventListener("click", function () {
+        var form = document.querySelector("form.signout-form");
+        if (form && typeof form.requestSubmit === "function") {
+          form.requestSubmit();
+        } else if (form) {
+          form.submit();
+        }
+      });
+    }
+    if (warning) {
+      // Escape is not "stay": the warning stays until the learner chooses.
+      warning.addEventListener("cancel", function (event) {
+        event.preventDefault();
+      });
+    }
+    // This page's deadline is the newest any tab has heard of.
+    postToTabs({ type: DEADLINE, idleUntil: clock.idleUntil, now: Date.now() / 1000 - clock.offset });
+    window.setInterval(tick, 1000);
+    if (clock.heartbeat > 0) {
+      window.setInterval(heartbeat, clock.heartbeat * 1000);
+    }
+  }
+
   // Times are written in UTC (readable without JavaScript); shown in the learner's own time zone.
   function localTimes(root) {
     if (!root.querySelectorAll || typeof Intl !== "object") {
@@ -155,6 +388,8 @@
   function init() {
     var body = document.body;
     localTimes(document);
+    keepDrafts();
+    startClock();
 
     if (body.hasAttribute("data-signed-out")) {
       onSignOut();
@@ -177,6 +412,20 @@
 
       // Content swapped in (out of band too): its times in the learner's zone, and the keyboard
       // focus back on the control that was used, which the swap replaced.
+      // A learner's request moves the idle deadline (the server says where to): this tab, and
+      // the others, learn it.
+      body.addEventListener("htmx:afterRequest", function (evt) {
+        var xhr = evt.detail && evt.detail.xhr;
+        var said = xhr && xhr.getResponseHeader("X-Lectern-Idle-Until");
+        var parts = said ? /^(\d+); now=(\d+)$/.exec(said) : null;
+        if (parts && clock) {
+          var idleUntil = Number(parts[1]);
+          var now = Number(parts[2]);
+          newDeadline(idleUntil, now);
+          postToTabs({ type: DEADLINE, idleUntil: idleUntil, now: now });
+        }
+      });
+
       var settled = function () {
         localTimes(document);
         var focus = document.querySelector("[data-focus]");
