@@ -535,10 +535,14 @@ async fn a_sign_in_ended_from_another_browsers_account_page_lands_on_the_login_p
     laptop.clone().close().await.unwrap();
 }
 
-/// The login page a timed-out browser lands on when it comes back: its URL and its notice.
+/// The login page a timed-out browser lands on: the page leaves by itself when its time is up
+/// (it asks the server again, which sends it there), or the next visit does. Its URL and notice.
 async fn back_after(client: &Client, base: &str, wait: Duration) -> (String, String) {
     tokio::time::sleep(wait).await;
-    client.goto(&format!("{base}/dashboard")).await.unwrap();
+    let url = wait_for_url(client, 2, |u| u.contains("/login")).await;
+    if !url.contains("/login") {
+        client.goto(&format!("{base}/dashboard")).await.unwrap();
+    }
     let url = wait_for_url(client, 10, |u| u.contains("/login")).await;
     let notice = client
         .find(Locator::Css("#notices"))
@@ -736,4 +740,284 @@ async fn every_page_fits_a_phone_and_a_desktop_and_passes_an_accessibility_run()
     }
     assert!(problems.is_empty(), "{problems:#?}");
     client.clone().close().await.unwrap();
+}
+
+/// Fills the sign-in form and submits it (`shared`: with the shared-computer box ticked).
+async fn sign_in_form(client: &Client, email: &str, shared: bool) {
+    if shared {
+        client
+            .find(Locator::Id("shared"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    fill_and_submit(client, &[("email", email), ("password", PASSWORD)], None).await;
+}
+
+/// What a browser that restores its last session brings back: the session cookie, in a browser
+/// of its own.
+async fn restored(stack: &Stack, cookie: fantoccini::cookies::Cookie<'static>) -> Client {
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&stack.webdriver, profile.path()).await;
+    client.goto(&stack.base).await.unwrap();
+    client.add_cookie(cookie).await.unwrap();
+    client
+        .goto(&format!("{}/dashboard", stack.base))
+        .await
+        .unwrap();
+    client
+}
+
+/// A shared computer: every tab closed, the close window passes, the browser restores its last
+/// session (its session cookie) and is signed out, saying why. The same without the box ticked
+/// stays signed in.
+#[tokio::test]
+async fn a_shared_computers_browser_closed_and_restored_is_signed_out() {
+    let Some(stack) = stack_with(&[("LECTERN_SHARED_CLOSE", "5s")]).await else {
+        return;
+    };
+    let (client, base) = (&stack.client, stack.base.as_str());
+    let email = sign_up(client, base, None).await;
+    for shared in [true, false] {
+        let profile = tempfile::tempdir().unwrap();
+        let fresh = browser(&stack.webdriver, profile.path()).await;
+        fresh.goto(&format!("{base}/login")).await.unwrap();
+        sign_in_form(&fresh, &email, shared).await;
+        let url = wait_for_url(&fresh, 10, |u| u.ends_with("/dashboard")).await;
+        assert!(url.ends_with("/dashboard"), "{url}");
+        // The page keeps it open while it is open.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        fresh.refresh().await.unwrap();
+        assert!(
+            fresh
+                .current_url()
+                .await
+                .unwrap()
+                .as_str()
+                .ends_with("/dashboard")
+        );
+        let cookie = fresh.get_named_cookie("lectern_session").await.unwrap();
+        fresh.close().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(6500)).await;
+        let back = restored(&stack, cookie).await;
+        let url = wait_for_url(&back, 10, |u| {
+            u.contains("/login") || u.ends_with("/dashboard")
+        })
+        .await;
+        if shared {
+            Shots::new().take(&back, "shared-closed").await;
+            assert!(url.contains("reason=closed"), "shared: {url}");
+        } else {
+            assert!(url.ends_with("/dashboard"), "not shared: {url}");
+        }
+        back.close().await.unwrap();
+    }
+}
+
+/// Whether the idle warning is open in the current tab.
+async fn warning_open(client: &Client) -> bool {
+    client
+        .execute(
+            "const d = document.getElementById('idle-warning'); return !!(d && d.open);",
+            vec![],
+        )
+        .await
+        .unwrap()
+        == json!(true)
+}
+
+/// Waits (up to `secs`) until the warning is open, or closed, in the current tab.
+async fn wait_for_warning(client: &Client, open: bool, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if warning_open(client).await == open {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The warning before the idle timeout shows in two tabs; "Stay signed in" in one dismisses it
+/// in both and extends the sign-in past its old deadline. The dialog passes the accessibility
+/// run.
+#[tokio::test]
+async fn the_idle_warning_shows_in_every_tab_and_staying_in_one_dismisses_it_in_all() {
+    let settings = [
+        ("LECTERN_SESSION_IDLE", "12s"),
+        ("LECTERN_IDLE_WARNING", "8s"),
+    ];
+    let Some(stack) = stack_with(&settings).await else {
+        return;
+    };
+    let axe = axe_core();
+    let (client, base) = (&stack.client, stack.base.as_str());
+    sign_up(client, base, None).await;
+    let first = client.window().await.unwrap();
+    let second = client.new_window(true).await.unwrap().handle;
+    client.switch_to_window(second.clone()).await.unwrap();
+    client.goto(&format!("{base}/account")).await.unwrap();
+    // The last request before "Stay signed in": the deadline it set, and a second for rounding.
+    let old_deadline = Instant::now() + Duration::from_secs(13);
+    assert!(
+        wait_for_warning(client, true, 10).await,
+        "the warning in the second tab"
+    );
+    let focused = client
+        .execute(
+            "return document.activeElement && document.activeElement.id;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        focused,
+        json!("idle-warning-stay"),
+        "focus is in the dialog"
+    );
+    Shots::new().take(client, "idle-warning").await;
+    if let Some(axe) = &axe {
+        assert_eq!(
+            accessibility_violations(client, axe).await,
+            Vec::<String>::new()
+        );
+    }
+    client.switch_to_window(first.clone()).await.unwrap();
+    assert!(
+        wait_for_warning(client, true, 5).await,
+        "the warning in the first tab"
+    );
+    client.switch_to_window(second).await.unwrap();
+    client
+        .find(Locator::Id("idle-warning-stay"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        wait_for_warning(client, false, 5).await,
+        "dismissed where chosen"
+    );
+    client.switch_to_window(first).await.unwrap();
+    assert!(
+        wait_for_warning(client, false, 5).await,
+        "dismissed in the other tab"
+    );
+    // Past the old deadline, still signed in.
+    tokio::time::sleep(old_deadline.saturating_duration_since(Instant::now())).await;
+    client.goto(&format!("{base}/dashboard")).await.unwrap();
+    let url = wait_for_url(client, 5, |u| {
+        u.ends_with("/dashboard") || u.contains("/login")
+    })
+    .await;
+    assert!(url.ends_with("/dashboard"), "{url}");
+}
+
+/// Text typed into a form survives the idle timeout (the page keeps it for the same learner) and
+/// is gone after a sign-out.
+#[tokio::test]
+async fn typed_work_survives_an_idle_timeout_and_not_a_sign_out() {
+    let settings = [
+        ("LECTERN_SESSION_IDLE", "6s"),
+        ("LECTERN_IDLE_WARNING", "3s"),
+    ];
+    let Some(stack) = stack_with(&settings).await else {
+        return;
+    };
+    let (client, base) = (&stack.client, stack.base.as_str());
+    let email = sign_up(client, base, None).await;
+    client.goto(&format!("{base}/account")).await.unwrap();
+    client
+        .find(Locator::Id("display_name"))
+        .await
+        .unwrap()
+        .send_keys("Grace Hopper")
+        .await
+        .unwrap();
+    // Time runs out: the page leaves for the login page by itself, saying why.
+    let url = wait_for_url(client, 15, |u| u.contains("/login")).await;
+    assert!(url.contains("reason=idle"), "{url}");
+    sign_in_form(client, &email, false).await;
+    let url = wait_for_url(client, 10, |u| u.ends_with("/account")).await;
+    assert!(url.ends_with("/account"), "back where it was: {url}");
+    let typed = client
+        .find(Locator::Id("display_name"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(typed.as_deref(), Some("Grace Hopper"));
+    // A sign-out clears it.
+    client
+        .find(Locator::Css(".site-header .signout-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_url(client, 10, |u| u.contains("signed_out=1")).await;
+    client
+        .goto(&format!("{base}/login?next=/account"))
+        .await
+        .unwrap();
+    sign_in_form(client, &email, false).await;
+    wait_for_url(client, 10, |u| u.ends_with("/account")).await;
+    let typed = client
+        .find(Locator::Id("display_name"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(typed.as_deref(), Some(""));
+}
+
+/// After the recent-authentication window, "Sign out everywhere" asks for the password first,
+/// in place of the page, and then signs out everywhere.
+#[tokio::test]
+async fn signing_out_everywhere_after_a_while_asks_for_the_password_first() {
+    let Some(stack) = stack_with(&[("LECTERN_REAUTH_WINDOW", "1s")]).await else {
+        return;
+    };
+    let axe = axe_core();
+    let (client, base) = (&stack.client, stack.base.as_str());
+    sign_up(client, base, None).await;
+    client.goto(&format!("{base}/account")).await.unwrap();
+    // Times are whole seconds: a full second past the window is past it however they round.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    client
+        .find(Locator::Css(
+            "form.signout-form input[value=global] ~ button",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let password = client
+        .wait()
+        .for_element(Locator::Id("confirm_password"))
+        .await
+        .unwrap();
+    Shots::new().take(client, "reauth-prompt").await;
+    if let Some(axe) = &axe {
+        assert_eq!(
+            accessibility_violations(client, axe).await,
+            Vec::<String>::new()
+        );
+    }
+    password.send_keys(PASSWORD).await.unwrap();
+    client
+        .find(Locator::Css("#confirm button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let url = wait_for_url(client, 10, |u| u.contains("signed_out=1")).await;
+    assert!(url.ends_with("/?signed_out=1"), "{url}");
 }
