@@ -776,6 +776,7 @@ impl SignOut {
             ended.add_session(own);
         }
         let (mut next_session, mut next_sid) = (0, 0);
+        let mut store_held = true;
         loop {
             if let Some(session) = ended.sessions.get(next_session).cloned() {
                 next_session += 1;
@@ -789,7 +790,10 @@ impl SignOut {
                         .iter()
                         .filter(|sid| !how.spare.contains(sid))
                         .for_each(|sid| ended.add_sid(sid)),
-                    Err(err) => keep(Err(err)),
+                    Err(err) => {
+                        store_held = false;
+                        keep(Err(err));
+                    }
                 }
                 continue;
             }
@@ -804,8 +808,20 @@ impl SignOut {
                     }
                     gone.sessions.iter().for_each(|s| ended.add_session(s));
                 }
-                Err(err) => keep(Err(err)),
+                Err(err) => {
+                    store_held = false;
+                    keep(Err(err));
+                }
             }
+        }
+        // Redis now holds these endings: its mark says so, or the ledger would take the next
+        // ending after a quiet while for a loss. Not raised when any of them failed, so that the
+        // ledger replays them; failing to raise it only costs a harmless replay.
+        if store_held
+            && !ended.sids.is_empty()
+            && let Err(err) = parts.store.hold_endings_until(now).await
+        {
+            tracing::warn!(error = %err, "could not mark the endings Redis holds");
         }
         for session in &ended.sessions {
             if how.own_session != Some(session.as_str()) {

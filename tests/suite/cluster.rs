@@ -417,8 +417,6 @@ async fn a_replica_promoted_after_missing_a_sign_out_brings_nothing_back() {
     let sid = first.sid_of(&old.access[0]);
     let (master_id, master) = cluster.master_of(&sid);
     let replica = cluster.replica_of(&master_id);
-    // The replica drops its link to the master and stalls before it can link again, so the
-    // sign-out reaches the master alone.
     // The replica stalls, and its master drops the link to it, so the sign-out reaches the
     // master alone; the master dies, and the stalled replica takes over with what it had.
     cluster.signal(replica, "-STOP");

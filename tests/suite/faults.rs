@@ -517,6 +517,19 @@ async fn a_redis_flushed_after_a_sign_out_brings_nothing_back() {
     assert_eq!(me.0, StatusCode::OK);
 }
 
+/// Redis's mark of the endings it holds moves with every sign-out, so an ending after a quiet
+/// hour is not taken for one Redis lost: nothing is replayed.
+#[tokio::test]
+async fn an_ending_after_a_quiet_while_is_not_taken_for_a_lost_one() {
+    let app = spawn_app().await;
+    for _ in 0..2 {
+        app.signed_up().await;
+        assert_eq!(app.sign_out_htmx().await.status_code(), StatusCode::OK);
+        assert_eq!(app.state.ledger.catch_up().await.unwrap(), 0, "replayed");
+        app.advance(3600);
+    }
+}
+
 fn auth_ledger_poll() -> std::time::Duration {
     lectern::auth::ledger::POLL
 }
