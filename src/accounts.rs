@@ -6,7 +6,12 @@ use secrecy::SecretString;
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-use crate::{db::Pool, error::Result};
+use crate::{
+    audit::Txn,
+    db::Pool,
+    error::Result,
+    signals::{self, Kind},
+};
 
 /// An email address as a person reads it: Unicode-normalised (NFKC), trimmed and lowercased, so
 /// two spellings of one address are one account. Control and invisible format characters
@@ -297,12 +302,31 @@ impl Users {
 
 /// Replaces a learner's password hash (the session auth hash with it: axum-login then refuses
 /// every browser session made under the old one).
-pub async fn set_password_hash(pool: &Pool, user_id: &str, hash: &str) -> Result<()> {
+pub async fn set_password_hash(
+    pool: &Pool,
+    user_id: &str,
+    hash: &str,
+    txn: &Txn,
+    at: i64,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
     sqlx::query("update users set password_hash = $1 where id = $2")
         .bind(hash)
         .bind(user_id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    let event = signals::Event {
+        kind: Kind::CredentialChange,
+        user_id: Some(user_id),
+        sign_in_id: None,
+        reason: None,
+        initiator: Some("user"),
+        detail: None,
+        txn,
+        at,
+    };
+    signals::enqueue(&mut *tx, &event).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -316,13 +340,29 @@ pub async fn set_display_name(pool: &Pool, user_id: &str, name: &DisplayName) ->
     Ok(())
 }
 
-/// Disables an account (`Some(at)`) or enables it again (`None`). Whether the account exists.
-pub async fn set_disabled(pool: &Pool, user_id: &str, at: Option<i64>) -> Result<bool> {
+/// Disables an account (`Some(at)`, which tells other applications) or enables it again
+/// (`None`). Whether the account exists.
+pub async fn set_disabled(pool: &Pool, user_id: &str, at: Option<i64>, txn: &Txn) -> Result<bool> {
+    let mut tx = pool.begin().await?;
     let changed = sqlx::query("update users set disabled_at = $1 where id = $2")
         .bind(at)
         .bind(user_id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    if let (Some(at), 1) = (at, changed.rows_affected()) {
+        let event = signals::Event {
+            kind: Kind::AccountDisabled,
+            user_id: Some(user_id),
+            sign_in_id: None,
+            reason: None,
+            initiator: Some("admin"),
+            detail: None,
+            txn,
+            at,
+        };
+        signals::enqueue(&mut *tx, &event).await?;
+    }
+    tx.commit().await?;
     Ok(changed.rows_affected() == 1)
 }
 
@@ -331,7 +371,7 @@ pub async fn set_disabled(pool: &Pool, user_id: &str, at: Option<i64>) -> Result
 /// learner, sign-in, address or user agent); the endings of their sign-ins still within their
 /// lifetime stay too, without the learner, so every instance keeps refusing them. Whether the
 /// account existed.
-pub async fn delete(pool: &Pool, user_id: &str, now: i64) -> Result<bool> {
+pub async fn delete(pool: &Pool, user_id: &str, now: i64, txn: &Txn) -> Result<bool> {
     let mut tx = pool.begin().await?;
     sqlx::query(
         "insert into forgotten_endings (sign_in_id, revoked_at, expires_at)
@@ -353,6 +393,7 @@ pub async fn delete(pool: &Pool, user_id: &str, now: i64) -> Result<bool> {
         "delete from enrolments where user_id = $1",
         "delete from refresh_tokens where sign_in_id in (select id from sign_ins where user_id = $1)",
         "delete from sign_ins where user_id = $1",
+        "delete from ssf_links where user_id = $1",
     ] {
         sqlx::query(sql).bind(user_id).execute(&mut *tx).await?;
     }
@@ -361,6 +402,21 @@ pub async fn delete(pool: &Pool, user_id: &str, now: i64) -> Result<bool> {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+    if deleted == 1 {
+        // Other applications hear of it: by the learner's id, which names no one once the
+        // account is gone.
+        let event = signals::Event {
+            kind: Kind::AccountPurged,
+            user_id: Some(user_id),
+            sign_in_id: None,
+            reason: None,
+            initiator: None,
+            detail: None,
+            txn,
+            at: now,
+        };
+        signals::enqueue(&mut *tx, &event).await?;
+    }
     tx.commit().await?;
     Ok(deleted == 1)
 }

@@ -8,6 +8,7 @@
 //! | `/` and unknown pages | sessions |
 //! | `/logout` | nothing shared: it reads the session itself, whatever state it is in |
 //! | `/api/v1/…` | JSON errors, no-store, cross-site refused |
+//! | `/ssf/…`, `/.well-known/ssf-configuration` | JSON errors, no-store; receivers' bearer tokens |
 //! | `/static/…`, `/healthz`, `/readyz` | nothing: no session is ever read for them |
 //! | `/metrics` | only on `LECTERN_METRICS_ADDR`, its own listener |
 
@@ -98,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::health::router())
         .method_not_allowed_fallback(method_not_allowed)
         .nest("/api/v1", api)
+        .merge(crate::ssf::router())
         // The one layer that needs the matched route, so it wraps each route.
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -159,6 +161,7 @@ impl Application {
         let state = AppState::connect(settings, clock).await?;
         state.ledger.spawn();
         state.sign_out.spawn_closing(crate::auth::ledger::POLL);
+        state.ssf.spawn();
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (LECTERN_ADDR)"))?;

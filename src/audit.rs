@@ -25,6 +25,8 @@ pub enum Event {
     /// An operator disabled the account, or enabled it again.
     AccountDisabled,
     AccountEnabled,
+    /// An event for another application that its receiver never took (see `crate::ssf`).
+    SignalUndelivered,
 }
 
 impl Event {
@@ -42,6 +44,7 @@ impl Event {
             Self::AccountDeleted => "account_deleted",
             Self::AccountDisabled => "account_disabled",
             Self::AccountEnabled => "account_enabled",
+            Self::SignalUndelivered => "signal_undelivered",
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The `lectern` command line: `serve` (the default), `migrate`, and one file per command group:
-//! [`users`] (`create|list`) and [`sessions`] (`list|show|revoke`). Each prints plain text (or
+//! [`users`] (`create|list|disable|enable|delete`), [`sessions`] (`list|show|revoke`) and [`ssf`]
+//! (Shared Signals receivers, streams and links). Each prints plain text (or
 //! `--json`) and exits non-zero with a one-line reason on failure.
 
 pub mod sessions;
+pub mod ssf;
 pub mod users;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, error::ContextKind, error::ErrorKind};
@@ -19,6 +21,7 @@ use crate::{
 };
 
 pub use sessions::SessionsCommand;
+pub use ssf::SsfCommand;
 pub use users::UsersCommand;
 
 #[derive(Debug, Parser)]
@@ -47,6 +50,9 @@ pub enum Command {
     /// Find and end learners' sign-ins, in the same Redis and database as the servers.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Shared Signals: the applications told when a sign-in ends, and links to identity providers.
+    #[command(subcommand)]
+    Ssf(SsfCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -105,6 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Users(cmd)) => users::run(cmd).await,
         Some(Command::Sessions(cmd)) => sessions::run(cmd).await,
+        Some(Command::Ssf(cmd)) => ssf::run(cmd).await,
     }
 }
 

@@ -81,7 +81,23 @@ pub struct ServeArgs {
     /// share one Redis with prefixes such as `lectern:staging:`.
     #[arg(long, env = "LECTERN_REDIS_KEY_PREFIX", value_parser = key_prefix)]
     pub redis_key_prefix: Option<String>,
+    /// The site's public origin, e.g. `https://learn.example.edu`: the Shared Signals issuer and
+    /// the origin of its endpoints (default `http://<LECTERN_ADDR>`).
+    #[arg(long, env = "LECTERN_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<String>,
+    /// Issuer URLs of the Shared Signals transmitters whose events are accepted, separated by
+    /// commas (default: none).
+    #[arg(long, env = "LECTERN_SSF_TRUST", value_parser = trusted_issuers)]
+    pub ssf_trust: Option<TrustedIssuers>,
+    /// How long an event for another application is kept for a receiver that does not take it
+    /// (default 3 days).
+    #[arg(long, env = "LECTERN_SSF_GIVE_UP", value_parser = lifetime)]
+    pub ssf_give_up: Option<Duration>,
 }
+
+/// The issuers `LECTERN_SSF_TRUST` names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedIssuers(pub Vec<String>);
 
 /// Validated settings, shared read-only through the application state.
 #[derive(Debug, Clone)]
@@ -112,6 +128,11 @@ pub struct Settings {
     pub key_prefix: String,
     /// Where `GET /metrics` is served, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// The public origin, without a trailing slash.
+    pub public_url: String,
+    /// The Shared Signals transmitters whose events are accepted.
+    pub ssf_trust: Vec<String>,
+    pub ssf_give_up: Duration,
 }
 
 /// A configuration error: one line naming the variable and what is wrong with it.
@@ -163,10 +184,25 @@ impl Settings {
                 "must not be longer than LECTERN_SHARED_ABSOLUTE",
             ));
         }
+        let addr = args
+            .addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
+        // A shared computer's limits are never longer than everyone's.
+        let shared_idle = shared_idle.min(session_idle);
+        let shared_absolute = shared_absolute.min(session_absolute);
+        let idle_warning = match args.idle_warning {
+            Some(warning) if warning >= shared_idle => {
+                return Err(invalid(
+                    "LECTERN_IDLE_WARNING",
+                    "must be shorter than LECTERN_SESSION_IDLE and LECTERN_SHARED_IDLE",
+                ));
+            }
+            Some(warning) => warning,
+            // Two minutes, or half the shortest idle timeout when that is shorter.
+            None => Duration::from_secs(120).min(shared_idle / 2),
+        };
         Ok(Self {
-            addr: args
-                .addr
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),
+            addr,
             database_url: args
                 .database_url
                 .clone()
@@ -182,7 +218,7 @@ impl Settings {
             shared_idle,
             shared_absolute,
             shared_close: args.shared_close.unwrap_or(Duration::from_secs(90)),
-            idle_warning: args.idle_warning.unwrap_or(Duration::from_secs(120)),
+            idle_warning,
             reauth_window: args.reauth_window.unwrap_or(Duration::from_secs(600)),
             rate_limit: args.rate_limit.unwrap_or(30),
             rate_limit_ipv6_prefix: args.rate_limit_ipv6_prefix.unwrap_or(64),
@@ -193,6 +229,14 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| "lectern:".to_owned()),
             metrics_addr: args.metrics_addr,
+            public_url: args
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+            ssf_trust: args.ssf_trust.clone().unwrap_or_default().0,
+            ssf_give_up: args
+                .ssf_give_up
+                .unwrap_or(Duration::from_secs(3 * 24 * 3600)),
         })
     }
 
@@ -289,6 +333,36 @@ fn redis_url(raw: &str) -> Result<String, String> {
         .ok_or_else(|| "expected a redis://, rediss:// or redis-cluster:// URL".into())
 }
 
+/// An origin (`https://host[:port]`, or `http://`), or an origin with a path; no query, no
+/// fragment, no trailing slash kept.
+fn origin_url(raw: &str) -> Result<String, String> {
+    let url = url::Url::parse(raw.trim())
+        .map_err(|_| "expected a URL such as https://learn.example.edu".to_owned())?;
+    let fine = matches!(url.scheme(), "https" | "http")
+        && url.host().is_some()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !fine {
+        return Err("expected an http(s) URL without a query, fragment or credentials".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn public_url(raw: &str) -> Result<String, String> {
+    origin_url(raw)
+}
+
+fn trusted_issuers(raw: &str) -> Result<TrustedIssuers, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(origin_url)
+        .collect::<Result<Vec<_>, _>>()
+        .map(TrustedIssuers)
+}
+
 fn secret(raw: &str) -> Result<SecretString, String> {
     (raw.len() >= 32)
         .then(|| SecretString::from(raw.to_owned()))
@@ -372,6 +446,24 @@ mod tests {
         assert_eq!(s.shared_close, Duration::from_secs(90));
         assert_eq!(s.idle_warning, Duration::from_secs(120));
         assert_eq!(s.reauth_window, Duration::from_secs(600));
+        assert_eq!(s.public_url, "http://127.0.0.1:3000");
+        assert!(s.ssf_trust.is_empty());
+    }
+
+    #[test]
+    fn public_and_trusted_urls_lose_their_trailing_slash() {
+        let s = parse(&[
+            "--public-url",
+            "https://learn.example.edu/",
+            "--ssf-trust",
+            "https://idp.example.edu/, https://sso.example.org/tenant/",
+        ])
+        .unwrap();
+        assert_eq!(s.public_url, "https://learn.example.edu");
+        assert_eq!(
+            s.ssf_trust,
+            ["https://idp.example.edu", "https://sso.example.org/tenant"]
+        );
     }
 
     #[test]
@@ -414,6 +506,10 @@ mod tests {
             ["--clear-site-data", "everything"],
             ["--shared-close", "4s"],
             ["--reauth-window", "0"],
+            ["--public-url", "learn.example.edu"],
+            ["--public-url", "https://learn.example.edu/?x=1"],
+            ["--ssf-trust", "https://idp.example.edu,ftp://x"],
+            ["--idle-warning", "30m"],
         ] {
             assert!(parse(&flags).is_err(), "{flags:?}");
         }

@@ -5,10 +5,10 @@
 //!
 //! 1. foundations: [`clock`], [`config`], [`crypto`], [`db`], [`error`], [`layout`], [`assets`], [`telemetry`]
 //! 2. web plumbing and stores: [`web`], [`store`]
-//! 3. the domain: [`accounts`], [`courses`], [`audit`]
+//! 3. the domain: [`accounts`], [`courses`], [`audit`], [`signals`]
 //! 4. identity: [`auth`] (services and extractors)
 //! 5. [`state`]: the state handlers share
-//! 6. handlers: [`pages`], [`api`]
+//! 6. handlers: [`pages`], [`api`], [`ssf`]
 //! 7. [`app`], [`cli`] and the binary
 
 pub mod accounts;
@@ -26,6 +26,8 @@ pub mod db;
 pub mod error;
 pub mod layout;
 pub mod pages;
+pub mod signals;
+pub mod ssf;
 pub mod state;
 pub mod store;
 pub mod telemetry;

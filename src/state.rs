@@ -18,6 +18,7 @@ use crate::{
     config::Settings,
     courses::Catalog,
     db::{self, Pool},
+    ssf::Ssf,
     store::{self, SessionRecords, Stores, read_ahead::KnownLearners},
     web::TrustedProxies,
 };
@@ -54,6 +55,8 @@ pub struct Shared {
     pub limits: RateLimits,
     /// Which learner each recent browser session is, for reading ahead.
     pub learners: KnownLearners,
+    /// Shared Signals: telling other applications, and hearing from identity providers.
+    pub ssf: Ssf,
 }
 
 impl AppState {
@@ -112,7 +115,8 @@ impl AppState {
         // Hashing runs on its own lower-priority threads, at most one per core, so sign-in floods queue there.
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let passwords = Passwords::new(cores)?;
-        let records = SignInRecords::new(pool.clone());
+        let outbox_written = Arc::new(tokio::sync::Notify::new());
+        let records = SignInRecords::new(pool.clone(), outbox_written.clone());
         let ledger = Ledger::new(
             records.clone(),
             stores.sign_ins.clone(),
@@ -166,6 +170,7 @@ impl AppState {
             limits.clone(),
             sign_out.clone(),
             establish.clone(),
+            clock.clone(),
         );
         let reauth = Reauth::new(
             pool.clone(),
@@ -183,7 +188,15 @@ impl AppState {
             sign_out.clone(),
             clock.clone(),
         );
+        let ssf = Ssf::new(
+            pool.clone(),
+            clock.clone(),
+            &settings,
+            sign_out.clone(),
+            outbox_written,
+        )?;
         Ok(Self(Arc::new(Shared {
+            ssf,
             reauth,
             leaving,
             users,
@@ -252,4 +265,5 @@ parts! {
     (SessionRecords, KnownLearners) => |state| (state.stores.session_records.clone(), state.learners.clone());
     TrustedProxies => |state| TrustedProxies(state.settings.trusted_proxies);
     RateLimits => |state| state.limits.clone();
+    Ssf => |state| state.ssf.clone();
 }

@@ -100,10 +100,10 @@ impl Leaving {
             .everywhere(user_id, EndReason::AccountDeleted, client)
             .await?;
         let now = self.clock.now();
-        let existed = accounts::delete(&self.db, user_id, now).await?;
+        let txn = Txn::new();
+        let existed = accounts::delete(&self.db, user_id, now, &txn).await?;
         self.users.forget(user_id);
         if existed {
-            let txn = Txn::new();
             let record = audit::Record {
                 event: Event::AccountDeleted,
                 user_id: None,
@@ -121,9 +121,10 @@ impl Leaving {
     /// sign-in attempt gets the ordinary refusal until it is enabled. What it ended.
     pub async fn disable(&self, user_id: &str, client: &ClientInfo) -> Result<Targets> {
         let now = self.clock.now();
-        accounts::set_disabled(&self.db, user_id, Some(now)).await?;
+        let txn = Txn::new();
+        accounts::set_disabled(&self.db, user_id, Some(now), &txn).await?;
         self.users.forget(user_id);
-        self.audit(Event::AccountDisabled, user_id, client, now)
+        self.audit(Event::AccountDisabled, user_id, client, now, &txn)
             .await?;
         self.sign_out
             .everywhere(user_id, EndReason::Revoked, client)
@@ -133,21 +134,28 @@ impl Leaving {
     /// An operator enables a disabled account again.
     pub async fn enable(&self, user_id: &str, client: &ClientInfo) -> Result<()> {
         let now = self.clock.now();
-        accounts::set_disabled(&self.db, user_id, None).await?;
+        let txn = Txn::new();
+        accounts::set_disabled(&self.db, user_id, None, &txn).await?;
         self.users.forget(user_id);
-        self.audit(Event::AccountEnabled, user_id, client, now)
+        self.audit(Event::AccountEnabled, user_id, client, now, &txn)
             .await
     }
 
-    async fn audit(&self, event: Event, user_id: &str, client: &ClientInfo, at: i64) -> Result<()> {
-        let txn = Txn::new();
+    async fn audit(
+        &self,
+        event: Event,
+        user_id: &str,
+        client: &ClientInfo,
+        at: i64,
+        txn: &Txn,
+    ) -> Result<()> {
         let record = audit::Record {
             event,
             user_id: Some(user_id),
             sign_in_id: None,
             client,
             at,
-            txn: &txn,
+            txn,
         };
         audit::record(&self.db, record).await
     }

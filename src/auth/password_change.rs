@@ -17,6 +17,7 @@ use super::{
 use crate::{
     accounts::{self, Password, User, Users},
     audit::Txn,
+    clock::Clock,
     db::Pool,
     error::Result,
     telemetry,
@@ -47,6 +48,7 @@ pub struct PasswordChange {
     limits: RateLimits,
     sign_out: SignOut,
     establish: Establish,
+    clock: Clock,
 }
 
 impl PasswordChange {
@@ -57,6 +59,7 @@ impl PasswordChange {
         limits: RateLimits,
         sign_out: SignOut,
         establish: Establish,
+        clock: Clock,
     ) -> Self {
         Self {
             db,
@@ -65,6 +68,7 @@ impl PasswordChange {
             limits,
             sign_out,
             establish,
+            clock,
         }
     }
 
@@ -116,7 +120,8 @@ impl PasswordChange {
         self.sign_out
             .password_changed(&current.user.id, caller, client, &txn)
             .await?;
-        accounts::set_password_hash(&self.db, &current.user.id, &hash).await?;
+        let now = self.clock.now();
+        accounts::set_password_hash(&self.db, &current.user.id, &hash, &txn, now).await?;
         self.users.forget(&current.user.id);
         tracing::info!(user.id = %current.user.id, "password changed");
         self.sign_out

@@ -8,7 +8,10 @@
 
 mod grouped_ends;
 
+use std::sync::Arc;
+
 use sqlx::{Arguments, any::AnyArguments};
+use tokio::sync::Notify;
 
 use super::refresh_tokens::{self, PlainToken};
 use crate::store::Lapse;
@@ -17,6 +20,7 @@ use crate::{
     clock::Moment,
     db::Pool,
     error::{AppError, Result},
+    signals,
     web::{
         ClientInfo,
         user_agent::{self, Described},
@@ -142,6 +146,21 @@ impl EndReason {
         }
     }
 
+    /// Who ended a sign-in, in CAEP's words (`initiating_entity`), for the events other
+    /// applications are sent.
+    pub fn initiator(self, by_operator: bool) -> &'static str {
+        match self {
+            _ if by_operator => "admin",
+            Self::SignedOut
+            | Self::Replaced
+            | Self::Revoked
+            | Self::PasswordChanged
+            | Self::AccountDeleted => "user",
+            Self::RefreshReuse | Self::Idle | Self::Expired | Self::Closed => "policy",
+            Self::Provider => "system",
+        }
+    }
+
     fn event(self) -> Event {
         match self {
             Self::SignedOut => Event::SignOut,
@@ -211,6 +230,8 @@ pub struct SignInRecords {
     /// On PostgreSQL, where ends are written several to a statement under load; `None` on
     /// SQLite.
     grouped: Option<grouped_ends::GroupedEnds>,
+    /// Woken when an ending wrote events for other applications (see [`crate::signals`]).
+    wake: Arc<Notify>,
 }
 
 /// `select` of every column of [`SignIn`] from `sign_ins`, followed by the rest of the query.
@@ -241,7 +262,7 @@ fn unbound(err: sqlx::error::BoxDynError) -> AppError {
 }
 
 impl SignInRecords {
-    pub fn new(db: Pool) -> Self {
+    pub fn new(db: Pool, wake: Arc<Notify>) -> Self {
         let postgres = db
             .connect_options()
             .database_url
@@ -250,6 +271,7 @@ impl SignInRecords {
         Self {
             grouped: postgres.then(|| grouped_ends::GroupedEnds::new(db.clone())),
             db,
+            wake,
         }
     }
 
@@ -349,7 +371,8 @@ impl SignInRecords {
             at,
             txn,
         };
-        if let Some(grouped) = &self.grouped {
+        let initiator = reason.initiator(client.is_operator());
+        let marked = if let Some(grouped) = &self.grouped {
             let marked = grouped
                 .mark(grouped_ends::RowEnd {
                     sid: sid.to_owned(),
@@ -360,32 +383,49 @@ impl SignInRecords {
                     ip: client.ip.clone(),
                     user_agent: client.user_agent.clone(),
                     txn: txn.as_str().to_owned(),
+                    initiator,
                 })
                 .await?;
             if let Some(marked) = &marked {
                 audit::logged(&record(&marked.user_id));
             }
-            return Ok(marked);
+            marked
+        } else {
+            // SQLite: no update inside `with`; it is embedded, so its steps cost no trips.
+            let mut tx = self.db.begin().await?;
+            let marked: Option<(String, i64)> = sqlx::query_as(
+                "update sign_ins set revoked_at = $1, revoked_reason = $2
+                 where id = $3 and revoked_at is null returning user_id, expires_at",
+            )
+            .bind(at)
+            .bind(reason.as_str())
+            .bind(sid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((user_id, _)) = &marked {
+                audit::record(&mut *tx, record(user_id)).await?;
+                let event = signals::Event {
+                    kind: signals::Kind::SessionRevoked,
+                    user_id: Some(user_id),
+                    sign_in_id: Some(sid),
+                    reason: Some(reason.as_str()),
+                    initiator: Some(initiator),
+                    detail: None,
+                    txn,
+                    at,
+                };
+                signals::enqueue(&mut *tx, &event).await?;
+            }
+            tx.commit().await?;
+            marked.map(|(user_id, expires_at)| MarkedEnded {
+                user_id,
+                expires_at,
+            })
+        };
+        if marked.is_some() {
+            self.wake.notify_waiters();
         }
-        // SQLite: no update inside `with`; it is embedded, so its steps cost no trips.
-        let mut tx = self.db.begin().await?;
-        let marked: Option<(String, i64)> = sqlx::query_as(
-            "update sign_ins set revoked_at = $1, revoked_reason = $2
-             where id = $3 and revoked_at is null returning user_id, expires_at",
-        )
-        .bind(at)
-        .bind(reason.as_str())
-        .bind(sid)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((user_id, _)) = &marked {
-            audit::record(&mut *tx, record(user_id)).await?;
-        }
-        tx.commit().await?;
-        Ok(marked.map(|(user_id, expires_at)| MarkedEnded {
-            user_id,
-            expires_at,
-        }))
+        Ok(marked)
     }
 
     pub async fn find(&self, sid: &str) -> Result<Option<SignIn>> {

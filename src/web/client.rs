@@ -27,6 +27,11 @@ impl ClientInfo {
         }
     }
 
+    /// Whether this is an operator at the command line.
+    pub fn is_operator(&self) -> bool {
+        self.ip == "command line" && self.user_agent.is_empty()
+    }
+
     /// For work the server does by itself (ending sign-ins whose browser was closed).
     pub fn system() -> Self {
         Self {

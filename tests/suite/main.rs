@@ -23,6 +23,7 @@ mod recent;
 mod shared;
 mod sign_in;
 mod sign_up;
+mod signals;
 mod site;
 mod stores;
 mod timeouts;
