@@ -23,6 +23,7 @@ use axum::{
 use metrics::{counter, gauge, histogram};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::{
     Ssf, SsfError, SsfResult,
@@ -68,30 +69,53 @@ async fn sendable(ssf: &Ssf, stream: &Stream, limit: i64) -> Result<Vec<Row>> {
     .await?)
 }
 
-/// The signed SET of `row` for `stream`, or `None` when the stream does not take its kind (the
-/// row is then dropped).
-async fn made(ssf: &Ssf, stream: &Stream, row: &Row) -> Result<Option<String>> {
-    let wanted =
-        Kind::from_stored(&row.kind).is_some_and(|kind| !kind.requested() || stream.delivers(kind));
-    let claims = set::claims(row, &ssf.issuer, &stream.audience);
-    let (true, Some(claims)) = (wanted, claims) else {
-        return Ok(None);
-    };
+/// The signed SETs of `rows` for `stream`, in order, as they are signed: off the async threads
+/// (an RS256 signature is CPU work), so the first can be sent while the rest are signed. `None`
+/// for a row the stream does not take (it is dropped).
+async fn signed(
+    ssf: &Ssf,
+    stream: &Stream,
+    rows: Vec<Row>,
+) -> Result<mpsc::Receiver<(Row, Option<String>)>> {
     let signer = ssf.keys.signer().await?;
-    Ok(Some(set::sign(&claims, &signer)?))
+    let (issuer, stream) = (ssf.issuer.clone(), stream.clone());
+    let (out, signed) = mpsc::channel(16);
+    tokio::task::spawn_blocking(move || {
+        for row in rows {
+            let wanted = Kind::from_stored(&row.kind)
+                .is_some_and(|kind| !kind.requested() || stream.delivers(kind));
+            let token = set::claims(&row, &issuer, &stream.audience)
+                .filter(|_| wanted)
+                .and_then(|claims| match set::sign(&claims, &signer) {
+                    Ok(token) => Some(token),
+                    Err(err) => {
+                        tracing::error!(error = %err, "could not sign a SET");
+                        None
+                    }
+                });
+            if out.blocking_send((row, token)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(signed)
 }
 
+/// Removes a stream's rows, in one statement.
 async fn forget(ssf: &Ssf, stream_id: &str, jtis: &[String]) -> Result<u64> {
-    let mut gone = 0;
-    for jti in jtis {
-        gone += sqlx::query("delete from ssf_outbox where stream_id = $1 and jti = $2")
-            .bind(stream_id)
-            .bind(jti)
-            .execute(&ssf.db)
-            .await?
-            .rows_affected();
+    if jtis.is_empty() {
+        return Ok(0);
     }
-    Ok(gone)
+    let marks: Vec<String> = (0..jtis.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "delete from ssf_outbox where stream_id = $1 and jti in ({})",
+        marks.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(stream_id);
+    for jti in jtis {
+        query = query.bind(jti);
+    }
+    Ok(query.execute(&ssf.db).await?.rows_affected())
 }
 
 /// How one push went.
@@ -146,38 +170,48 @@ async fn lease(ssf: &Ssf, stream_id: &str, me: &str, now: i64) -> Result<bool> {
     Ok(taken.rows_affected() == 1)
 }
 
-/// One round for one stream, under its lease: its rows in order until one fails.
-async fn deliver(ssf: &Ssf, stream: &Stream, me: &str) -> Result<()> {
+/// One round for one stream, under its lease: its rows in order until one fails. Whether it
+/// sent a whole batch, so more may be waiting.
+async fn deliver(ssf: &Ssf, stream: &Stream, me: &str) -> Result<bool> {
     let started = std::time::Instant::now();
     let rows = sendable(ssf, stream, BATCH).await?;
+    let full = rows.len() as i64 == BATCH;
+    let mut tokens = signed(ssf, stream, rows).await?;
     let mut failed = None;
-    for row in &rows {
+    let mut done = Vec::new();
+    while let Some((row, token)) = tokens.recv().await {
         if started.elapsed() > ROUND {
             break;
         }
-        let Some(token) = made(ssf, stream, row).await? else {
-            forget(ssf, &stream.id, std::slice::from_ref(&row.jti)).await?;
+        let Some(token) = token else {
+            done.push(row.jti);
             continue;
         };
         match push(ssf, stream, token).await {
             Pushed::Taken => {
-                forget(ssf, &stream.id, std::slice::from_ref(&row.jti)).await?;
                 counter!("lectern_ssf_events_delivered_total").increment(1);
                 let waited = (ssf.clock.now() - row.at).max(0);
                 histogram!("lectern_ssf_delivery_seconds").record(waited as f64);
+                done.push(row.jti);
             }
             Pushed::Refused(err) => {
                 tracing::warn!(stream.id = %stream.id, jti = %row.jti, %err, "a receiver refused an event; it is dropped");
-                forget(ssf, &stream.id, std::slice::from_ref(&row.jti)).await?;
                 counter!("lectern_ssf_events_failed_total", "why" => "refused").increment(1);
+                done.push(row.jti);
             }
             Pushed::Failed(why) => {
                 failed = Some(why);
                 break;
             }
         }
+        // What was sent leaves the outbox as it goes, a few rows to a statement.
+        if done.len() >= 16 {
+            forget(ssf, &stream.id, &std::mem::take(&mut done)).await?;
+        }
     }
+    forget(ssf, &stream.id, &done).await?;
     let now = ssf.clock.now();
+    let more = full && failed.is_none();
     match failed {
         None => {
             sqlx::query(
@@ -208,7 +242,7 @@ async fn deliver(ssf: &Ssf, stream: &Stream, me: &str) -> Result<()> {
             .await?;
         }
     }
-    Ok(())
+    Ok(more)
 }
 
 /// Drops rows older than the give-up age: each with a metric and an audit row.
@@ -261,8 +295,9 @@ async fn measure(ssf: &Ssf) -> Result<()> {
     Ok(())
 }
 
-/// One pass of the worker: every push stream that has rows and is due.
-pub async fn work_once(ssf: &Ssf, me: &str) -> Result<()> {
+/// One pass of the worker: every push stream that has rows and is due. Whether one of them may
+/// have more waiting.
+pub async fn work_once(ssf: &Ssf, me: &str) -> Result<bool> {
     let now = ssf.clock.now();
     let due: Vec<Stream> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{} where s.method = 'push' and s.retry_at <= $1 and s.lease_until < $1
@@ -273,12 +308,13 @@ pub async fn work_once(ssf: &Ssf, me: &str) -> Result<()> {
     .bind(now)
     .fetch_all(&ssf.db)
     .await?;
+    let mut more = false;
     for stream in due {
         if lease(ssf, &stream.id, me, now).await? {
-            deliver(ssf, &stream, me).await?;
+            more |= deliver(ssf, &stream, me).await?;
         }
     }
-    Ok(())
+    Ok(more)
 }
 
 impl Ssf {
@@ -289,14 +325,21 @@ impl Ssf {
         let me = crate::crypto::random_token(9);
         tokio::spawn(async move {
             let mut rounds: u64 = 0;
+            let mut more = false;
             loop {
-                tokio::select! {
-                    () = ssf.wake.notified() => {}
-                    () = tokio::time::sleep(LOOK) => {}
+                if !more {
+                    tokio::select! {
+                        () = ssf.wake.notified() => {}
+                        () = tokio::time::sleep(LOOK) => {}
+                    }
                 }
-                if let Err(err) = work_once(&ssf, &me).await {
-                    tracing::warn!(error = %err, "could not deliver events");
-                }
+                more = match work_once(&ssf, &me).await {
+                    Ok(more) => more,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not deliver events");
+                        false
+                    }
+                };
                 rounds += 1;
                 // Every so often, not every pass: old rows, and the gauges.
                 if rounds % 20 == 1 {
@@ -364,16 +407,21 @@ pub async fn poll(
         }
         let rows = sendable(ssf, &stream, max + 1).await?;
         more = rows.len() as i64 > max;
-        for row in rows.iter().take(usize::try_from(max).unwrap_or(0)) {
-            match made(ssf, &stream, row).await? {
+        let rows: Vec<Row> = rows
+            .into_iter()
+            .take(usize::try_from(max).unwrap_or(0))
+            .collect();
+        let mut tokens = signed(ssf, &stream, rows).await?;
+        let mut unwanted = Vec::new();
+        while let Some((row, token)) = tokens.recv().await {
+            match token {
                 Some(token) => {
-                    sets.insert(row.jti.clone(), json!(token));
+                    sets.insert(row.jti, json!(token));
                 }
-                None => {
-                    forget(ssf, &stream.id, std::slice::from_ref(&row.jti)).await?;
-                }
+                None => unwanted.push(row.jti),
             }
         }
+        forget(ssf, &stream.id, &unwanted).await?;
         if !sets.is_empty() || !wait || tokio::time::Instant::now() >= deadline {
             break;
         }
