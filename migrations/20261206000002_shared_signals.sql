@@ -45,7 +45,8 @@ create index ssf_streams_by_client on ssf_streams (client_id);
 
 -- the outbox: one row per event and stream, written in the same transaction as what it tells
 -- (the ended sign-in's row, the new password, the deleted account), until the receiver has it.
--- The SET itself is made and signed when it is sent, from these fields.
+-- The SET itself is made and signed when it is sent, from these fields. Rows go out in the
+-- order of `at` (whole seconds) and then `seq` (when the row was written, in microseconds).
 create table ssf_outbox (
     jti text primary key,
     stream_id text not null,
@@ -56,9 +57,10 @@ create table ssf_outbox (
     initiator text,
     detail text,
     txn text not null,
-    at bigint not null
+    at bigint not null,
+    seq bigint not null
 );
-create index ssf_outbox_by_stream on ssf_outbox (stream_id, at, jti);
+create index ssf_outbox_by_stream on ssf_outbox (stream_id, at, seq);
 
 -- SETs received from trusted transmitters, so a replayed one is refused.
 create table ssf_received (

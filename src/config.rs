@@ -350,8 +350,14 @@ fn origin_url(raw: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// The public origin: scheme, host and port, no path (Lectern is served at the root).
 fn public_url(raw: &str) -> Result<String, String> {
-    origin_url(raw)
+    let url = origin_url(raw)?;
+    let parsed = url::Url::parse(&url).map_err(|e| e.to_string())?;
+    if parsed.path() != "/" {
+        return Err("expected an origin such as https://learn.example.edu, without a path".into());
+    }
+    Ok(url)
 }
 
 fn trusted_issuers(raw: &str) -> Result<TrustedIssuers, String> {
@@ -508,6 +514,7 @@ mod tests {
             ["--reauth-window", "0"],
             ["--public-url", "learn.example.edu"],
             ["--public-url", "https://learn.example.edu/?x=1"],
+            ["--public-url", "https://example.edu/learn"],
             ["--ssf-trust", "https://idp.example.edu,ftp://x"],
             ["--idle-warning", "30m"],
         ] {

@@ -11,6 +11,13 @@ const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
 const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
 const SSF: &str = "https://schemas.openid.net/secevent/ssf/event-type/";
 
+/// The order of rows written within one second: the wall clock, in microseconds.
+pub fn sequence() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// What an outbox row tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -101,8 +108,8 @@ where
 {
     sqlx::query(
         "insert into ssf_outbox
-           (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, detail, txn, at)
-         select $1 || '.' || id, id, $2, $3, $4, $5, $6, $7, $8, $9
+           (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, detail, txn, at, seq)
+         select $1 || '.' || id, id, $2, $3, $4, $5, $6, $7, $8, $9, $10
          from ssf_streams where status <> 'disabled'",
     )
     .bind(crate::crypto::random_token(12))
@@ -114,6 +121,7 @@ where
     .bind(event.detail)
     .bind(event.txn.as_str())
     .bind(event.at)
+    .bind(sequence())
     .execute(db)
     .await?;
     Ok(())
@@ -126,8 +134,8 @@ where
 {
     sqlx::query(
         "insert into ssf_outbox
-           (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, detail, txn, at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+           (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, detail, txn, at, seq)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(format!("{}.{stream_id}", crate::crypto::random_token(12)))
     .bind(stream_id)
@@ -139,6 +147,7 @@ where
     .bind(event.detail)
     .bind(event.txn.as_str())
     .bind(event.at)
+    .bind(sequence())
     .execute(db)
     .await?;
     Ok(())

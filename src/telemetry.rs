@@ -59,6 +59,12 @@ pub fn metrics_handle() -> PrometheusHandle {
                     metrics_exporter_prometheus::Matcher::Full(REVOCATION_CHECK.to_owned()),
                     CHECK_BUCKETS,
                 )
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(SSF_DELIVERY.to_owned()),
+                        DELIVERY_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -70,6 +76,13 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 const REVOCATION_CHECK: &str = "lectern_revocation_check_seconds";
+/// How long after its ending an event reached its push receiver (see `crate::ssf`).
+pub const SSF_DELIVERY: &str = "lectern_ssf_delivery_seconds";
+
+/// Buckets for event delivery, in seconds: at once to days.
+const DELIVERY_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21_600.0, 86_400.0, 259_200.0,
+];
 
 /// A sign-in started (`browser` or `api`).
 pub fn sign_in_started(kind: &'static str) {

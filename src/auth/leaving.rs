@@ -96,11 +96,11 @@ impl Leaving {
     /// Deletes an account: every sign-in of it ends (on every instance, at once), then its data
     /// goes in one transaction. Whether it existed.
     pub async fn delete(&self, user_id: &str, client: &ClientInfo) -> Result<bool> {
+        let txn = Txn::new();
         self.sign_out
-            .everywhere(user_id, EndReason::AccountDeleted, client)
+            .everywhere(user_id, EndReason::AccountDeleted, client, &txn)
             .await?;
         let now = self.clock.now();
-        let txn = Txn::new();
         let existed = accounts::delete(&self.db, user_id, now, &txn).await?;
         self.users.forget(user_id);
         if existed {
@@ -127,7 +127,7 @@ impl Leaving {
         self.audit(Event::AccountDisabled, user_id, client, now, &txn)
             .await?;
         self.sign_out
-            .everywhere(user_id, EndReason::Revoked, client)
+            .everywhere(user_id, EndReason::Revoked, client, &txn)
             .await
     }
 

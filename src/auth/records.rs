@@ -384,6 +384,7 @@ impl SignInRecords {
                     user_agent: client.user_agent.clone(),
                     txn: txn.as_str().to_owned(),
                     initiator,
+                    seq: signals::sequence(),
                 })
                 .await?;
             if let Some(marked) = &marked {
@@ -433,6 +434,27 @@ impl SignInRecords {
             .bind(sid)
             .fetch_optional(&self.db)
             .await?)
+    }
+
+    /// Sign-ins nobody ended that may have run out unseen: past their absolute lifetime at
+    /// `now`, or not seen since `quiet_since` (the least recently seen first), with the end of
+    /// their lifetime. At most `limit`.
+    pub async fn maybe_lapsed(
+        &self,
+        now: i64,
+        quiet_since: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "select id, expires_at from sign_ins
+             where revoked_at is null and (expires_at <= $1 or coalesce(last_seen_at, created_at) <= $2)
+             order by coalesce(last_seen_at, created_at) limit $3",
+        )
+        .bind(now)
+        .bind(quiet_since)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.db)
+        .await?)
     }
 
     /// The sign-ins nobody ended whose lifetime has not run out at `now` (live, or lapsed

@@ -187,6 +187,9 @@ pub struct Caller<'a> {
     pub session: Option<&'a str>,
 }
 
+/// How many passes of the closing sweep go by between two looks for sign-ins that ran out unseen.
+pub const SETTLE_EVERY: u32 = 30;
+
 /// A sign-out that could not be finished: why, and everything it still owes (settled later all
 /// the same).
 #[derive(Debug)]
@@ -478,6 +481,7 @@ impl SignOut {
         user_id: &str,
         reason: EndReason,
         client: &ClientInfo,
+        txn: &Txn,
     ) -> Result<Targets> {
         let mut all = Targets::default();
         self.add_open_of(user_id, &mut all).await?;
@@ -489,7 +493,7 @@ impl SignOut {
                     spare: &[],
                     reason,
                     client,
-                    txn: &Txn::new(),
+                    txn,
                 },
             )
             .await?)
@@ -609,17 +613,57 @@ impl SignOut {
         Ok(ended)
     }
 
-    /// Ends closed shared computers' sign-ins every `every`, on this runtime, for as long as it
-    /// runs.
+    /// Ends the sign-ins whose time ran out while nobody presented them (an API client that
+    /// stopped calling, a browser that never came back): each ends once, as idle or expired,
+    /// so nothing that ended goes untold to other applications. At most `limit` a pass. How many
+    /// it ended.
+    pub async fn settle_lapsed(&self, limit: usize) -> Result<usize> {
+        let parts = &self.0;
+        let now = parts.clock.now();
+        let quiet_since = now - parts.lifetimes.shared_idle.min(parts.lifetimes.idle);
+        let mut ended = 0;
+        for (sid, expires_at) in parts.records.maybe_lapsed(now, quiet_since, limit).await? {
+            if parts.store.live(&sid).await?.is_some() {
+                continue;
+            }
+            let reason = match parts.store.lapsed(&sid).await? {
+                Some(lapsed) => EndReason::from(lapsed.lapse()),
+                None if expires_at <= now => EndReason::Expired,
+                None => EndReason::Idle,
+            };
+            let mut targets = Targets::default();
+            targets.add_sid(&sid);
+            let how = How {
+                own_session: None,
+                spare: &[],
+                reason,
+                client: &ClientInfo::system(),
+                txn: &Txn::new(),
+            };
+            self.end_all(targets, how).await?;
+            ended += 1;
+        }
+        Ok(ended)
+    }
+
+    /// Ends closed shared computers' sign-ins every `every`, and those that ran out unseen every
+    /// [`SETTLE_EVERY`] of those, on this runtime, for as long as it runs.
     pub fn spawn_closing(&self, every: Duration) {
         let sign_out = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut count: u32 = 0;
             loop {
                 ticks.tick().await;
                 if let Err(err) = sign_out.close_abandoned().await {
                     tracing::warn!(error = %err, "could not end the sign-ins of closed browsers");
+                }
+                count = count.wrapping_add(1);
+                if count % SETTLE_EVERY == 1
+                    && let Err(err) = sign_out.settle_lapsed(256).await
+                {
+                    tracing::warn!(error = %err, "could not end the sign-ins that ran out");
                 }
             }
         });

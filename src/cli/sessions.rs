@@ -204,7 +204,12 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<()> {
                     let learner = super::learner(&state, email, "--user").await?;
                     let reached = state
                         .sign_out
-                        .everywhere(&learner.id, EndReason::Revoked, &operator)
+                        .everywhere(
+                            &learner.id,
+                            EndReason::Revoked,
+                            &operator,
+                            &crate::audit::Txn::new(),
+                        )
                         .await?;
                     (format!("the sign-ins of {}", learner.email), reached)
                 }

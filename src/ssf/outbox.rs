@@ -60,7 +60,7 @@ async fn sendable(ssf: &Ssf, stream: &Stream, limit: i64) -> Result<Vec<Row>> {
     let enabled = stream.status == Status::Enabled;
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT_ROWS} where stream_id = $1 and ($2 = 1 or kind = 'stream-updated')
-         order by at, jti limit $3"
+         order by at, seq, jti limit $3"
     )))
     .bind(&stream.id)
     .bind(i64::from(enabled))
@@ -69,14 +69,19 @@ async fn sendable(ssf: &Ssf, stream: &Stream, limit: i64) -> Result<Vec<Row>> {
     .await?)
 }
 
+/// What became of a row on its way out.
+enum Made {
+    /// Its signed SET.
+    Signed(String),
+    /// The stream does not take its kind: it is dropped.
+    Unwanted,
+    /// It could not be signed: it stays, for the next round.
+    Unsigned,
+}
+
 /// The signed SETs of `rows` for `stream`, in order, as they are signed: off the async threads
-/// (an RS256 signature is CPU work), so the first can be sent while the rest are signed. `None`
-/// for a row the stream does not take (it is dropped).
-async fn signed(
-    ssf: &Ssf,
-    stream: &Stream,
-    rows: Vec<Row>,
-) -> Result<mpsc::Receiver<(Row, Option<String>)>> {
+/// (an RS256 signature is CPU work), so the first can be sent while the rest are signed.
+async fn signed(ssf: &Ssf, stream: &Stream, rows: Vec<Row>) -> Result<mpsc::Receiver<(Row, Made)>> {
     let signer = ssf.keys.signer().await?;
     let (issuer, stream) = (ssf.issuer.clone(), stream.clone());
     let (out, signed) = mpsc::channel(16);
@@ -84,16 +89,16 @@ async fn signed(
         for row in rows {
             let wanted = Kind::from_stored(&row.kind)
                 .is_some_and(|kind| !kind.requested() || stream.delivers(kind));
-            let token = set::claims(&row, &issuer, &stream.audience)
-                .filter(|_| wanted)
-                .and_then(|claims| match set::sign(&claims, &signer) {
-                    Ok(token) => Some(token),
-                    Err(err) => {
-                        tracing::error!(error = %err, "could not sign a SET");
-                        None
-                    }
-                });
-            if out.blocking_send((row, token)).is_err() {
+            let claims = set::claims(&row, &issuer, &stream.audience).filter(|_| wanted);
+            let made = match claims.map(|claims| set::sign(&claims, &signer)) {
+                None => Made::Unwanted,
+                Some(Ok(token)) => Made::Signed(token),
+                Some(Err(err)) => {
+                    tracing::error!(error = %err, "could not sign a SET");
+                    Made::Unsigned
+                }
+            };
+            if out.blocking_send((row, made)).is_err() {
                 break;
             }
         }
@@ -179,19 +184,26 @@ async fn deliver(ssf: &Ssf, stream: &Stream, me: &str) -> Result<bool> {
     let mut tokens = signed(ssf, stream, rows).await?;
     let mut failed = None;
     let mut done = Vec::new();
-    while let Some((row, token)) = tokens.recv().await {
+    while let Some((row, made)) = tokens.recv().await {
         if started.elapsed() > ROUND {
             break;
         }
-        let Some(token) = token else {
-            done.push(row.jti);
-            continue;
+        let token = match made {
+            Made::Signed(token) => token,
+            Made::Unwanted => {
+                done.push(row.jti);
+                continue;
+            }
+            Made::Unsigned => {
+                failed = Some("a SET could not be signed".to_owned());
+                break;
+            }
         };
         match push(ssf, stream, token).await {
             Pushed::Taken => {
                 counter!("lectern_ssf_events_delivered_total").increment(1);
                 let waited = (ssf.clock.now() - row.at).max(0);
-                histogram!("lectern_ssf_delivery_seconds").record(waited as f64);
+                histogram!(crate::telemetry::SSF_DELIVERY).record(waited as f64);
                 done.push(row.jti);
             }
             Pushed::Refused(err) => {
@@ -249,7 +261,7 @@ async fn deliver(ssf: &Ssf, stream: &Stream, me: &str) -> Result<bool> {
 async fn give_up(ssf: &Ssf) -> Result<()> {
     let now = ssf.clock.now();
     let old: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_ROWS} where at < $1 order by at limit 1000"
+        "{SELECT_ROWS} where at < $1 order by at, seq limit 1000"
     )))
     .bind(now - ssf.give_up)
     .fetch_all(&ssf.db)
@@ -310,8 +322,18 @@ pub async fn work_once(ssf: &Ssf, me: &str) -> Result<bool> {
     .await?;
     let mut more = false;
     for stream in due {
-        if lease(ssf, &stream.id, me, now).await? {
-            more |= deliver(ssf, &stream, me).await?;
+        // One stream's trouble does not hold up the others.
+        let delivered = async {
+            if lease(ssf, &stream.id, me, now).await? {
+                return deliver(ssf, &stream, me).await;
+            }
+            Ok(false)
+        };
+        match delivered.await {
+            Ok(busy) => more |= busy,
+            Err(err) => {
+                tracing::warn!(stream.id = %stream.id, error = %err, "could not deliver a stream's events");
+            }
         }
     }
     Ok(more)
@@ -386,8 +408,8 @@ pub async fn poll(
     } else {
         serde_json::from_str(&body).map_err(|e| SsfError::bad(format!("the body: {e}")))?
     };
-    forget(ssf, &stream.id, &request.ack).await?;
-    counter!("lectern_ssf_events_delivered_total").increment(request.ack.len() as u64);
+    let acknowledged = forget(ssf, &stream.id, &request.ack).await?;
+    counter!("lectern_ssf_events_delivered_total").increment(acknowledged);
     let refused: Vec<String> = request.set_errs.keys().cloned().collect();
     for (jti, error) in &request.set_errs {
         tracing::warn!(stream.id = %stream.id, %jti, err = %error["err"], "a receiver refused an event; it is dropped");
@@ -413,12 +435,13 @@ pub async fn poll(
             .collect();
         let mut tokens = signed(ssf, &stream, rows).await?;
         let mut unwanted = Vec::new();
-        while let Some((row, token)) = tokens.recv().await {
-            match token {
-                Some(token) => {
+        while let Some((row, made)) = tokens.recv().await {
+            match made {
+                Made::Signed(token) => {
                     sets.insert(row.jti, json!(token));
                 }
-                None => unwanted.push(row.jti),
+                Made::Unwanted => unwanted.push(row.jti),
+                Made::Unsigned => {}
             }
         }
         forget(ssf, &stream.id, &unwanted).await?;

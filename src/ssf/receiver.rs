@@ -32,6 +32,7 @@ use tokio::sync::RwLock;
 use super::{Ssf, SsfError, SsfResult};
 use crate::{
     accounts::{self, Email},
+    audit::Txn,
     auth::records::EndReason,
     signals::Kind,
     web::ClientInfo,
@@ -67,8 +68,13 @@ impl Trust {
         }
     }
 
-    fn trusts(&self, issuer: &str) -> bool {
-        self.issuers.iter().any(|i| i == issuer)
+    /// The trusted issuer a SET's `iss` names (a trailing slash aside).
+    fn trusted(&self, issuer: &str) -> Option<&str> {
+        let issuer = issuer.trim_end_matches('/');
+        self.issuers
+            .iter()
+            .find(|i| i.as_str() == issuer)
+            .map(String::as_str)
     }
 
     /// The issuer's keys: those kept, or read now when there are none, they are old, or
@@ -131,7 +137,8 @@ async fn fetch(http: &reqwest::Client, issuer: &str) -> Result<Vec<Jwk>, String>
         .json()
         .await
         .map_err(|e| format!("metadata: {e}"))?;
-    if metadata["issuer"].as_str() != Some(issuer) {
+    let named = metadata["issuer"].as_str().map(|i| i.trim_end_matches('/'));
+    if named != Some(issuer) {
         return Err("its metadata names another issuer".to_owned());
     }
     let jwks_uri = metadata["jwks_uri"].as_str().ok_or("no jwks_uri")?;
@@ -191,15 +198,13 @@ async fn verified(ssf: &Ssf, token: &str) -> SsfResult<Value> {
     let issuer = payload["iss"]
         .as_str()
         .ok_or_else(|| SsfError::set("invalid_issuer", "the SET has no iss"))?;
-    if !ssf.trust.trusts(issuer) {
-        return Err(SsfError::set(
-            "invalid_issuer",
-            "this issuer is not trusted here",
-        ));
-    }
+    let trusted = ssf
+        .trust
+        .trusted(issuer)
+        .ok_or_else(|| SsfError::set("invalid_issuer", "this issuer is not trusted here"))?;
     let keys = ssf
         .trust
-        .keys(&ssf.http, issuer, header.kid.as_deref())
+        .keys(&ssf.http, trusted, header.kid.as_deref())
         .await?;
     let candidates = keys.iter().filter(|k| {
         header
@@ -280,8 +285,12 @@ async fn learners(ssf: &Ssf, issuer: &str, subject: &Value) -> crate::error::Res
             }
         }
         Some("iss_sub") => {
-            let (iss, sub) = (subject["iss"].as_str(), subject["sub"].as_str());
-            if let (Some(iss), Some(sub)) = (iss, sub) {
+            // Only the issuer's own subjects: a trusted provider names its own learners.
+            let iss = subject["iss"]
+                .as_str()
+                .map(|i| i.trim_end_matches('/'))
+                .filter(|i| *i == issuer.trim_end_matches('/'));
+            if let (Some(iss), Some(sub)) = (iss, subject["sub"].as_str()) {
                 let linked: Option<(String,)> =
                     sqlx::query_as("select user_id from ssf_links where iss = $1 and sub = $2")
                         .bind(iss)
@@ -402,9 +411,11 @@ async fn apply(ssf: &Ssf, claims: &Value, client: &ClientInfo) -> SsfResult<&'st
             ip: client.ip.clone(),
             user_agent: format!("Shared Signals: {issuer}"),
         };
+        // One SET is one action: its endings share a transaction id.
+        let txn = Txn::new();
         for user_id in learners {
             ssf.sign_out
-                .everywhere(&user_id, EndReason::Provider, &client)
+                .everywhere(&user_id, EndReason::Provider, &client, &txn)
                 .await?;
             tracing::info!(user.id = %user_id, %issuer, "the identity provider signed a learner out");
         }

@@ -516,7 +516,6 @@ async fn a_receiver_that_was_down_gets_its_events_in_order_once_it_is_back() {
         let (access, refresh) = app.api_login(&email).await;
         order.push(app.sid_of(&access));
         app.api_logout(Some(&access), Some(&refresh)).await;
-        app.advance(1);
     }
     deliver(&app).await;
     assert!(receiver.received().is_empty());
@@ -1340,4 +1339,67 @@ async fn a_burst_of_sign_outs_writes_one_event_per_sign_in() {
         .map(|(access, _)| app.sid_of(access))
         .collect();
     assert_eq!(sessions, expected);
+}
+
+/// A sign-in that runs out while nobody presents it (an API client that stopped calling, a
+/// browser that never came back) is settled by the server, once, and the receiver is told why.
+#[tokio::test]
+async fn a_sign_in_that_runs_out_unseen_still_tells_the_receiver() {
+    let app = spawn_app().await;
+    let receiver = PushReceiver::start().await;
+    let client = registered(&app).await;
+    let token = bearer(&app, &client).await;
+    push_stream(&app, &token, &receiver.url).await;
+    let email = app.signed_up().await;
+    let (access, refresh) = app.api_login(&email).await;
+    let browser = app
+        .state
+        .sign_ins
+        .live(Some(&user_of(&app, &email).await.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .find(|id| *id != app.sid_of(&access))
+        .unwrap();
+    // Nothing has run out yet: nothing ends.
+    assert_eq!(app.state.sign_out.settle_lapsed(256).await.unwrap(), 0);
+    app.advance(u64::try_from(app.state.lifetimes.absolute).unwrap() + 1);
+    assert_eq!(app.state.sign_out.settle_lapsed(256).await.unwrap(), 2);
+    assert_eq!(
+        app.state.sign_out.settle_lapsed(256).await.unwrap(),
+        0,
+        "once"
+    );
+    deliver(&app).await;
+    let mut told: Vec<(String, String)> = receiver
+        .received()
+        .iter()
+        .map(|g| {
+            let claims = claims_of(&g.token);
+            let event = &claims["events"][SESSION_REVOKED];
+            (
+                claims["sub_id"]["session"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                event["initiating_entity"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    told.sort();
+    let mut expected = vec![
+        (app.sid_of(&access), "policy".to_owned()),
+        (browser, "policy".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(told, expected);
+    app.assert_api_credentials_refused(&access, &refresh).await;
+    // The browser that comes back is told why.
+    let back = app.server.get("/dashboard").await;
+    let location = back.header("location").to_str().unwrap().to_owned();
+    assert!(
+        location.contains("reason=idle") || location.contains("reason=expired"),
+        "{location}"
+    );
 }

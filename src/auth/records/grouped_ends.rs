@@ -18,7 +18,7 @@ use crate::{
     error::{AppError, Result},
 };
 
-/// The most ends one statement writes (nine parameters each).
+/// The most ends one statement writes (ten parameters each).
 const MOST: usize = 64;
 
 /// One sign-in's row to mark ended, with its audit row.
@@ -32,8 +32,10 @@ pub struct RowEnd {
     pub ip: String,
     pub user_agent: String,
     pub txn: String,
-    /// Who ended it, for the events other applications are sent (see `crate::ssf`).
+    /// Who ended it, and the order of its event, for the events other applications are sent
+    /// (see `crate::signals`).
     pub initiator: &'static str,
+    pub seq: i64,
 }
 
 struct Queued {
@@ -162,8 +164,8 @@ async fn alone(db: &Pool, end: &RowEnd) -> Result<Option<MarkedEnded>> {
            insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
            select $4, $5, user_id, $3, $1, $6, $7, $8 from marked),
          told as (
-           insert into ssf_outbox (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, txn, at)
-           select $4 || '.' || s.id, s.id, 'session-revoked', marked.user_id, $3, $2, $9, $8, $1
+           insert into ssf_outbox (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, txn, at, seq)
+           select $4 || '.' || s.id, s.id, 'session-revoked', marked.user_id, $3, $2, $9, $8, $1, $10
            from marked cross join ssf_streams s where s.status <> 'disabled')
          select user_id, expires_at from marked",
     )
@@ -176,6 +178,7 @@ async fn alone(db: &Pool, end: &RowEnd) -> Result<Option<MarkedEnded>> {
     .bind(&end.user_agent)
     .bind(&end.txn)
     .bind(end.initiator)
+    .bind(end.seq)
     .fetch_optional(db)
     .await?;
     Ok(marked.map(|(user_id, expires_at)| MarkedEnded {
@@ -191,13 +194,13 @@ async fn together(db: &Pool, ends: &[&RowEnd]) -> sqlx::Result<Vec<(String, Stri
     let rows = ends.len().next_power_of_two();
     let values: Vec<String> = (0..rows)
         .map(|row| {
-            let first = row * 9;
-            let params: Vec<String> = (1..=9).map(|p| format!("${}", first + p)).collect();
+            let first = row * 10;
+            let params: Vec<String> = (1..=10).map(|p| format!("${}", first + p)).collect();
             format!("({})", params.join(", "))
         })
         .collect();
     let sql = format!(
-        "with input (sid, reason, audit_id, event, ip, user_agent, at, txn, initiator) as (values {}),
+        "with input (sid, reason, audit_id, event, ip, user_agent, at, txn, initiator, seq) as (values {}),
          marked as (
            update sign_ins s set revoked_at = input.at, revoked_reason = input.reason
            from input where s.id = input.sid and s.revoked_at is null
@@ -208,9 +211,9 @@ async fn together(db: &Pool, ends: &[&RowEnd]) -> sqlx::Result<Vec<(String, Stri
                   input.user_agent, input.txn
            from marked join input on input.sid = marked.id),
          told as (
-           insert into ssf_outbox (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, txn, at)
+           insert into ssf_outbox (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, txn, at, seq)
            select input.audit_id || '.' || s.id, s.id, 'session-revoked', marked.user_id,
-                  marked.id, input.reason, input.initiator, input.txn, input.at
+                  marked.id, input.reason, input.initiator, input.txn, input.at, input.seq
            from marked join input on input.sid = marked.id
            cross join ssf_streams s where s.status <> 'disabled')
          select id, user_id, expires_at from marked",
@@ -228,7 +231,8 @@ async fn together(db: &Pool, ends: &[&RowEnd]) -> sqlx::Result<Vec<(String, Stri
                 .bind(&end.user_agent)
                 .bind(end.at)
                 .bind(&end.txn)
-                .bind(end.initiator),
+                .bind(end.initiator)
+                .bind(end.seq),
             None => query
                 .bind(None::<&str>)
                 .bind(None::<&str>)
@@ -238,7 +242,8 @@ async fn together(db: &Pool, ends: &[&RowEnd]) -> sqlx::Result<Vec<(String, Stri
                 .bind(None::<&str>)
                 .bind(None::<i64>)
                 .bind(None::<&str>)
-                .bind(None::<&str>),
+                .bind(None::<&str>)
+                .bind(None::<i64>),
         };
     }
     query.fetch_all(db).await
