@@ -5,6 +5,7 @@
 //! Skipped, saying why, when no chromedriver is found; `LECTERN_E2E_REQUIRED=1` (set by `.ci/run`)
 //! turns the skip into a failure. Screenshots of each step go to `target/e2e/`.
 
+use std::os::unix::process::CommandExt;
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -20,11 +21,18 @@ use crate::helpers::{
     skipped, unique_email,
 };
 
-/// Kills chromedriver when the test ends, however it ends.
+/// Kills chromedriver and every Chromium it started when the test ends, however it ends (a
+/// session a failed test never closed included): they share a process group of their own.
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        if let Ok(group) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -33,6 +41,7 @@ impl Drop for Driver {
 async fn start_driver(path: &PathBuf) -> (Driver, String) {
     let port = free_port();
     let child = Command::new(path)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
