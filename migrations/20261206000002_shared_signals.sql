@@ -77,3 +77,6 @@ create table ssf_links (
     user_id text not null,
     primary key (iss, sub)
 );
+
+-- when a sign-in was bound to its browser's key (DBSC, see auth::bound), for the account page.
+alter table sign_ins add column bound_at bigint;

@@ -23,6 +23,7 @@ use axum::{
     routing::get,
 };
 use axum_login::AuthManagerLayerBuilder;
+use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::{
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(learners)
         .merge(forms)
         .merge(pages::presence::router())
+        .merge(pages::bound::router())
         .merge(pages::home::router())
         .fallback(pages::home::not_found)
         // One stack, outermost first, so each route is wrapped once, not once per layer.
@@ -141,10 +143,12 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback_service(everything)
 }
 
-/// A bound, ready-to-run server, with its metrics listener when `LECTERN_METRICS_ADDR` is set.
+/// A bound, ready-to-run server, with its metrics listener when `LECTERN_METRICS_ADDR` is set
+/// and its certificate when it serves HTTPS.
 pub struct Application {
     listener: TcpListener,
     metrics: Option<TcpListener>,
+    tls: Option<RustlsConfig>,
     router: Router,
     state: AppState,
 }
@@ -162,6 +166,10 @@ impl Application {
         state.ledger.spawn();
         state.sign_out.spawn_closing(crate::auth::ledger::POLL);
         state.ssf.spawn();
+        let tls = match &state.settings.tls {
+            Some(tls) => Some(tls_config(tls).await?),
+            None => None,
+        };
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (LECTERN_ADDR)"))?;
@@ -178,6 +186,7 @@ impl Application {
         Ok(Self {
             listener,
             metrics,
+            tls,
             router: router(state.clone()),
             state,
         })
@@ -202,7 +211,8 @@ impl Application {
     /// Serves until SIGTERM or Ctrl-C, letting requests in flight finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let addr = self.listener.local_addr()?;
-        tracing::info!(%addr, "Lectern is listening on http://{addr}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, "Lectern is listening on {scheme}://{addr}");
         if let Some(metrics) = self.metrics {
             let addr = metrics.local_addr()?;
             tracing::info!(%addr, "metrics on http://{addr}/metrics");
@@ -216,14 +226,75 @@ impl Application {
                 }
             });
         }
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let (Some(tls), Some(files)) = (self.tls, self.state.settings.tls.clone()) else {
+            return axum::serve(self.listener, service)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serving HTTP");
+        };
+        tokio::spawn(reload_when_renewed(tls.clone(), files));
+        let handle = axum_server::Handle::new();
+        let stopping = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stopping.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+        });
+        axum_server::from_tcp_rustls(self.listener.into_std()?, tls)?
+            .handle(handle)
+            .serve(service)
+            .await
+            .context("serving HTTPS")
+    }
+}
+
+/// The certificate and key of `LECTERN_TLS_CERT` and `LECTERN_TLS_KEY`, on rustls with ring.
+async fn tls_config(files: &crate::config::Tls) -> anyhow::Result<RustlsConfig> {
+    // The one process-wide provider; installed already (a second app in a test) is fine.
+    #[expect(
+        deprecated,
+        reason = "ring is already the TLS library under reqwest; aws-lc-rs would add a C build for post-quantum key exchange, which a load balancer in front can offer"
+    )]
+    let provider = rustls::crypto::ring::default_provider();
+    let _ = provider.install_default();
+    RustlsConfig::from_pem_file(&files.cert, &files.key)
         .await
-        .context("serving HTTP")
+        .with_context(|| {
+            format!(
+                "LECTERN_TLS_CERT, LECTERN_TLS_KEY: cannot use {} and {} (PEM certificate chain and private key)",
+                files.cert.display(),
+                files.key.display()
+            )
+        })
+}
+
+/// Reads the certificate again when its files change (a renewal), so no restart is needed; a
+/// renewal that does not load keeps the certificate in use, and says so.
+async fn reload_when_renewed(tls: RustlsConfig, files: crate::config::Tls) {
+    let changed = |files: &crate::config::Tls| {
+        [&files.cert, &files.key]
+            .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+    };
+    let mut seen = changed(&files);
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = changed(&files);
+        if now == seen {
+            continue;
+        }
+        match tls.reload_from_pem_file(&files.cert, &files.key).await {
+            Ok(()) => {
+                seen = now;
+                tracing::info!("the TLS certificate was renewed and is in use");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "the renewed TLS certificate could not be loaded; the previous one stays in use");
+            }
+        }
     }
 }
 

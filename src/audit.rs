@@ -27,6 +27,8 @@ pub enum Event {
     AccountEnabled,
     /// An event for another application that its receiver never took (see `crate::ssf`).
     SignalUndelivered,
+    /// A device-bound sign-in's session cookie came without its bound cookie: refused.
+    BoundRefused,
 }
 
 impl Event {
@@ -45,6 +47,7 @@ impl Event {
             Self::AccountDisabled => "account_disabled",
             Self::AccountEnabled => "account_enabled",
             Self::SignalUndelivered => "signal_undelivered",
+            Self::BoundRefused => "bound_refused",
         }
     }
 }
@@ -117,6 +120,7 @@ fn single(event: &str) -> &str {
         "provider" => "Signed out by your organisation's sign-in service",
         "account_disabled" => "Account disabled by an administrator",
         "account_enabled" => "Account enabled again by an administrator",
+        "bound_refused" => "Refused: a copy of a sign-in without its device",
         other => other,
     }
 }

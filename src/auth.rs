@@ -8,6 +8,7 @@
 
 pub mod access_tokens;
 pub mod backend;
+pub mod bound;
 pub mod csrf;
 pub mod establish;
 pub mod extract;

@@ -93,6 +93,20 @@ pub struct ServeArgs {
     /// (default 3 days).
     #[arg(long, env = "LECTERN_SSF_GIVE_UP", value_parser = lifetime)]
     pub ssf_give_up: Option<Duration>,
+    /// A PEM certificate chain: with LECTERN_TLS_KEY, serve HTTPS (a renewed file is picked up
+    /// without a restart).
+    #[arg(long, env = "LECTERN_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of LECTERN_TLS_CERT.
+    #[arg(long, env = "LECTERN_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Device-bound sign-ins (DBSC): `on` (the default with TLS) or `off`.
+    #[arg(long, env = "LECTERN_DBSC", value_parser = BoolishValueParser::new())]
+    pub dbsc: Option<bool>,
+    /// How long a device-bound sign-in's short cookie lasts before the browser proves its key
+    /// again (default 10 min; at least 5 min).
+    #[arg(long, env = "LECTERN_BOUND_TTL", value_parser = bound_ttl)]
+    pub bound_ttl: Option<Duration>,
 }
 
 /// The issuers `LECTERN_SSF_TRUST` names.
@@ -133,6 +147,18 @@ pub struct Settings {
     /// The Shared Signals transmitters whose events are accepted.
     pub ssf_trust: Vec<String>,
     pub ssf_give_up: Duration,
+    /// The certificate and key HTTPS is served with, when it is.
+    pub tls: Option<Tls>,
+    /// Whether browser sign-ins are offered device binding (DBSC).
+    pub dbsc: bool,
+    pub bound_ttl: Duration,
+}
+
+/// Where the certificate and key are.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// A configuration error: one line naming the variable and what is wrong with it.
@@ -187,6 +213,21 @@ impl Settings {
         let addr = args
             .addr
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid("LECTERN_TLS_KEY", "required with LECTERN_TLS_CERT"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("LECTERN_TLS_CERT", "required with LECTERN_TLS_KEY"));
+            }
+        };
+        let dbsc = args.dbsc.unwrap_or(tls.is_some());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // A shared computer's limits are never longer than everyone's.
         let shared_idle = shared_idle.min(session_idle);
         let shared_absolute = shared_absolute.min(session_absolute);
@@ -207,7 +248,9 @@ impl Settings {
                 .database_url
                 .clone()
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            secure_cookies: args.secure_cookies.unwrap_or(redis_url.is_some()),
+            secure_cookies: args
+                .secure_cookies
+                .unwrap_or(redis_url.is_some() || tls.is_some()),
             redis_url,
             secret,
             secret_generated,
@@ -232,11 +275,14 @@ impl Settings {
             public_url: args
                 .public_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{addr}")),
+                .unwrap_or_else(|| format!("{scheme}://{addr}")),
             ssf_trust: args.ssf_trust.clone().unwrap_or_default().0,
             ssf_give_up: args
                 .ssf_give_up
                 .unwrap_or(Duration::from_secs(3 * 24 * 3600)),
+            tls,
+            dbsc,
+            bound_ttl: args.bound_ttl.unwrap_or(Duration::from_secs(600)),
         })
     }
 
@@ -408,6 +454,15 @@ fn close_window(raw: &str) -> Result<Duration, String> {
     Ok(parsed)
 }
 
+/// A bound cookie's lifetime: at least five minutes (a browser proves its key again each time).
+fn bound_ttl(raw: &str) -> Result<Duration, String> {
+    let parsed = duration(raw)?;
+    if parsed < Duration::from_secs(300) {
+        return Err("must be at least 5 minutes".into());
+    }
+    Ok(parsed)
+}
+
 /// A grace window: zero turns it off; at most a minute, since it widens what a stolen token buys.
 fn grace(raw: &str) -> Result<Duration, String> {
     let parsed = duration(raw)?;
@@ -517,6 +572,9 @@ mod tests {
             ["--public-url", "https://example.edu/learn"],
             ["--ssf-trust", "https://idp.example.edu,ftp://x"],
             ["--idle-warning", "30m"],
+            ["--bound-ttl", "1m"],
+            ["--tls-cert", "cert.pem"],
+            ["--dbsc", "sometimes"],
         ] {
             assert!(parse(&flags).is_err(), "{flags:?}");
         }

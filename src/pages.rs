@@ -2,6 +2,7 @@
 //! and puts each group behind the layers its rules need.
 
 pub mod account;
+pub mod bound;
 pub mod confirm;
 pub mod courses;
 pub mod health;

@@ -9,12 +9,12 @@ use axum::extract::FromRef;
 use crate::{
     accounts::Users,
     auth::{
-        AccessTokens, Backend, Keys, SignIns, SignOut, establish::Establish, leaving::Leaving,
-        ledger::Ledger, password_change::PasswordChange, passwords::Passwords,
+        AccessTokens, Backend, Keys, SignIns, SignOut, bound::Binding, establish::Establish,
+        leaving::Leaving, ledger::Ledger, password_change::PasswordChange, passwords::Passwords,
         rate_limit::RateLimits, recent::Reauth, records::SignInRecords, sign_ins::Lifetimes,
         sign_out::ClientState,
     },
-    clock::Clock,
+    clock::{self, Clock},
     config::Settings,
     courses::Catalog,
     db::{self, Pool},
@@ -57,6 +57,8 @@ pub struct Shared {
     pub learners: KnownLearners,
     /// Shared Signals: telling other applications, and hearing from identity providers.
     pub ssf: Ssf,
+    /// Device-bound sign-ins (DBSC).
+    pub binding: Binding,
 }
 
 impl AppState {
@@ -140,6 +142,14 @@ impl AppState {
             clock.clone(),
             lifetimes,
         );
+        let binding = Binding::new(
+            stores.sign_ins.clone(),
+            records.clone(),
+            clock.clone(),
+            settings.secret_bytes(),
+            clock::secs(settings.bound_ttl),
+            settings.dbsc,
+        );
         let sign_out = SignOut::new(
             records,
             stores.sign_ins.clone(),
@@ -197,6 +207,7 @@ impl AppState {
         )?;
         Ok(Self(Arc::new(Shared {
             ssf,
+            binding,
             reauth,
             leaving,
             users,
@@ -229,6 +240,7 @@ impl AppState {
         ClientState {
             secure_cookies: self.settings.secure_cookies,
             clear_site_data: self.settings.clear_site_data,
+            bound: self.settings.dbsc,
         }
     }
 }
@@ -266,4 +278,5 @@ parts! {
     TrustedProxies => |state| TrustedProxies(state.settings.trusted_proxies);
     RateLimits => |state| state.limits.clone();
     Ssf => |state| state.ssf.clone();
+    Binding => |state| state.binding.clone();
 }

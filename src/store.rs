@@ -178,6 +178,19 @@ pub trait SignInStore: Send + Sync + 'static {
     /// computer's is kept [`LAPSE_KEPT`] longer): which deadline it ran out at.
     async fn lapsed(&self, sid: &str) -> Result<Option<LiveSignIn>>;
 
+    /// Keeps `challenge` as the one a device-bound sign-in's next proof must sign, until `until`
+    /// (a new one replaces it).
+    async fn put_challenge(&self, sid: &str, challenge: &str, until: i64) -> Result<()>;
+
+    /// Takes the challenge kept for `sid`: each can be used once.
+    async fn take_challenge(&self, sid: &str) -> Result<Option<String>>;
+
+    /// Binds a sign-in to a public key (a JWK) until `until`, its lifetime's end.
+    async fn bind(&self, sid: &str, key: &str, until: i64) -> Result<()>;
+
+    /// The public key a sign-in is bound to, while it is.
+    async fn bound_key(&self, sid: &str) -> Result<Option<String>>;
+
     /// The shared computers' sign-ins whose open deadline has passed at `now`, for the server to
     /// end them (reason `closed`), at most `limit` of them.
     async fn closing(&self, now: i64, limit: usize) -> Result<Vec<String>>;

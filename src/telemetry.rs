@@ -110,6 +110,13 @@ pub fn sign_in_ended(reason: &'static str) {
     counter!("lectern_sign_ins_ended_total", "reason" => reason).increment(1);
 }
 
+/// A device-bound sign-in's request refused: `cookie` (its session cookie came without a valid
+/// bound cookie: a copy, or a browser that lost its key) or `proof` (a refresh that did not
+/// prove the key).
+pub fn bound_refused(what: &'static str) {
+    counter!("lectern_bound_refused_total", "what" => what).increment(1);
+}
+
 /// A request refused by a rate limit.
 pub fn rate_limited(limit: &'static str) {
     counter!("lectern_rate_limited_total", "limit" => limit).increment(1);

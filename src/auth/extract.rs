@@ -20,6 +20,7 @@ use tower_sessions::Session;
 
 use super::{
     AuthSession, CSRF_KEY, Keys, TOUCHED_KEY,
+    bound::{BOUND_KEY, Binding},
     sign_ins::{Lifetimes, Liveness, SignIns, browser_sign_in_id},
     sign_out::SignOut,
 };
@@ -104,6 +105,7 @@ where
     Clock: FromRef<S>,
     Lifetimes: FromRef<S>,
     KnownLearners: FromRef<S>,
+    Binding: FromRef<S>,
     TrustedProxies: FromRef<S>,
 {
     if let Some(cached) = parts.extensions.get::<CurrentUser>() {
@@ -143,6 +145,19 @@ where
         Liveness::Live(live) => live,
         Liveness::Ended(reason) => return lapsed(parts, state, &session, &sid, reason).await,
     };
+    // A device-bound sign-in: its session cookie alone is not enough.
+    let bound_here = session
+        .get::<String>(BOUND_KEY)
+        .await
+        .map_err(unavailable)?
+        .is_some_and(|bound| bound == sid);
+    if bound_here && !Binding::from_ref(state).holds(&parts.headers, &sid) {
+        let client = client_of(parts, state).await;
+        tracing::warn!(sign_in.id = %sid, ip = %client.ip, "a device-bound sign-in's session cookie came without its bound cookie; refused");
+        telemetry::bound_refused("cookie");
+        Binding::from_ref(state).refused(&sid, &client).await;
+        return Ok(Resolved::Anonymous { ended: None });
+    }
     let (now, lifetimes) = (Clock::from_ref(state).now(), Lifetimes::from_ref(state));
     let live = kept_up(&session, &sign_ins, &lifetimes, now, &sid, live).await?;
     let csrf = match session.get::<String>(CSRF_KEY).await.map_err(unavailable)? {
@@ -298,6 +313,7 @@ where
     Clock: FromRef<S>,
     Lifetimes: FromRef<S>,
     KnownLearners: FromRef<S>,
+    Binding: FromRef<S>,
     TrustedProxies: FromRef<S>,
 {
     type Rejection = Response;
@@ -319,6 +335,7 @@ where
     Clock: FromRef<S>,
     Lifetimes: FromRef<S>,
     KnownLearners: FromRef<S>,
+    Binding: FromRef<S>,
     TrustedProxies: FromRef<S>,
 {
     type Rejection = Response;
@@ -340,6 +357,7 @@ where
     Clock: FromRef<S>,
     Lifetimes: FromRef<S>,
     KnownLearners: FromRef<S>,
+    Binding: FromRef<S>,
     Keys: FromRef<S>,
     TrustedProxies: FromRef<S>,
 {

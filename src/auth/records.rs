@@ -42,6 +42,8 @@ pub struct SignIn {
     pub last_seen_at: Option<i64>,
     /// 1 when made on a shared or public computer.
     pub shared: i64,
+    /// When it was bound to its browser's key (device-bound sign-ins); `None` when it is not.
+    pub bound_at: Option<i64>,
 }
 
 impl SignIn {
@@ -239,7 +241,7 @@ macro_rules! select_sign_ins {
     ($rest:literal) => {
         concat!(
             "select id, user_id, created_at, expires_at, ip, user_agent, revoked_at, ",
-            "revoked_reason, last_seen_at, shared from sign_ins ",
+            "revoked_reason, last_seen_at, shared, bound_at from sign_ins ",
             $rest
         )
     };
@@ -427,6 +429,34 @@ impl SignInRecords {
             self.wake.notify_waiters();
         }
         Ok(marked)
+    }
+
+    /// Writes an audit row about sign-in `sid` (of its learner) that is not an ending.
+    pub async fn note(&self, sid: &str, event: Event, client: &ClientInfo, at: i64) -> Result<()> {
+        sqlx::query(
+            "insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
+             select $1, $2, user_id, id, $3, $4, $5, $6 from sign_ins where id = $7",
+        )
+        .bind(audit::new_id())
+        .bind(event.as_str())
+        .bind(at)
+        .bind(&client.ip)
+        .bind(&client.user_agent)
+        .bind(Txn::new().as_str())
+        .bind(sid)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Notes that `sid` was bound to its browser's key at `at`.
+    pub async fn mark_bound(&self, sid: &str, at: i64) -> Result<()> {
+        sqlx::query("update sign_ins set bound_at = $1 where id = $2")
+            .bind(at)
+            .bind(sid)
+            .execute(&self.db)
+            .await?;
+        Ok(())
     }
 
     pub async fn find(&self, sid: &str) -> Result<Option<SignIn>> {

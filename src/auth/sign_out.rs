@@ -941,14 +941,18 @@ impl SignOut {
 pub struct ClientState {
     pub secure_cookies: bool,
     pub clear_site_data: ClearSiteData,
+    /// Device-bound sign-ins are on: the bound cookie is removed too.
+    pub bound: bool,
 }
 
 /// What every sign-out response carries, whether or not the server side succeeded: both auth
 /// cookies removed with the exact name and path they were set with, `Clear-Site-Data` (not
 /// "cache": it stalls Chromium), and `Cache-Control: no-store`.
 pub fn clear_client_state(response: impl IntoResponse, policy: ClientState) -> Response {
+    let bound = policy.bound.then(super::bound::removal);
     let jar = auth_cookie_removals(policy.secure_cookies)
         .into_iter()
+        .chain(bound)
         .fold(CookieJar::new(), CookieJar::add);
     let mut response = (jar, response).into_response();
     if let Ok(value) = HeaderValue::from_str(&policy.clear_site_data.header_value()) {
@@ -985,6 +989,7 @@ mod tests {
         let policy = ClientState {
             secure_cookies: false,
             clear_site_data: ClearSiteData::default(),
+            bound: false,
         };
         let response = clear_client_state(axum::http::StatusCode::NO_CONTENT, policy);
         let cookies: Vec<_> = response

@@ -244,7 +244,8 @@ async fn change_password(
                 .insert(NOTICE_KEY, PASSWORD_CHANGED)
                 .await
                 .map_err(unavailable)?;
-            Ok((jar, Redirect::to("/account")).into_response())
+            let response = (jar, Redirect::to("/account")).into_response();
+            super::bound::offering(&state, &auth, response).await
         }
         Changed::No(errors) => {
             let page = page(&state, &current, current.layout(), errors).await?;

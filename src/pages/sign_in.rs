@@ -115,7 +115,8 @@ async fn register(
         .establish
         .browser(&mut auth, replacing(&viewer), &user, way, jar)
         .await?;
-    Ok((jar, Redirect::to("/dashboard")).into_response())
+    let response = (jar, Redirect::to("/dashboard")).into_response();
+    super::bound::offering(&state, &auth, response).await
 }
 
 // ---- login ----
@@ -232,7 +233,8 @@ async fn login(
         .establish
         .browser(&mut auth, replacing(&viewer), &user, way, jar)
         .await?;
-    Ok((jar, Redirect::to(&next)).into_response())
+    let response = (jar, Redirect::to(&next)).into_response();
+    super::bound::offering(&state, &auth, response).await
 }
 
 /// The sign-in form again, with the email kept and why it was refused above it: a wrong email or

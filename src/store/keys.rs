@@ -39,10 +39,21 @@ impl RedisKeys {
         self.sign_in(sid, "revoked")
     }
 
-    /// `lectern:{<sid>}:ended`: the browser sessions an ended sign-in named (space-separated), so an end
-    /// repeated (a replayed command, a retried sign-out) deletes them too.
+    /// `lectern:{<sid>}:ended`: the browser session an ended sign-in named, so an end repeated
+    /// (a replayed command, a retried sign-out) deletes it too.
     pub fn ended(&self, sid: &str) -> String {
         self.sign_in(sid, "ended")
+    }
+
+    /// `lectern:{<sid>}:challenge`: the one challenge a device-bound sign-in's next proof must
+    /// sign (see `auth::bound`).
+    pub fn challenge(&self, sid: &str) -> String {
+        self.sign_in(sid, "challenge")
+    }
+
+    /// `lectern:{<sid>}:bound`: the public key (a JWK) a device-bound sign-in is bound to.
+    pub fn bound(&self, sid: &str) -> String {
+        self.sign_in(sid, "bound")
     }
 
     /// `lectern:{session:<id>}:sign_ins`: the sign-ins a browser session holds besides its own

@@ -42,6 +42,10 @@ struct State {
     endings: Option<i64>,
     /// shared computers' sign-ins -> when they end unless a page sends a heartbeat
     closing: HashMap<String, i64>,
+    /// device-bound sign-in -> (its next proof's challenge, until)
+    challenges: HashMap<String, (String, i64)>,
+    /// device-bound sign-in -> (its public key, until)
+    bound: HashMap<String, (String, i64)>,
     writes: u64,
 }
 
@@ -76,6 +80,8 @@ impl MemoryStore {
                 + s.ended.len()
                 + s.ended_sign_ins.len()
                 + s.counters.len()
+                + s.challenges.len()
+                + s.bound.len()
         })
     }
 
@@ -98,6 +104,8 @@ impl State {
         self.counters
             .retain(|(_, window), _| *window + WINDOW_SECS > now);
         self.marks.retain(|_, (_, until)| *until > now);
+        self.challenges.retain(|_, (_, until)| *until > now);
+        self.bound.retain(|_, (_, until)| *until > now);
     }
 
     fn live(&self, sid: &str, now: i64) -> Option<LiveSignIn> {
@@ -303,6 +311,8 @@ impl SignInStore for MemoryStore {
 
     async fn end(&self, sid: &str) -> Result<Ended> {
         Ok(self.with(|s, now| {
+            s.challenges.remove(sid);
+            s.bound.remove(sid);
             let sessions: Vec<String> = match s.live.remove(sid) {
                 Some(live) => {
                     let sessions: Vec<String> = live.session.into_iter().collect();
@@ -337,6 +347,37 @@ impl SignInStore for MemoryStore {
 
     async fn endings_held_until(&self) -> Result<Option<i64>> {
         Ok(self.with(|s, _| s.endings))
+    }
+
+    async fn put_challenge(&self, sid: &str, challenge: &str, until: i64) -> Result<()> {
+        self.with(|s, _| {
+            s.challenges
+                .insert(sid.to_owned(), (challenge.to_owned(), until))
+        });
+        Ok(())
+    }
+
+    async fn take_challenge(&self, sid: &str) -> Result<Option<String>> {
+        Ok(self.with(|s, now| {
+            s.challenges
+                .remove(sid)
+                .filter(|(_, until)| *until > now)
+                .map(|(challenge, _)| challenge)
+        }))
+    }
+
+    async fn bind(&self, sid: &str, key: &str, until: i64) -> Result<()> {
+        self.with(|s, _| s.bound.insert(sid.to_owned(), (key.to_owned(), until)));
+        Ok(())
+    }
+
+    async fn bound_key(&self, sid: &str) -> Result<Option<String>> {
+        Ok(self.with(|s, now| {
+            s.bound
+                .get(sid)
+                .filter(|(_, until)| *until > now)
+                .map(|(key, _)| key.clone())
+        }))
     }
 
     async fn hold_endings_until(&self, at: i64) -> Result<()> {

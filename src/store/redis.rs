@@ -615,6 +615,8 @@ impl SignInStore for RedisStore {
             self.keys.revoked(sid),
             self.keys.live(sid),
             self.keys.ended(sid),
+            self.keys.bound(sid),
+            self.keys.challenge(sid),
         ];
         let args = [Value::from(self.clock.now()), Value::from(ENDED_KEPT)];
         // One command, run on the connection a replica wait then holds (see `END`).
@@ -643,6 +645,44 @@ impl SignInStore for RedisStore {
                 async { Ok(()) }
             });
         }
+    }
+
+    async fn put_challenge(&self, sid: &str, challenge: &str, until: i64) -> Result<()> {
+        let key = self.keys.challenge(sid);
+        // Its deadline goes with it, checked on the application's clock when it is taken; the
+        // key's own expiry only clears it away.
+        let value = format!("{until} {challenge}");
+        let expire = Some(Expiration::EXAT(until));
+        across_slot_moves(|| {
+            self.pool
+                .set::<(), _, _>(&key, value.as_str(), expire.clone(), None, false)
+        })
+        .await
+    }
+
+    async fn take_challenge(&self, sid: &str) -> Result<Option<String>> {
+        let key = self.keys.challenge(sid);
+        let taken: Option<String> = across_slot_moves(|| self.pool.getdel(&key)).await?;
+        let now = self.clock.now();
+        Ok(taken.and_then(|value| {
+            let (until, challenge) = value.split_once(' ')?;
+            (until.parse::<i64>().ok()? > now).then(|| challenge.to_owned())
+        }))
+    }
+
+    async fn bind(&self, sid: &str, key: &str, until: i64) -> Result<()> {
+        let name = self.keys.bound(sid);
+        let expire = Some(Expiration::EXAT(until));
+        across_slot_moves(|| {
+            self.pool
+                .set::<(), _, _>(&name, key, expire.clone(), None, false)
+        })
+        .await
+    }
+
+    async fn bound_key(&self, sid: &str) -> Result<Option<String>> {
+        let key = self.keys.bound(sid);
+        across_slot_moves(|| self.pool.get(&key)).await
     }
 
     async fn endings_held_until(&self) -> Result<Option<i64>> {

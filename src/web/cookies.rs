@@ -10,8 +10,12 @@ pub const REFRESH_PATH: &str = "/api/v1/auth";
 
 /// Whether a cookie name is one of Lectern's auth cookies.
 pub fn is_auth_cookie(name: &str) -> bool {
-    name == SESSION_COOKIE || name == REFRESH_COOKIE
+    name == SESSION_COOKIE || name == REFRESH_COOKIE || name == BOUND_COOKIE
 }
+
+/// A device-bound sign-in's short-lived cookie (see `auth::bound`): `HttpOnly; Secure;
+/// SameSite=Lax; Path=/`.
+pub const BOUND_COOKIE: &str = "lectern_bound";
 
 /// A removal: the same name, path and attributes the cookie was set with, an empty value, and
 /// `Max-Age=0`, so the browser drops exactly that cookie.

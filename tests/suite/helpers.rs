@@ -563,9 +563,9 @@ pub struct RunningBinary {
     pub metrics: Option<String>,
 }
 
-/// What the binary logs (at `info`) once a listener is bound: `<marker><host:port>[/path] …`.
-const LISTENING: &str = "Lectern is listening on http://";
-const METRICS: &str = "metrics on http://";
+/// What the binary logs (at `info`) once a listener is bound: `<marker><scheme>://<host:port>[/path] …`.
+const LISTENING: &str = "Lectern is listening on ";
+const METRICS: &str = "metrics on ";
 
 impl RunningBinary {
     pub async fn start(dir: &std::path::Path, env: &[(&str, String)]) -> Self {
@@ -616,11 +616,11 @@ impl RunningBinary {
                 let _ = writeln!(sink, "{line}");
                 for marker in [LISTENING, METRICS] {
                     if let Some((_, rest)) = line.split_once(marker) {
-                        let addr = rest
-                            .split(|c: char| c.is_whitespace() || c == '/')
-                            .next()
-                            .unwrap_or_default();
-                        let _ = found.send((marker, format!("http://{addr}")));
+                        // `http://host:port` or `https://host:port`, without a path.
+                        let url = rest.split_whitespace().next().unwrap_or_default();
+                        let (scheme, after) = url.split_once("://").unwrap_or(("http", url));
+                        let addr = after.split('/').next().unwrap_or_default();
+                        let _ = found.send((marker, format!("{scheme}://{addr}")));
                     }
                 }
             }

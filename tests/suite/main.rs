@@ -7,6 +7,7 @@
 
 mod account;
 mod binary;
+mod bound;
 mod browser;
 mod caching;
 mod cluster;
