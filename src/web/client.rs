@@ -87,6 +87,23 @@ pub fn forwarded_client(headers: &HeaderMap, trusted: usize) -> Option<String> {
         .map(|ip| ip.to_canonical().to_string())
 }
 
+/// HTTP/2 carries the host as the request's authority, not as a `Host` header: this gives such a
+/// request the header, so every check that compares an `Origin` with the host reads one place.
+pub async fn host_from_authority(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !request.headers().contains_key(header::HOST)
+        && let Some(value) = request
+            .uri()
+            .authority()
+            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        request.headers_mut().insert(header::HOST, value);
+    }
+    next.run(request).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,8 +39,17 @@ impl Drop for Driver {
 }
 
 async fn start_driver(path: &PathBuf) -> (Driver, String) {
+    start_driver_in(path, None).await
+}
+
+/// [`start_driver`], with the `HOME` its browsers see (where their certificate store is).
+async fn start_driver_in(path: &PathBuf, home: Option<&std::path::Path>) -> (Driver, String) {
     let port = free_port();
-    let child = Command::new(path)
+    let mut command = Command::new(path);
+    if let Some(home) = home {
+        command.env("HOME", home);
+    }
+    let child = command
         .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -62,18 +71,32 @@ async fn start_driver(path: &PathBuf) -> (Driver, String) {
 }
 
 async fn browser(webdriver: &str, profile: &std::path::Path) -> Client {
+    browser_with(webdriver, profile, &[]).await
+}
+
+/// [`browser`], with more command-line switches for Chromium.
+async fn browser_with(webdriver: &str, profile: &std::path::Path, extra: &[&str]) -> Client {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        "--window-size=1280,900",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let mut caps = Capabilities::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
-            ]
-        }),
+        json!({ "binary": chromium, "args": args }),
     );
     // Several browser tests start at once on two cores: a driver that is slow to take its first
     // session gets a few more tries before the test fails.
@@ -1029,4 +1052,276 @@ async fn signing_out_everywhere_after_a_while_asks_for_the_password_first() {
         .unwrap();
     let url = wait_for_url(client, 10, |u| u.contains("signed_out=1")).await;
     assert!(url.ends_with("/?signed_out=1"), "{url}");
+}
+
+/// Chromium's switches for device-bound sessions with software keys, as on Linux.
+const DBSC_SWITCHES: &str = "--enable-features=DeviceBoundSessions:RequireOriginTrialTokens/false/RefreshQuota/false,EnableBoundSessionCredentialsSoftwareKeysForManualTesting";
+
+/// A test certificate authority and a certificate for `localhost` it signed, made with
+/// `openssl`, and a `HOME` whose NSS store (`certutil`) trusts the authority, as Chromium reads
+/// it. `Err` says which tool is missing.
+struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn home(&self) -> PathBuf {
+        self.path("home")
+    }
+
+    fn make() -> Result<Self, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |program: &str, args: &[&str]| -> Result<(), String> {
+            let out = Command::new(program)
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .map_err(|e| {
+                    format!("{program} is needed ({e}); apt-get install openssl libnss3-tools")
+                })?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{program} {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Lectern test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run("openssl", &ca)?;
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend([
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        run("openssl", &csr)?;
+        std::fs::write(
+            dir.path().join("leaf.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "cert.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "leaf.ext",
+            ],
+        )?;
+        let nssdb = dir.path().join("home/.pki/nssdb");
+        std::fs::create_dir_all(&nssdb).unwrap();
+        let db = format!("sql:{}", nssdb.display());
+        run("certutil", &["-d", &db, "-N", "--empty-password"])?;
+        run(
+            "certutil",
+            &[
+                "-d",
+                &db,
+                "-A",
+                "-t",
+                "C,,",
+                "-n",
+                "lectern-test-ca",
+                "-i",
+                "ca.pem",
+            ],
+        )?;
+        Ok(Self { dir })
+    }
+}
+
+/// Polls the account page until it says this sign-in is bound, for up to `secs`.
+async fn wait_until_bound(client: &Client, base: &str, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        client.goto(&format!("{base}/account")).await.unwrap();
+        let page = client.source().await.unwrap();
+        if page.contains("Bound to this device") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+/// Chromium over HTTPS with device-bound sessions: the sign-in is bound at registration; with
+/// its bound cookie deleted the browser refreshes it by itself and the page still loads; the
+/// session cookie copied into a second profile (no key) is refused; after the sign-out no
+/// refresh succeeds and both profiles are signed out.
+#[tokio::test]
+async fn a_device_bound_sign_in_refreshes_itself_and_a_copied_cookie_is_refused() {
+    let required = std::env::var("LECTERN_E2E_REQUIRED").is_ok();
+    let driver_path = std::env::var_os("CHROMEDRIVER")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| find_on_path("chromedriver"));
+    let Some(driver_path) = driver_path else {
+        assert!(
+            !required,
+            "LECTERN_E2E_REQUIRED is set but no chromedriver was found"
+        );
+        skipped("needs chromedriver (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let pki = match TestPki::make() {
+        Ok(pki) => pki,
+        Err(why) => {
+            assert!(!required, "LECTERN_E2E_REQUIRED is set: {why}");
+            skipped(&why);
+            return;
+        }
+    };
+    let workdir = tempfile::tempdir().unwrap();
+    let (database_url, _db_dir) = fresh_database().await;
+    let mut env = vec![
+        ("DATABASE_URL", database_url.clone()),
+        ("LECTERN_SECRET", TEST_SECRET.to_owned()),
+        (
+            "LECTERN_TLS_CERT",
+            pki.path("cert.pem").display().to_string(),
+        ),
+        ("LECTERN_TLS_KEY", pki.path("key.pem").display().to_string()),
+    ];
+    if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
+        env.push(("REDIS_URL", redis));
+    }
+    let server = RunningBinary::start(workdir.path(), &env).await;
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let base = server.base.replace("127.0.0.1", "localhost");
+    let (_driver, webdriver) = start_driver_in(&driver_path, Some(&pki.home())).await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser_with(&webdriver, profile.path(), &[DBSC_SWITCHES]).await;
+    sign_up(&client, &base, None).await;
+    if !wait_until_bound(&client, &base, 20).await {
+        let why = "this Chromium did not register a device-bound session (no DBSC support?)";
+        assert!(!required, "LECTERN_E2E_REQUIRED is set: {why}");
+        skipped(why);
+        return;
+    }
+    Shots::new().take(&client, "bound-account").await;
+    let session = client.get_named_cookie("lectern_session").await.unwrap();
+    assert!(client.get_named_cookie("lectern_bound").await.is_ok());
+    // The bound cookie deleted: the browser proves its key again before the page loads.
+    client.delete_cookie("lectern_bound").await.unwrap();
+    assert!(
+        client.get_named_cookie("lectern_bound").await.is_err(),
+        "deleted"
+    );
+    client.goto(&format!("{base}/dashboard")).await.unwrap();
+    let url = wait_for_url(&client, 10, |u| {
+        u.ends_with("/dashboard") || u.contains("/login")
+    })
+    .await;
+    assert!(url.ends_with("/dashboard"), "refreshed by itself: {url}");
+    assert!(
+        client.get_named_cookie("lectern_bound").await.is_ok(),
+        "a fresh bound cookie"
+    );
+    // The session cookie copied into another profile, which has no key: signed out.
+    let thief_profile = tempfile::tempdir().unwrap();
+    let thief = browser_with(&webdriver, thief_profile.path(), &[DBSC_SWITCHES]).await;
+    thief.goto(&base).await.unwrap();
+    // Set by the page's script (WebDriver refuses `localhost` as a cookie's domain); the server
+    // sees the same cookie either way.
+    let copy = format!(
+        "document.cookie = 'lectern_session={}; path=/; secure; samesite=lax';",
+        session.value()
+    );
+    thief.execute(&copy, vec![]).await.unwrap();
+    thief.goto(&format!("{base}/dashboard")).await.unwrap();
+    let url = wait_for_url(&thief, 10, |u| {
+        u.contains("/login") || u.ends_with("/dashboard")
+    })
+    .await;
+    assert!(
+        url.contains("/login"),
+        "a copied session cookie is refused: {url}"
+    );
+    let sid = lectern::auth::sign_ins::browser_sign_in_id(session.value());
+    let db = lectern::db::connect(&database_url).await.unwrap();
+    let (refused,): (i64,) = sqlx::query_as(
+        "select count(*) from audit_events where event = 'bound_refused' and sign_in_id = $1",
+    )
+    .bind(&sid)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(refused >= 1, "the copy was refused for want of its device");
+    // The owner signs out: no refresh succeeds after, and both profiles are signed out.
+    client.goto(&format!("{base}/dashboard")).await.unwrap();
+    client
+        .find(Locator::Css(".site-header .signout-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let url = wait_for_url(&client, 10, |u| u.contains("signed_out=1")).await;
+    assert!(url.contains("signed_out=1"), "{url}");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let ended = https
+        .post(format!("{base}/dbsc/refresh"))
+        .header("sec-secure-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = ended.json().await.unwrap();
+    assert_eq!(body["continue"], false, "{body}");
+    for browser in [&client, &thief] {
+        browser.goto(&format!("{base}/dashboard")).await.unwrap();
+        let url = wait_for_url(browser, 10, |u| u.contains("/login")).await;
+        assert!(url.contains("/login"), "{url}");
+    }
+    thief.close().await.unwrap();
+    client.close().await.unwrap();
 }
