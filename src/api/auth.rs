@@ -99,10 +99,23 @@ async fn login(
 async fn refresh(
     State(state): State<AppState>,
     client: ClientInfo,
+    headers: axum::http::HeaderMap,
     jar: SignedCookieJar,
 ) -> ApiResult<Response> {
     state.limits.per_ip("refresh", &client).await?;
     let token = refresh_tokens::from_jar(&jar).ok_or(AppError::InvalidGrant)?;
+    // A device-bound browser sign-in's refresh cookie, like its session cookie, works only beside
+    // its bound cookie: a copy of it opens nothing (and consumes nothing).
+    if state.binding.enabled()
+        && let Some(family) = state.sign_ins.refresh_family(&token).await?
+        && state.binding.is_bound(&family.sign_in_id).await?
+        && !state.binding.holds(&headers, &family.sign_in_id)
+    {
+        tracing::warn!(sign_in.id = %family.sign_in_id, ip = %client.ip, "a device-bound sign-in's refresh cookie came without its bound cookie; refused");
+        crate::telemetry::bound_refused("cookie");
+        state.binding.refused(&family.sign_in_id, &client).await;
+        return Err(AppError::InvalidGrant.into());
+    }
     match state.sign_ins.refresh(&token).await? {
         Refresh::Rotated {
             issued,

@@ -226,6 +226,11 @@ impl Binding {
         Ok(bool::from(jti.as_bytes().ct_eq(outstanding.as_bytes())))
     }
 
+    /// Whether `sid` is bound to a device key.
+    pub async fn is_bound(&self, sid: &str) -> Result<bool> {
+        Ok(self.0.store.bound_key(sid).await?.is_some())
+    }
+
     /// A fresh bound cookie for `sid`.
     pub fn cookie(&self, sid: &str) -> Cookie<'static> {
         let expires = self.0.clock.now() + self.0.ttl;

@@ -423,3 +423,40 @@ async fn ending_a_sign_in_ends_its_binding_everywhere() {
         StatusCode::SEE_OTHER
     );
 }
+
+/// A bound browser sign-in's refresh cookie works only beside its bound cookie, like its session
+/// cookie; refused alone, it consumes nothing.
+#[tokio::test]
+async fn a_bound_sign_ins_refresh_cookie_alone_is_refused_too() {
+    let app = spawn().await;
+    let response = app.sign_up(&unique_email(), PASSWORD).await;
+    let offer = response
+        .header("secure-session-registration")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (session, refresh_cookie) = (
+        response.cookie("lectern_session"),
+        response.cookie("lectern_refresh"),
+    );
+    let key = DeviceKey::new();
+    let proof = key.proof(
+        &param(&offer, "challenge"),
+        Some(&param(&offer, "authorization")),
+        true,
+    );
+    let registered = register(&app, &session, &proof).await;
+    assert_eq!(registered.status_code(), StatusCode::OK);
+    let bound_cookie = registered.cookie("lectern_bound");
+    let alone = app.refresh_with(&refresh_cookie).await;
+    assert_eq!(alone.status_code(), StatusCode::UNAUTHORIZED);
+    let beside = app
+        .server
+        .post("/api/v1/auth/refresh")
+        .clear_cookies()
+        .do_not_save_cookies()
+        .add_cookie(refresh_cookie.clone())
+        .add_cookie(bound_cookie)
+        .await;
+    assert_eq!(beside.status_code(), StatusCode::OK, "{}", beside.text());
+}
