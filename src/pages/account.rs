@@ -153,6 +153,31 @@ async fn account(
 /// login page saying so. htmx gets an empty 200 (the row goes); a plain form goes back to the
 /// account page. Ending this browser's own sign-in is signing out. Not one of the learner's live
 /// sign-ins: 404, nothing ended.
+/// Ending another sign-in needs the password entered recently: the prompt, when it was not.
+async fn password_first(
+    state: &AppState,
+    current: &CurrentUser,
+    id: &str,
+    form: Confirmed,
+    client: &ClientInfo,
+    htmx: bool,
+) -> Result<Option<Response>> {
+    let gate = state
+        .reauth
+        .browser(&current.sid, form.current_password, client);
+    let Gate::Ask { error } = gate.await? else {
+        return Ok(None);
+    };
+    let action = format!("/account/sessions/{id}/end");
+    let ask = Ask {
+        action: &action,
+        fields: Vec::new(),
+        what: "sign out that device",
+        error,
+    };
+    Ok(Some(confirm::ask(ask, current.layout(), htmx)))
+}
+
 async fn end_sign_in(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -162,21 +187,10 @@ async fn end_sign_in(
     PagePath(id): PagePath,
     MaybeForm(form): MaybeForm<Confirmed>,
 ) -> Result<Response> {
-    if id != current.sid {
-        let gate = state
-            .reauth
-            .browser(&current.sid, form.current_password, &client);
-        if let Gate::Ask { error } = gate.await? {
-            let action = format!("/account/sessions/{id}/end");
-            let what = "sign out that device";
-            let ask = Ask {
-                action: &action,
-                fields: Vec::new(),
-                what,
-                error,
-            };
-            return Ok(confirm::ask(ask, current.layout(), htmx));
-        }
+    if id != current.sid
+        && let Some(ask) = password_first(&state, &current, &id, form, &client, htmx).await?
+    {
+        return Ok(ask);
     }
     let caller = Caller {
         sid: &current.sid,

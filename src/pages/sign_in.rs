@@ -75,6 +75,19 @@ async fn register_page(viewer: Viewer) -> Response {
     .into_response()
 }
 
+/// The registration form again (422), with what was typed (but the password) and each error
+/// beside its field.
+fn register_again(viewer: &Viewer, form: &RegisterForm, errors: RegistrationErrors) -> Response {
+    let page = RegisterPage {
+        layout: viewer.layout.clone(),
+        email: form.email.trim().to_owned(),
+        display_name: form.display_name.trim().to_owned(),
+        shared: checked(&form.shared),
+        errors,
+    };
+    (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+}
+
 async fn register(
     State(state): State<AppState>,
     mut auth: AuthSession,
@@ -84,16 +97,7 @@ async fn register(
     PageForm(form): PageForm<RegisterForm>,
 ) -> Result<Response> {
     state.limits.per_ip("register", &client).await?;
-    let rerender = |errors: RegistrationErrors| {
-        let page = RegisterPage {
-            layout: viewer.layout.clone(),
-            email: form.email.trim().to_owned(),
-            display_name: form.display_name.trim().to_owned(),
-            shared: checked(&form.shared),
-            errors,
-        };
-        Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
-    };
+    let rerender = |errors| Ok(register_again(&viewer, &form, errors));
     let new = match Registration::parse(&form.email, &form.display_name, &form.password) {
         Ok(new) => new,
         Err(errors) => return rerender(errors),

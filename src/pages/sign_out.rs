@@ -47,11 +47,7 @@ async fn logout(
 ) -> Response {
     let htmx = presented.htmx;
     if !presented.allowed {
-        tracing::warn!("sign-out refused: csrf check failed");
-        return AppError::Forbidden(
-            "This sign-out did not come from a Lectern page. Reload the page and try again.",
-        )
-        .into_response();
+        return not_from_lectern();
     }
     let mut request = presented.request;
     if let Some(error) = presented.unreadable {
@@ -80,6 +76,16 @@ async fn logout(
         Err(unfinished) if request.scope == Scope::Others => unfinished.error.into_response(),
         Err(unfinished) => unconfirmed(&state, htmx, unfinished),
     }
+}
+
+/// A sign-out that may not sign this browser out (no CSRF token of its session, or cross-site):
+/// 403, and nothing changes, cookies included.
+fn not_from_lectern() -> Response {
+    tracing::warn!("sign-out refused: csrf check failed");
+    AppError::Forbidden(
+        "This sign-out did not come from a Lectern page. Reload the page and try again.",
+    )
+    .into_response()
 }
 
 /// Signing out the others, or everywhere, needs the password entered recently: this asks for it,

@@ -191,17 +191,47 @@ pub struct TokenRequest {
     scope: Option<String>,
 }
 
-/// An OAuth error answer (RFC 6749 §5.2).
-fn oauth_error(status: StatusCode, error: &str, description: &str, basic: bool) -> Response {
-    let body = json!({ "error": error, "error_description": description });
-    let mut response = (status, Json(body)).into_response();
-    if basic {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"Basic realm="lectern-ssf""#),
-        );
+/// An OAuth error answer (RFC 6749 §5.2); `basic`: the client tried HTTP Basic, so the answer
+/// says that scheme.
+struct OAuthRefusal {
+    status: StatusCode,
+    error: &'static str,
+    description: &'static str,
+    basic: bool,
+}
+
+impl OAuthRefusal {
+    fn bad(error: &'static str, description: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            description,
+            basic: false,
+        }
     }
-    response
+
+    fn client(description: &'static str, basic: bool) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            description,
+            basic,
+        }
+    }
+}
+
+impl IntoResponse for OAuthRefusal {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.error, "error_description": self.description });
+        let mut response = (self.status, Json(body)).into_response();
+        if self.basic {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="lectern-ssf""#),
+            );
+        }
+        response
+    }
 }
 
 /// The `client_id:client_secret` of an HTTP Basic header, each form-urlencoded (RFC 6749 §2.3.1).
@@ -222,73 +252,74 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((unescape(id)?, unescape(secret)?))
 }
 
+/// What a token request asks: the client's id and secret, the scopes (both when none are named),
+/// and whether HTTP Basic carried the credentials.
+struct Asked {
+    id: String,
+    secret: String,
+    scope: String,
+    basic: bool,
+}
+
+fn asked(headers: &HeaderMap, body: &str) -> Result<Asked, OAuthRefusal> {
+    let form: TokenRequest = serde_urlencoded::from_str(body).map_err(|_| {
+        OAuthRefusal::bad(
+            "invalid_request",
+            "send application/x-www-form-urlencoded fields",
+        )
+    })?;
+    if form.grant_type.as_deref() != Some("client_credentials") {
+        return Err(OAuthRefusal::bad(
+            "unsupported_grant_type",
+            "only grant_type=client_credentials is offered",
+        ));
+    }
+    let basic = basic_credentials(headers);
+    let used_basic = basic.is_some();
+    let (id, secret) = basic
+        .or(form.client_id.zip(form.client_secret))
+        .ok_or(OAuthRefusal::client("client credentials are missing", true))?;
+    let scope = match form.scope.as_deref().map(str::trim) {
+        None | Some("") => format!("{MANAGE} {READ}"),
+        Some(asked) if asked.split_whitespace().all(|s| s == MANAGE || s == READ) => {
+            asked.split_whitespace().collect::<Vec<_>>().join(" ")
+        }
+        Some(_) => {
+            return Err(OAuthRefusal::bad(
+                "invalid_scope",
+                "the scopes offered are ssf.manage and ssf.read",
+            ));
+        }
+    };
+    Ok(Asked {
+        id,
+        secret,
+        scope,
+        basic: used_basic,
+    })
+}
+
 /// `POST /ssf/token`: `grant_type=client_credentials`, the client's credentials (Basic, or the
 /// form's `client_id` and `client_secret`) and an optional `scope`.
 pub async fn token(State(ssf): State<Ssf>, headers: HeaderMap, body: String) -> Response {
-    let ssf = &ssf;
-    let form: TokenRequest = match serde_urlencoded::from_str(&body) {
-        Ok(form) => form,
-        Err(_) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "send application/x-www-form-urlencoded fields",
-                false,
-            );
-        }
+    let asked = match asked(&headers, &body) {
+        Ok(asked) => asked,
+        Err(refusal) => return refusal.into_response(),
     };
-    if form.grant_type.as_deref() != Some("client_credentials") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "only grant_type=client_credentials is offered",
-            false,
-        );
-    }
-    let basic = basic_credentials(&headers);
-    let used_basic = basic.is_some();
-    let Some((id, secret)) = basic.or(form.client_id.zip(form.client_secret)) else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client credentials are missing",
-            true,
-        );
-    };
-    let scope = match form.scope.as_deref().map(str::trim) {
-        None | Some("") => format!("{MANAGE} {READ}"),
-        Some(asked) => {
-            let known = asked.split_whitespace().all(|s| s == MANAGE || s == READ);
-            if !known {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_scope",
-                    "the scopes offered are ssf.manage and ssf.read",
-                    false,
-                );
-            }
-            asked.split_whitespace().collect::<Vec<_>>().join(" ")
-        }
-    };
-    let client = match authenticate(&ssf.db, &id, &secret).await {
+    let client = match authenticate(&ssf.db, &asked.id, &asked.secret).await {
         Ok(Some(client)) => client,
         Ok(None) => {
-            return oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "unknown client or wrong secret",
-                used_basic,
-            );
+            return OAuthRefusal::client("unknown client or wrong secret", asked.basic)
+                .into_response();
         }
         Err(err) => return err.json(),
     };
-    let now = ssf.clock.now();
-    match ssf.tokens.issue(&client.id, &scope, now) {
+    match ssf.tokens.issue(&client.id, &asked.scope, ssf.clock.now()) {
         Ok(token) => Json(json!({
             "access_token": token,
             "token_type": "Bearer",
             "expires_in": TOKEN_TTL,
-            "scope": scope,
+            "scope": asked.scope,
         }))
         .into_response(),
         Err(err) => err.json(),

@@ -408,6 +408,26 @@ pub async fn poll(
     } else {
         serde_json::from_str(&body).map_err(|e| SsfError::bad(format!("the body: {e}")))?
     };
+    settle_receipts(ssf, &stream, &request).await?;
+    let max = request
+        .max_events
+        .map_or(BATCH, |m| i64::from(m).min(BATCH));
+    let wait = !request.return_immediately.unwrap_or(false);
+    let deadline = tokio::time::Instant::now() + LONG_POLL;
+    loop {
+        let (sets, more) = pending(ssf, &stream, max).await?;
+        if max == 0 || !sets.is_empty() || !wait || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(json!({ "sets": sets, "moreAvailable": more })));
+        }
+        tokio::select! {
+            () = ssf.wake.notified() => {}
+            () = tokio::time::sleep(LOOK) => {}
+        }
+    }
+}
+
+/// A poll's acknowledgements and errors: each names a SET the receiver is done with.
+async fn settle_receipts(ssf: &Ssf, stream: &Stream, request: &PollRequest) -> Result<()> {
     let acknowledged = forget(ssf, &stream.id, &request.ack).await?;
     counter!("lectern_ssf_events_delivered_total").increment(acknowledged);
     let refused: Vec<String> = request.set_errs.keys().cloned().collect();
@@ -416,42 +436,33 @@ pub async fn poll(
     }
     let dropped = forget(ssf, &stream.id, &refused).await?;
     counter!("lectern_ssf_events_failed_total", "why" => "refused").increment(dropped);
-    let max = request
-        .max_events
-        .map_or(BATCH, |m| i64::from(m).min(BATCH));
-    let wait = !request.return_immediately.unwrap_or(false);
-    let deadline = tokio::time::Instant::now() + LONG_POLL;
+    Ok(())
+}
+
+/// Up to `max` of a poll stream's pending SETs, signed, and whether more are waiting.
+async fn pending(
+    ssf: &Ssf,
+    stream: &Stream,
+    max: i64,
+) -> Result<(serde_json::Map<String, Value>, bool)> {
     let mut sets = serde_json::Map::new();
-    let mut more = false;
-    loop {
-        if max == 0 {
-            break;
-        }
-        let rows = sendable(ssf, &stream, max + 1).await?;
-        more = rows.len() as i64 > max;
-        let rows: Vec<Row> = rows
-            .into_iter()
-            .take(usize::try_from(max).unwrap_or(0))
-            .collect();
-        let mut tokens = signed(ssf, &stream, rows).await?;
-        let mut unwanted = Vec::new();
-        while let Some((row, made)) = tokens.recv().await {
-            match made {
-                Made::Signed(token) => {
-                    sets.insert(row.jti, json!(token));
-                }
-                Made::Unwanted => unwanted.push(row.jti),
-                Made::Unsigned => {}
+    if max == 0 {
+        return Ok((sets, false));
+    }
+    let mut rows = sendable(ssf, stream, max + 1).await?;
+    let more = rows.len() as i64 > max;
+    rows.truncate(usize::try_from(max).unwrap_or(0));
+    let mut tokens = signed(ssf, stream, rows).await?;
+    let mut unwanted = Vec::new();
+    while let Some((row, made)) = tokens.recv().await {
+        match made {
+            Made::Signed(token) => {
+                sets.insert(row.jti, json!(token));
             }
-        }
-        forget(ssf, &stream.id, &unwanted).await?;
-        if !sets.is_empty() || !wait || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::select! {
-            () = ssf.wake.notified() => {}
-            () = tokio::time::sleep(LOOK) => {}
+            Made::Unwanted => unwanted.push(row.jti),
+            Made::Unsigned => {}
         }
     }
-    Ok(Json(json!({ "sets": sets, "moreAvailable": more })))
+    forget(ssf, &stream.id, &unwanted).await?;
+    Ok((sets, more))
 }

@@ -323,66 +323,72 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> SsfResult<StatusCode> {
-    let ssf = &ssf;
+    let result = take(&ssf, &client, &headers, &body).await;
+    match &result {
+        Ok(outcome) => counter!("lectern_ssf_received_total", "outcome" => *outcome).increment(1),
+        Err(SsfError::Set { err, description }) => {
+            counter!("lectern_ssf_received_total", "outcome" => "refused").increment(1);
+            tracing::warn!(%err, %description, "a pushed SET was refused");
+        }
+        Err(_) => {}
+    }
+    result.map(|_| StatusCode::ACCEPTED)
+}
+
+/// Takes one pushed SET: checked, not seen before, done, and remembered. What came of it.
+async fn take(
+    ssf: &Ssf,
+    client: &ClientInfo,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> SsfResult<&'static str> {
     let typed = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/secevent+jwt"))
-        });
-    let result = async {
-        if !typed {
-            return Err(SsfError::set(
-                "invalid_request",
-                "send one SET with Content-Type: application/secevent+jwt",
-            ));
-        }
-        let token = std::str::from_utf8(&body)
-            .map(str::trim)
-            .map_err(|_| SsfError::set("invalid_request", "the body is not text"))?;
-        let claims = verified(ssf, token).await?;
-        let (issuer, jti) = (
-            claims["iss"].as_str().unwrap_or_default(),
-            claims["jti"].as_str().unwrap_or_default(),
-        );
-        let seen: Option<(String,)> =
-            sqlx::query_as("select jti from ssf_received where iss = $1 and jti = $2")
-                .bind(issuer)
-                .bind(jti)
-                .fetch_optional(&ssf.db)
-                .await?;
-        if seen.is_some() {
-            return Err(SsfError::set(
-                "invalid_request",
-                "this SET was received already",
-            ));
-        }
-        let outcome = apply(ssf, &claims, &client).await?;
-        let now = ssf.clock.now();
-        sqlx::query(
-            "insert into ssf_received (iss, jti, received_at) values ($1, $2, $3)
-             on conflict do nothing",
-        )
-        .bind(issuer)
-        .bind(jti)
-        .bind(now)
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/secevent+jwt"));
+    if !typed {
+        return Err(SsfError::set(
+            "invalid_request",
+            "send one SET with Content-Type: application/secevent+jwt",
+        ));
+    }
+    let token = std::str::from_utf8(body)
+        .map(str::trim)
+        .map_err(|_| SsfError::set("invalid_request", "the body is not text"))?;
+    let claims = verified(ssf, token).await?;
+    let (issuer, jti) = (
+        claims["iss"].as_str().unwrap_or_default(),
+        claims["jti"].as_str().unwrap_or_default(),
+    );
+    let seen: Option<(String,)> =
+        sqlx::query_as("select jti from ssf_received where iss = $1 and jti = $2")
+            .bind(issuer)
+            .bind(jti)
+            .fetch_optional(&ssf.db)
+            .await?;
+    if seen.is_some() {
+        return Err(SsfError::set(
+            "invalid_request",
+            "this SET was received already",
+        ));
+    }
+    let outcome = apply(ssf, &claims, client).await?;
+    let now = ssf.clock.now();
+    sqlx::query(
+        "insert into ssf_received (iss, jti, received_at) values ($1, $2, $3)
+         on conflict do nothing",
+    )
+    .bind(issuer)
+    .bind(jti)
+    .bind(now)
+    .execute(&ssf.db)
+    .await?;
+    sqlx::query("delete from ssf_received where received_at < $1")
+        .bind(now - REMEMBERED)
         .execute(&ssf.db)
         .await?;
-        sqlx::query("delete from ssf_received where received_at < $1")
-            .bind(now - REMEMBERED)
-            .execute(&ssf.db)
-            .await?;
-        counter!("lectern_ssf_received_total", "outcome" => outcome).increment(1);
-        Ok(StatusCode::ACCEPTED)
-    }
-    .await;
-    if let Err(SsfError::Set { err, description }) = &result {
-        counter!("lectern_ssf_received_total", "outcome" => "refused").increment(1);
-        tracing::warn!(%err, %description, "a pushed SET was refused");
-    }
-    result
+    Ok(outcome)
 }
 
 /// Does what the SET's events ask: what came of it, for the metric.

@@ -617,7 +617,15 @@ pub async fn verify(
             retry_after: next - now,
         });
     }
-    let mut tx = ssf.db.begin().await?;
+    ask_verification(&ssf.db, &stream, state_value.as_deref(), now).await?;
+    ssf.wake.notify_waiters();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Notes when verification was asked for, and writes the verification event (none for a
+/// disabled stream).
+async fn ask_verification(db: &Pool, stream: &Stream, state: Option<&str>, now: i64) -> Result<()> {
+    let mut tx = db.begin().await?;
     sqlx::query("update ssf_streams set verified_at = $1 where id = $2")
         .bind(now)
         .bind(&stream.id)
@@ -631,13 +639,12 @@ pub async fn verify(
             sign_in_id: None,
             reason: None,
             initiator: None,
-            detail: state_value.as_deref(),
+            detail: state,
             txn: &txn,
             at: now,
         };
         signals::enqueue_for(&mut *tx, &stream.id, &event).await?;
     }
     tx.commit().await?;
-    ssf.wake.notify_waiters();
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
