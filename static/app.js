@@ -149,6 +149,13 @@
   // A form marked data-draft keeps what was typed into its text fields in this page's own
   // storage (lectern.draft.<learner>.<page>.<form>) as it is typed, and gets it back when the same
   // learner opens the page again; a submit drops it, and any sign-out clears lectern.* storage.
+  // On a shared computer (its pages send heartbeats) drafts live in this tab's session storage
+  // only, so closing the browser leaves nothing typed behind for the next person.
+  function draftStore() {
+    var shared = Number(document.body.getAttribute("data-heartbeat")) > 0;
+    return shared ? window.sessionStorage : window.localStorage;
+  }
+
   function draftKey(form) {
     var learner = document.body.getAttribute("data-learner");
     if (!learner || !form.id) {
@@ -170,7 +177,7 @@
         return;
       }
       try {
-        var saved = JSON.parse(window.localStorage.getItem(key) || "null");
+        var saved = JSON.parse(draftStore().getItem(key) || "null");
         if (saved) {
           draftFields(form).forEach(function (el) {
             if (!el.value && typeof saved[el.name] === "string") {
@@ -187,14 +194,14 @@
           draft[el.name] = el.value;
         });
         try {
-          window.localStorage.setItem(key, JSON.stringify(draft));
+          draftStore().setItem(key, JSON.stringify(draft));
         } catch (e) {
           // Storage full or unavailable: the draft is not kept.
         }
       });
       form.addEventListener("submit", function () {
         try {
-          window.localStorage.removeItem(key);
+          draftStore().removeItem(key);
         } catch (e) {
           // Nothing kept.
         }
