@@ -37,6 +37,9 @@ pub struct LiveSignIn {
     pub open_until: Option<i64>,
     /// When the learner last entered their password for it (signing in, or confirming it).
     pub auth_at: i64,
+    /// Bound to its browser's key (device-bound sign-ins): its session cookie alone is not
+    /// enough.
+    pub bound: bool,
 }
 
 /// Which deadline a sign-in that is no longer live ran out at.
@@ -88,16 +91,20 @@ impl LiveSignIn {
         }
     }
 
-    /// `user|expires_at|idle_until|session|open_until|auth_at` (`-` for none): the value of the
-    /// Redis key, which the store's scripts read field by field.
+    /// `user|expires_at|idle_until|session|open_until|auth_at|bound` (`-` for none; `bound` is
+    /// `1` or `0`): the value of the Redis key, which the store's scripts read field by field.
     fn encode(&self) -> String {
         let session = self.session.as_deref().unwrap_or("-");
         let open = self
             .open_until
             .map_or_else(|| "-".to_owned(), |t| t.to_string());
         format!(
-            "{}|{}|{}|{session}|{open}|{}",
-            self.user_id, self.expires_at, self.idle_until, self.auth_at
+            "{}|{}|{}|{session}|{open}|{}|{}",
+            self.user_id,
+            self.expires_at,
+            self.idle_until,
+            self.auth_at,
+            u8::from(self.bound)
         )
     }
 
@@ -116,6 +123,7 @@ impl LiveSignIn {
             t => Some(t.parse().ok()?),
         };
         let auth_at = parts.next()?.parse().ok()?;
+        let bound = parts.next()? == "1";
         if parts.next().is_some() {
             return None;
         }
@@ -126,6 +134,7 @@ impl LiveSignIn {
             session,
             open_until,
             auth_at,
+            bound,
         })
     }
 }
@@ -185,8 +194,9 @@ pub trait SignInStore: Send + Sync + 'static {
     /// Takes the challenge kept for `sid`: each can be used once.
     async fn take_challenge(&self, sid: &str) -> Result<Option<String>>;
 
-    /// Binds a sign-in to a public key (a JWK) until `until`, its lifetime's end.
-    async fn bind(&self, sid: &str, key: &str, until: i64) -> Result<()>;
+    /// Binds a live sign-in to a public key (a JWK) until `until`, its lifetime's end, and marks
+    /// it bound. Whether it was live (an ended one stays unbound).
+    async fn bind(&self, sid: &str, key: &str, until: i64) -> Result<bool>;
 
     /// The public key a sign-in is bound to, while it is.
     async fn bound_key(&self, sid: &str) -> Result<Option<String>>;
@@ -370,6 +380,7 @@ mod tests {
             session: Some("s1".into()),
             open_until,
             auth_at: 7,
+            bound: false,
         }
     }
 
@@ -381,6 +392,10 @@ mod tests {
                 session: None,
                 ..live(100, 60, Some(70))
             },
+            LiveSignIn {
+                bound: true,
+                ..live(100, 60, None)
+            },
         ] {
             assert_eq!(LiveSignIn::decode(&live.encode()), Some(live));
         }
@@ -390,6 +405,8 @@ mod tests {
             "u|x|-|-|-|1",
             "u3|100|50|-|-",
             "u|1|2|-|x|1",
+            "u|1|2|-|-|1",
+            "u|1|2|-|-|1|1|1",
         ] {
             assert_eq!(LiveSignIn::decode(garbage), None);
         }

@@ -96,6 +96,36 @@ async fn login(
 
 /// Rotates the refresh token. A used token presented again after the grace window was copied:
 /// its whole family is revoked, through the one way out.
+/// A device-bound browser sign-in's refresh cookie, like its session cookie, works only beside
+/// its bound cookie: whether this one came without it (refused, audited; a copy of it opens
+/// nothing and consumes nothing).
+async fn away_from_its_device(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    token: &refresh_tokens::PlainToken,
+    client: &ClientInfo,
+) -> crate::error::Result<bool> {
+    if !state.binding.enabled() {
+        return Ok(false);
+    }
+    let Some(family) = state.sign_ins.refresh_family(token).await? else {
+        return Ok(false);
+    };
+    let sid = &family.sign_in_id;
+    let bound = state
+        .sign_ins
+        .live_sign_in(sid)
+        .await?
+        .is_some_and(|live| live.bound);
+    if !bound || state.binding.holds(headers, sid) {
+        return Ok(false);
+    }
+    tracing::warn!(sign_in.id = %sid, ip = %client.ip, "a device-bound sign-in's refresh cookie came without its bound cookie; refused");
+    crate::telemetry::bound_refused("cookie");
+    state.binding.refused(sid, client).await;
+    Ok(true)
+}
+
 async fn refresh(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -104,16 +134,7 @@ async fn refresh(
 ) -> ApiResult<Response> {
     state.limits.per_ip("refresh", &client).await?;
     let token = refresh_tokens::from_jar(&jar).ok_or(AppError::InvalidGrant)?;
-    // A device-bound browser sign-in's refresh cookie, like its session cookie, works only beside
-    // its bound cookie: a copy of it opens nothing (and consumes nothing).
-    if state.binding.enabled()
-        && let Some(family) = state.sign_ins.refresh_family(&token).await?
-        && state.binding.is_bound(&family.sign_in_id).await?
-        && !state.binding.holds(&headers, &family.sign_in_id)
-    {
-        tracing::warn!(sign_in.id = %family.sign_in_id, ip = %client.ip, "a device-bound sign-in's refresh cookie came without its bound cookie; refused");
-        crate::telemetry::bound_refused("cookie");
-        state.binding.refused(&family.sign_in_id, &client).await;
+    if away_from_its_device(&state, &headers, &token, &client).await? {
         return Err(AppError::InvalidGrant.into());
     }
     match state.sign_ins.refresh(&token).await? {

@@ -9,6 +9,8 @@
 //! short-lived cookie, `lectern_bound`, that only a proof signed with the same key renews. From
 //! then on, a request that brings the sign-in's session cookie without a valid `lectern_bound` is
 //! answered as a signed-out one (and audited): a stolen session cookie alone opens nothing.
+//! Whether a sign-in is bound is part of its liveness value in the store, read with it on every
+//! request; a key, once bound, is never replaced.
 //!
 //! The bound cookie is `<expiry>.<mac>`, an HMAC over the sign-in and its expiry (a key of its
 //! own from `LECTERN_SECRET`), so checking it needs no store. Challenges are kept in the store,
@@ -44,12 +46,14 @@ pub const BOUND_ATTRIBUTES: &str = "Path=/; Secure; HttpOnly; SameSite=Lax";
 /// Where a browser proves its new key, and where it renews the bound cookie.
 pub const REGISTER_PATH: &str = "/dbsc/register";
 pub const REFRESH_PATH: &str = "/dbsc/refresh";
-/// The session record's note that its sign-in is bound (the sign-in's id).
-pub const BOUND_KEY: &str = "lectern.bound";
 /// How long a registration's challenge lasts (registration runs in the background after the
 /// sign-in answer), and a refresh's.
 const REGISTRATION_CHALLENGE: i64 = 300;
 const REFRESH_CHALLENGE: i64 = 60;
+/// What a challenge is for, its first characters: one for a registration is never taken for a
+/// refresh's, nor the other way round.
+const FOR_REGISTRATION: &str = "r.";
+const FOR_REFRESH: &str = "f.";
 /// The algorithms offered: ES256 first (browsers' software keys have only that).
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::ES256, Algorithm::RS256];
 
@@ -66,6 +70,8 @@ pub enum Refused {
     WrongAuthorization,
     /// The sign-in ended (or never was): nothing to bind or renew.
     Ended,
+    /// The sign-in is bound already: a key, once bound, is not replaced.
+    AlreadyBound,
 }
 
 /// What a refresh comes to.
@@ -90,6 +96,8 @@ struct Parts {
     /// How long a bound cookie lasts, in seconds.
     ttl: i64,
     enabled: bool,
+    /// The sign-ins whose refusal was audited in the last minute.
+    audited: moka::sync::Cache<String, ()>,
 }
 
 impl Binding {
@@ -108,6 +116,10 @@ impl Binding {
             key: derive_key(secret, "lectern/bound/v1"),
             ttl,
             enabled,
+            audited: moka::sync::Cache::builder()
+                .time_to_live(std::time::Duration::from_secs(60))
+                .max_capacity(100_000)
+                .build(),
         }))
     }
 
@@ -137,7 +149,7 @@ impl Binding {
         if !self.0.enabled {
             return Ok(None);
         }
-        let challenge = random_token(24);
+        let challenge = format!("{FOR_REGISTRATION}{}", random_token(24));
         let until = self.0.clock.now() + REGISTRATION_CHALLENGE;
         self.0.store.put_challenge(sid, &challenge, until).await?;
         let authorization = self.authorization(sid);
@@ -169,11 +181,14 @@ impl Binding {
         let Some(live) = parts.store.live(sid).await? else {
             return Ok(Err(Refused::Ended));
         };
+        if live.bound {
+            return Ok(Err(Refused::AlreadyBound));
+        }
         let (key, claims) = match verified(proof, None) {
             Ok(verified) => verified,
             Err(refused) => return Ok(Err(refused)),
         };
-        if !self.answers(sid, &claims).await? {
+        if !self.answers(sid, &claims, FOR_REGISTRATION).await? {
             return Ok(Err(Refused::WrongChallenge));
         }
         let authorization = claims["authorization"].as_str().unwrap_or_default();
@@ -183,7 +198,9 @@ impl Binding {
         }
         let key = serde_json::to_string(&key)
             .map_err(|e| AppError::Unexpected(anyhow::anyhow!("encoding a key: {e}")))?;
-        parts.store.bind(sid, &key, live.expires_at).await?;
+        if !parts.store.bind(sid, &key, live.expires_at).await? {
+            return Ok(Err(Refused::Ended));
+        }
         parts.records.mark_bound(sid, parts.clock.now()).await?;
         Ok(Ok(self.cookie(sid)))
     }
@@ -193,7 +210,7 @@ impl Binding {
     /// A sign-in that ended is told so.
     pub async fn refresh(&self, sid: &str, proof: Option<&str>) -> Result<Refresh> {
         let parts = &self.0;
-        if parts.store.live(sid).await?.is_none() {
+        if !parts.store.live(sid).await?.is_some_and(|live| live.bound) {
             return Ok(Refresh::Ended);
         }
         let Some(stored) = parts.store.bound_key(sid).await? else {
@@ -202,7 +219,7 @@ impl Binding {
         if let Some(proof) = proof {
             let key: Option<Jwk> = serde_json::from_str(&stored).ok();
             match key.map(|key| verified(proof, Some(key))) {
-                Some(Ok((_, claims))) if self.answers(sid, &claims).await? => {
+                Some(Ok((_, claims))) if self.answers(sid, &claims, FOR_REFRESH).await? => {
                     return Ok(Refresh::Renewed(self.cookie(sid)));
                 }
                 _ => {
@@ -211,24 +228,21 @@ impl Binding {
                 }
             }
         }
-        let challenge = random_token(24);
+        let challenge = format!("{FOR_REFRESH}{}", random_token(24));
         let until = parts.clock.now() + REFRESH_CHALLENGE;
         parts.store.put_challenge(sid, &challenge, until).await?;
         Ok(Refresh::Challenge(challenge))
     }
 
-    /// Whether the proof's `jti` is the challenge outstanding for `sid` (which is used up).
-    async fn answers(&self, sid: &str, claims: &Value) -> Result<bool> {
+    /// Whether the proof's `jti` is the challenge outstanding for `sid`, given for `purpose`
+    /// (it is used up either way).
+    async fn answers(&self, sid: &str, claims: &Value, purpose: &str) -> Result<bool> {
         let Some(outstanding) = self.0.store.take_challenge(sid).await? else {
             return Ok(false);
         };
         let jti = claims["jti"].as_str().unwrap_or_default();
-        Ok(bool::from(jti.as_bytes().ct_eq(outstanding.as_bytes())))
-    }
-
-    /// Whether `sid` is bound to a device key.
-    pub async fn is_bound(&self, sid: &str) -> Result<bool> {
-        Ok(self.0.store.bound_key(sid).await?.is_some())
+        Ok(outstanding.starts_with(purpose)
+            && bool::from(jti.as_bytes().ct_eq(outstanding.as_bytes())))
     }
 
     /// A fresh bound cookie for `sid`.
@@ -260,9 +274,14 @@ impl Binding {
         })
     }
 
-    /// Records (in the audit log) a request refused for coming without the bound cookie. Nothing
-    /// ends: the learner's own browser still holds the key.
+    /// Records (in the audit log) a request refused for coming without the bound cookie, at most
+    /// once a minute for a sign-in on this instance (a replayed copy cannot flood the learner's
+    /// recent activity). Nothing ends: the learner's own browser still holds the key.
     pub async fn refused(&self, sid: &str, client: &ClientInfo) {
+        if self.0.audited.contains_key(sid) {
+            return;
+        }
+        self.0.audited.insert(sid.to_owned(), ());
         let at = self.0.clock.now();
         if let Err(err) = self
             .0

@@ -148,11 +148,6 @@ impl Establish {
             .insert(TOUCHED_KEY, self.clock.now())
             .await
             .map_err(unavailable)?;
-        // A binding belonged to the sign-in that ended: this one is offered its own.
-        session
-            .remove::<String>(super::bound::BOUND_KEY)
-            .await
-            .map_err(unavailable)?;
         // Save now so the session has its final id, from which the sign-in's id derives: ending
         // the sign-in from anywhere then deletes this browser session, and a sign-out from this
         // browser finds the sign-in even after the session record itself has expired.

@@ -20,7 +20,7 @@ use tower_sessions::Session;
 
 use super::{
     AuthSession, CSRF_KEY, Keys, TOUCHED_KEY,
-    bound::{BOUND_KEY, Binding},
+    bound::Binding,
     sign_ins::{Lifetimes, Liveness, SignIns, browser_sign_in_id},
     sign_out::SignOut,
 };
@@ -146,12 +146,7 @@ where
         Liveness::Ended(reason) => return lapsed(parts, state, &session, &sid, reason).await,
     };
     // A device-bound sign-in: its session cookie alone is not enough.
-    let bound_here = session
-        .get::<String>(BOUND_KEY)
-        .await
-        .map_err(unavailable)?
-        .is_some_and(|bound| bound == sid);
-    if bound_here && !Binding::from_ref(state).holds(&parts.headers, &sid) {
+    if live.bound && !Binding::from_ref(state).holds(&parts.headers, &sid) {
         let client = client_of(parts, state).await;
         tracing::warn!(sign_in.id = %sid, ip = %client.ip, "a device-bound sign-in's session cookie came without its bound cookie; refused");
         telemetry::bound_refused("cookie");

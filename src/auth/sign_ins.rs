@@ -214,6 +214,7 @@ impl SignIns {
             session: kind.session().map(str::to_owned),
             open_until: shared.then_some(now + lifetimes.shared_close),
             auth_at: now,
+            bound: false,
         };
         parts.store.mark_live(&sid, &live).await?;
         let new = NewSignIn {

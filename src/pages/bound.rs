@@ -15,13 +15,15 @@ use serde_json::json;
 use crate::{
     auth::{
         AuthSession, MaybeUser,
-        bound::{self, BOUND_KEY, REFRESH_PATH, REGISTER_PATH, Refresh, unquoted},
+        bound::{self, REFRESH_PATH, REGISTER_PATH, Refresh, unquoted},
         sign_ins::browser_sign_in_id,
     },
     error::{AppError, Result},
     state::AppState,
-    store::session_records::unavailable,
-    web::{cache::set_no_store, cookies::auth_cookie_removals},
+    web::{
+        cache::set_no_store,
+        cookies::{SESSION_COOKIE, auth_cookie_removals},
+    },
 };
 
 /// The proof a browser sends, and the sign-in a refresh names.
@@ -59,7 +61,6 @@ pub async fn offering(
 /// goes on unbound) when the proof does not hold.
 async fn register(
     State(state): State<AppState>,
-    auth: AuthSession,
     MaybeUser(user): MaybeUser,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -71,10 +72,6 @@ async fn register(
     };
     match state.binding.register(&user.sid, proof).await? {
         Ok(cookie) => {
-            auth.session
-                .insert(BOUND_KEY, &user.sid)
-                .await
-                .map_err(unavailable)?;
             tracing::info!(sign_in.id = %user.sid, "a sign-in was bound to its browser's key");
             let mut response = (
                 CookieJar::new().add(cookie),
@@ -101,8 +98,12 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
         .and_then(|v| v.to_str().ok())
         .map(unquoted)
         .unwrap_or_default();
+    // Only the browser that holds the sign-in may renew it: its session cookie names it. Any other
+    // caller (a stranger, or this browser after it signed in again) hears that this one is over,
+    // and no cookie of its is touched.
+    let own = session_cookie(&headers).is_some_and(|s| browser_sign_in_id(&s) == sid);
     let proof = headers.get(RESPONSE).and_then(|v| v.to_str().ok());
-    let outcome = if state.binding.enabled() && !sid.is_empty() {
+    let outcome = if state.binding.enabled() && own {
         state.binding.refresh(&sid, proof).await?
     } else {
         Refresh::Ended
@@ -117,17 +118,31 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
             response
         }
         Refresh::Renewed(cookie) => (CookieJar::new().add(cookie), StatusCode::OK).into_response(),
-        Refresh::Ended => {
-            let jar = auth_cookie_removals(state.settings.secure_cookies)
-                .into_iter()
-                .chain([bound::removal()])
-                .fold(CookieJar::new(), CookieJar::add);
-            let body = json!({ "session_identifier": sid, "continue": false });
-            (jar, Json(body)).into_response()
-        }
+        Refresh::Ended => ended(&state, &sid, own),
     };
     set_no_store(&mut response);
     Ok(response)
+}
+
+/// `{"continue": false}` for a sign-in that is over; its cookies removed when they are this
+/// browser's.
+fn ended(state: &AppState, sid: &str, own: bool) -> Response {
+    let body = Json(json!({ "session_identifier": sid, "continue": false }));
+    if !own {
+        return body.into_response();
+    }
+    let jar = auth_cookie_removals(state.settings.secure_cookies)
+        .into_iter()
+        .chain([bound::removal()])
+        .fold(CookieJar::new(), CookieJar::add);
+    (jar, body).into_response()
+}
+
+/// The session cookie's value, if the request has one.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
 }
 
 fn refused(status: StatusCode, why: &str) -> Response {

@@ -22,7 +22,7 @@ impl RedisKeys {
     }
 
     /// `lectern:{<sid>}:live`: the sign-in is live (value
-    /// `user|expires_at|idle_until|session|open_until|auth_at`, see `LiveSignIn::encode`; the
+    /// `user|expires_at|idle_until|session|open_until|auth_at|bound`, see `LiveSignIn::encode`; the
     /// store's scripts read it field by field).
     pub fn live(&self, sid: &str) -> String {
         self.sign_in(sid, "live")

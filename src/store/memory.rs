@@ -366,9 +366,19 @@ impl SignInStore for MemoryStore {
         }))
     }
 
-    async fn bind(&self, sid: &str, key: &str, until: i64) -> Result<()> {
-        self.with(|s, _| s.bound.insert(sid.to_owned(), (key.to_owned(), until)));
-        Ok(())
+    async fn bind(&self, sid: &str, key: &str, until: i64) -> Result<bool> {
+        Ok(self.with(|s, now| {
+            let bound = s
+                .update(sid, now, |live| {
+                    live.bound = true;
+                    true
+                })
+                .is_some();
+            if bound {
+                s.bound.insert(sid.to_owned(), (key.to_owned(), until));
+            }
+            bound
+        }))
     }
 
     async fn bound_key(&self, sid: &str) -> Result<Option<String>> {
@@ -442,6 +452,7 @@ mod tests {
             session: Some("b".into()),
             open_until: None,
             auth_at: now,
+            bound: false,
         };
         store.mark_live("s", &live).await.unwrap();
         store.record_access_token("s", "j", now + 10).await.unwrap();

@@ -116,7 +116,7 @@ static END: LazyLock<Script> = LazyLock::new(|| {
          if not live and #newest == 0 then\n\
            return {0, 0, redis.call('GET', KEYS[4]) or ''}\n\
          end\n\
-         redis.call('DEL', KEYS[3])\n\
+         redis.call('DEL', KEYS[3], KEYS[5], KEYS[6])\n\
          local open = redis.call('ZCOUNT', KEYS[1], now + 1, '+inf')\n\
          if open > 0 then\n\
            local last = tonumber(newest[2])\n\
@@ -151,7 +151,7 @@ static UPDATE: LazyLock<Script> = LazyLock::new(|| {
          if not v then return false end\n\
          local f = {}\n\
          for p in string.gmatch(v .. '|', '([^|]*)|') do f[#f + 1] = p end\n\
-         if #f ~= 6 then return false end\n\
+         if #f ~= 7 then return false end\n\
          local shared = f[5] ~= '-'\n\
          local function deadline()\n\
            local d = math.min(tonumber(f[2]), tonumber(f[3]))\n\
@@ -164,6 +164,8 @@ static UPDATE: LazyLock<Script> = LazyLock::new(|| {
          elseif ARGV[2] == 'heartbeat' then\n\
            if not shared then return false end\n\
            f[5] = ARGV[3]\n\
+         elseif ARGV[2] == 'bind' then\n\
+           f[7] = '1'\n\
          else\n\
            f[6] = ARGV[3]\n\
          end\n\
@@ -670,14 +672,15 @@ impl SignInStore for RedisStore {
         }))
     }
 
-    async fn bind(&self, sid: &str, key: &str, until: i64) -> Result<()> {
+    async fn bind(&self, sid: &str, key: &str, until: i64) -> Result<bool> {
         let name = self.keys.bound(sid);
         let expire = Some(Expiration::EXAT(until));
         across_slot_moves(|| {
             self.pool
                 .set::<(), _, _>(&name, key, expire.clone(), None, false)
         })
-        .await
+        .await?;
+        Ok(self.update(sid, "bind", 0, 0).await?.is_some())
     }
 
     async fn bound_key(&self, sid: &str) -> Result<Option<String>> {

@@ -1311,6 +1311,7 @@ async fn a_device_bound_sign_in_refreshes_itself_and_a_copied_cookie_is_refused(
     let ended = https
         .post(format!("{base}/dbsc/refresh"))
         .header("sec-secure-session-id", &sid)
+        .header("cookie", format!("lectern_session={}", session.value()))
         .send()
         .await
         .unwrap();

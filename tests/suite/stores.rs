@@ -73,6 +73,7 @@ fn browser(now: i64) -> LiveSignIn {
         session: Some("browser-session".into()),
         open_until: None,
         auth_at: now,
+        bound: false,
     }
 }
 
@@ -584,4 +585,57 @@ where
         out.push(result.unwrap());
     }
     out
+}
+
+/// Binding marks a live sign-in bound, keeps its key, and takes challenges once; ending the
+/// sign-in forgets both.
+#[tokio::test]
+async fn a_bound_sign_in_keeps_its_key_until_it_ends() {
+    for s in subjects().await {
+        let now = s.clock.now();
+        let sid = sid();
+        s.sign_ins.mark_live(&sid, &browser(now)).await.unwrap();
+        assert!(!s.sign_ins.live(&sid).await.unwrap().unwrap().bound);
+        assert!(
+            s.sign_ins
+                .bind(&sid, "{\"kty\":\"EC\"}", now + 3600)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.sign_ins.live(&sid).await.unwrap().unwrap().bound,
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.sign_ins.bound_key(&sid).await.unwrap().as_deref(),
+            Some("{\"kty\":\"EC\"}")
+        );
+        s.sign_ins
+            .put_challenge(&sid, "c1", now + 60)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.sign_ins.take_challenge(&sid).await.unwrap().as_deref(),
+            Some("c1")
+        );
+        assert_eq!(s.sign_ins.take_challenge(&sid).await.unwrap(), None, "once");
+        s.sign_ins
+            .put_challenge(&sid, "c2", now + 60)
+            .await
+            .unwrap();
+        s.sign_ins.end(&sid).await.unwrap();
+        assert_eq!(
+            s.sign_ins.bound_key(&sid).await.unwrap(),
+            None,
+            "{}",
+            s.name
+        );
+        assert_eq!(s.sign_ins.take_challenge(&sid).await.unwrap(), None);
+        let other = self::sid();
+        assert!(
+            !s.sign_ins.bind(&other, "{}", now + 3600).await.unwrap(),
+            "not live"
+        );
+    }
 }
