@@ -80,7 +80,13 @@ async fn create_database(url: &str) -> anyhow::Result<()> {
             tracing::info!(database = %name, "created the database, which did not exist");
             Ok(())
         }
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => Ok(()),
+        // Already there (42P04), or created by another instance at the same moment, which
+        // PostgreSQL reports as a unique violation in its catalog (23505).
+        Err(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("42P04" | "23505")) =>
+        {
+            Ok(())
+        }
         Err(err) => anyhow::bail!(
             "the database {} does not exist and could not be created ({}); create it with createdb",
             redact(url),

@@ -361,3 +361,22 @@ async fn on_postgresql_the_binary_creates_its_database_when_it_is_missing() {
     let (status, _, body) = http_get(&format!("{}/readyz", server.base), &[]).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
 }
+
+/// The production recipe starts two instances at once before the database exists: both create
+/// it at the same moment, and both serve (PostgreSQL reports the loser's attempt as a unique
+/// violation in its catalog, not as "already exists").
+#[tokio::test]
+async fn two_instances_creating_a_missing_database_at_once_both_start() {
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        skipped("needs TEST_DATABASE_URL");
+        return;
+    };
+    for _ in 0..5 {
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&format!("lectern_test_{}", uuid::Uuid::new_v4().simple()));
+        let url = url.to_string();
+        let (first, second) = tokio::join!(lectern::db::connect(&url), lectern::db::connect(&url));
+        assert!(first.is_ok(), "{:?}", first.err());
+        assert!(second.is_ok(), "{:?}", second.err());
+    }
+}
