@@ -136,6 +136,14 @@ impl Shots {
 }
 
 /// Polls until the current URL satisfies `pred`, for up to `secs`.
+/// Whether `url` is the page at `path`, whatever its query says (a login page's `next` names the
+/// page it leads to, which is not being there).
+fn at(url: &str, path: &str) -> bool {
+    url.split(['?', '#'])
+        .next()
+        .is_some_and(|u| u.ends_with(path))
+}
+
 async fn wait_for_url(client: &Client, secs: u64, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -252,8 +260,8 @@ async fn sign_up(client: &Client, base: &str, shots: Option<&Shots>) -> String {
         ("password", PASSWORD),
     ];
     fill_and_submit(client, &fields, shots.map(|s| (s, "01-register"))).await;
-    let url = wait_for_url(client, 10, |u| u.ends_with("/dashboard")).await;
-    assert!(url.ends_with("/dashboard"), "after sign-up: {url}");
+    let url = wait_for_url(client, 10, |u| at(u, "/dashboard")).await;
+    assert!(at(&url, "/dashboard"), "after sign-up: {url}");
     email
 }
 
@@ -448,14 +456,7 @@ async fn a_page_restored_from_the_back_forward_cache_leaves_when_the_session_is_
     // While the session stands, a restored page stays.
     restore_from_bfcache(client).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        client
-            .current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .ends_with("/account")
-    );
+    assert_eq!(client.current_url().await.unwrap().path(), "/account");
 
     // Signed out behind the page's back (no message reaches it, as Safari drops them for
     // cached pages), then restored: it asks the server and leaves for the login page.
@@ -468,14 +469,7 @@ async fn a_page_restored_from_the_back_forward_cache_leaves_when_the_session_is_
     )
     .await;
     assert_eq!(status, json!(200));
-    assert!(
-        client
-            .current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .ends_with("/account")
-    );
+    assert_eq!(client.current_url().await.unwrap().path(), "/account");
     restore_from_bfcache(client).await;
     let url = wait_for_url(client, 10, |u| u.contains("/login")).await;
     assert!(
@@ -517,8 +511,8 @@ async fn a_sign_in_ended_from_another_browsers_account_page_lands_on_the_login_p
     phone.goto(&format!("{base}/login")).await.unwrap();
     let fields = [("email", email.as_str()), ("password", PASSWORD)];
     fill_and_submit(&phone, &fields, None).await;
-    let url = wait_for_url(&phone, 10, |u| u.ends_with("/dashboard")).await;
-    assert!(url.ends_with("/dashboard"), "{url}");
+    let url = wait_for_url(&phone, 10, |u| at(u, "/dashboard")).await;
+    assert!(at(&url, "/dashboard"), "{url}");
 
     // The laptop sees both sign-ins and ends the phone's with its row's button (htmx).
     laptop.goto(&format!("{base}/account")).await.unwrap();
@@ -562,7 +556,7 @@ async fn a_sign_in_ended_from_another_browsers_account_page_lands_on_the_login_p
     // The laptop is still signed in.
     laptop.goto(&format!("{base}/dashboard")).await.unwrap();
     let url = laptop.current_url().await.unwrap().to_string();
-    assert!(url.ends_with("/dashboard"), "{url}");
+    assert!(at(&url, "/dashboard"), "{url}");
     // Closed, as the other tests close theirs: killing chromedriver alone leaves Chromium running.
     laptop.clone().close().await.unwrap();
 }
@@ -617,8 +611,8 @@ async fn after_the_absolute_lifetime_a_real_browser_is_told_why_it_was_signed_ou
     sign_up(client, base, None).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     client.goto(&format!("{base}/dashboard")).await.unwrap();
-    let busy = wait_for_url(client, 5, |u| u.ends_with("/dashboard")).await;
-    assert!(busy.ends_with("/dashboard"), "still signed in: {busy}");
+    let busy = wait_for_url(client, 5, |u| at(u, "/dashboard")).await;
+    assert!(at(&busy, "/dashboard"), "still signed in: {busy}");
     let (url, notice) = back_after(client, base, Duration::from_millis(3000)).await;
     Shots::new().take(client, "timeout-absolute").await;
     assert!(url.contains("reason=expired"), "{url}");
@@ -817,32 +811,22 @@ async fn a_shared_computers_browser_closed_and_restored_is_signed_out() {
         let fresh = browser(&stack.webdriver, profile.path()).await;
         fresh.goto(&format!("{base}/login")).await.unwrap();
         sign_in_form(&fresh, &email, shared).await;
-        let url = wait_for_url(&fresh, 10, |u| u.ends_with("/dashboard")).await;
-        assert!(url.ends_with("/dashboard"), "{url}");
+        let url = wait_for_url(&fresh, 10, |u| at(u, "/dashboard")).await;
+        assert!(at(&url, "/dashboard"), "{url}");
         // The page keeps it open while it is open.
         tokio::time::sleep(Duration::from_secs(6)).await;
         fresh.refresh().await.unwrap();
-        assert!(
-            fresh
-                .current_url()
-                .await
-                .unwrap()
-                .as_str()
-                .ends_with("/dashboard")
-        );
+        assert_eq!(fresh.current_url().await.unwrap().path(), "/dashboard");
         let cookie = fresh.get_named_cookie("lectern_session").await.unwrap();
         fresh.close().await.unwrap();
         tokio::time::sleep(Duration::from_millis(6500)).await;
         let back = restored(&stack, cookie).await;
-        let url = wait_for_url(&back, 10, |u| {
-            u.contains("/login") || u.ends_with("/dashboard")
-        })
-        .await;
+        let url = wait_for_url(&back, 10, |u| u.contains("/login") || at(u, "/dashboard")).await;
         if shared {
             Shots::new().take(&back, "shared-closed").await;
             assert!(url.contains("reason=closed"), "shared: {url}");
         } else {
-            assert!(url.ends_with("/dashboard"), "not shared: {url}");
+            assert!(at(&url, "/dashboard"), "not shared: {url}");
         }
         back.close().await.unwrap();
     }
@@ -941,11 +925,8 @@ async fn the_idle_warning_shows_in_every_tab_and_staying_in_one_dismisses_it_in_
     // Past the old deadline, still signed in.
     tokio::time::sleep(old_deadline.saturating_duration_since(Instant::now())).await;
     client.goto(&format!("{base}/dashboard")).await.unwrap();
-    let url = wait_for_url(client, 5, |u| {
-        u.ends_with("/dashboard") || u.contains("/login")
-    })
-    .await;
-    assert!(url.ends_with("/dashboard"), "{url}");
+    let url = wait_for_url(client, 5, |u| at(u, "/dashboard") || u.contains("/login")).await;
+    assert!(at(&url, "/dashboard"), "{url}");
 }
 
 /// Text typed into a form survives the idle timeout (the page keeps it for the same learner) and
@@ -973,8 +954,8 @@ async fn typed_work_survives_an_idle_timeout_and_not_a_sign_out() {
     let url = wait_for_url(client, 15, |u| u.contains("/login")).await;
     assert!(url.contains("reason=idle"), "{url}");
     sign_in_form(client, &email, false).await;
-    let url = wait_for_url(client, 10, |u| u.ends_with("/account")).await;
-    assert!(url.ends_with("/account"), "back where it was: {url}");
+    let url = wait_for_url(client, 10, |u| at(u, "/account")).await;
+    assert!(at(&url, "/account"), "back where it was: {url}");
     let typed = client
         .find(Locator::Id("display_name"))
         .await
@@ -997,7 +978,7 @@ async fn typed_work_survives_an_idle_timeout_and_not_a_sign_out() {
         .await
         .unwrap();
     sign_in_form(client, &email, false).await;
-    wait_for_url(client, 10, |u| u.ends_with("/account")).await;
+    wait_for_url(client, 10, |u| at(u, "/account")).await;
     let typed = client
         .find(Locator::Id("display_name"))
         .await
@@ -1253,11 +1234,8 @@ async fn a_device_bound_sign_in_refreshes_itself_and_a_copied_cookie_is_refused(
         "deleted"
     );
     client.goto(&format!("{base}/dashboard")).await.unwrap();
-    let url = wait_for_url(&client, 10, |u| {
-        u.ends_with("/dashboard") || u.contains("/login")
-    })
-    .await;
-    assert!(url.ends_with("/dashboard"), "refreshed by itself: {url}");
+    let url = wait_for_url(&client, 10, |u| at(u, "/dashboard") || u.contains("/login")).await;
+    assert!(at(&url, "/dashboard"), "refreshed by itself: {url}");
     assert!(
         client.get_named_cookie("lectern_bound").await.is_ok(),
         "a fresh bound cookie"
@@ -1274,10 +1252,7 @@ async fn a_device_bound_sign_in_refreshes_itself_and_a_copied_cookie_is_refused(
     );
     thief.execute(&copy, vec![]).await.unwrap();
     thief.goto(&format!("{base}/dashboard")).await.unwrap();
-    let url = wait_for_url(&thief, 10, |u| {
-        u.contains("/login") || u.ends_with("/dashboard")
-    })
-    .await;
+    let url = wait_for_url(&thief, 10, |u| u.contains("/login") || at(u, "/dashboard")).await;
     assert!(
         url.contains("/login"),
         "a copied session cookie is refused: {url}"
