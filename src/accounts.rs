@@ -340,6 +340,22 @@ pub async fn set_display_name(pool: &Pool, user_id: &str, name: &DisplayName) ->
     Ok(())
 }
 
+/// Closes an account that is being deleted to new sign-ins (`Some(at)`), unless it was disabled
+/// already, or opens it again after a deletion that failed (`None`). Other applications are not
+/// told: the deletion tells them. Whether this call changed it.
+pub async fn close_for_deletion(pool: &Pool, user_id: &str, at: Option<i64>) -> Result<bool> {
+    let sql = match at {
+        Some(_) => "update users set disabled_at = $1 where id = $2 and disabled_at is null",
+        None => "update users set disabled_at = $1 where id = $2",
+    };
+    let changed = sqlx::query(sql)
+        .bind(at)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
 /// Disables an account (`Some(at)`, which tells other applications) or enables it again
 /// (`None`). Whether the account exists.
 pub async fn set_disabled(pool: &Pool, user_id: &str, at: Option<i64>, txn: &Txn) -> Result<bool> {

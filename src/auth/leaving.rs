@@ -93,16 +93,31 @@ impl Leaving {
         Ok(Ok(()))
     }
 
-    /// Deletes an account: every sign-in of it ends (on every instance, at once), then its data
-    /// goes in one transaction. Whether it existed.
+    /// Deletes an account: it is closed to new sign-ins, every sign-in of it ends (on every
+    /// instance, at once), then its data goes in one transaction. Closing it first means a
+    /// sign-in being made meanwhile is either among those ended or refused. Whether it existed.
     pub async fn delete(&self, user_id: &str, client: &ClientInfo) -> Result<bool> {
         let txn = Txn::new();
-        self.sign_out
-            .everywhere(user_id, EndReason::AccountDeleted, client, &txn)
-            .await?;
         let now = self.clock.now();
-        let existed = accounts::delete(&self.db, user_id, now, &txn).await?;
+        let closed = accounts::close_for_deletion(&self.db, user_id, Some(now)).await?;
         self.users.forget(user_id);
+        let deleted = async {
+            self.sign_out
+                .everywhere(user_id, EndReason::AccountDeleted, client, &txn)
+                .await?;
+            accounts::delete(&self.db, user_id, now, &txn).await
+        };
+        let existed = match deleted.await {
+            Ok(existed) => existed,
+            Err(err) => {
+                // The learner may try again: open the account again, as it was.
+                if closed {
+                    let _ = accounts::close_for_deletion(&self.db, user_id, None).await;
+                    self.users.forget(user_id);
+                }
+                return Err(err);
+            }
+        };
         if existed {
             let record = audit::Record {
                 event: Event::AccountDeleted,

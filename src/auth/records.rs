@@ -249,12 +249,21 @@ macro_rules! select_sign_ins {
 
 /// The insert of a new sign-in's row (`$1`-`$8`: id, learner, created, expires, address, user
 /// agent, the password hash it was checked against, and whether it is a shared computer's), which
-/// writes it only while that hash is the learner's current one.
+/// writes it only while that hash is the learner's current one and the account is not disabled.
+/// A password change, a disable and a deletion change the learner's row before they end its
+/// sign-ins, so a sign-in either lands before that change (and is ended with the rest) or is
+/// refused. `$lock` is PostgreSQL's row lock, which makes the insert wait for such a change to
+/// commit and read the row as it left it; SQLite has one writer at a time already.
 macro_rules! insert_sign_in {
-    () => {
-        "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent, shared)
-         select $1, $2, $3, $4, $5, $6, $8
-         where exists (select 1 from users where id = $2 and password_hash = $7)"
+    ($lock:literal) => {
+        concat!(
+            "insert into sign_ins (id, user_id, created_at, expires_at, ip, user_agent, shared)
+             select $1, $2, $3, $4, $5, $6, $8
+             where exists (select 1 from users
+               where id = $2 and password_hash = $7 and disabled_at is null ",
+            $lock,
+            ")"
+        )
     };
 }
 
@@ -316,7 +325,7 @@ impl SignInRecords {
             let inserted: i64 = sqlx::query_scalar_with(
                 concat!(
                     "with inserted as (",
-                    insert_sign_in!(),
+                    insert_sign_in!("for share"),
                     " returning id),
                      refreshed as (
                        insert into refresh_tokens (token_hash, sign_in_id, issued_at)
@@ -338,7 +347,7 @@ impl SignInRecords {
             return Ok(Some(Inserted { refresh }));
         }
         let mut tx = self.db.begin().await?;
-        let inserted = sqlx::query_with(insert_sign_in!(), row)
+        let inserted = sqlx::query_with(insert_sign_in!(""), row)
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -178,6 +178,39 @@ async fn a_sign_in_checked_against_a_password_that_changed_meanwhile_is_refused(
     );
 }
 
+/// A sign-in that checked the password just before an operator disabled the account is refused
+/// when it is stored, and leaves nothing live: the disable's sweep could not have seen it.
+#[tokio::test]
+async fn a_sign_in_checked_just_before_its_account_was_disabled_is_refused() {
+    let app = spawn_app().await;
+    let before = signed_up_user(&app).await;
+    let operator = lectern::web::ClientInfo::operator();
+    app.state
+        .leaving
+        .disable(&before.id, &operator)
+        .await
+        .unwrap();
+    let stored = stored_for(&app, &before.id).await;
+    let late = app.start_api_sign_in(&before).await;
+    assert!(
+        matches!(late, Err(lectern::AppError::InvalidCredentials)),
+        "{late:?}"
+    );
+    assert!(
+        app.state
+            .sign_ins
+            .live(Some(&before.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        stored_for(&app, &before.id).await,
+        stored,
+        "nothing of it was stored"
+    );
+}
+
 /// Each instance keeps learners in memory; a password changed on one of them must neither sign
 /// the learner out of another that had them cached, nor let the old session in there.
 #[tokio::test]
