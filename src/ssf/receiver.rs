@@ -217,7 +217,8 @@ async fn verified(ssf: &Ssf, token: &str) -> SsfResult<Value> {
     validation.set_audience(&[&ssf.trust.audience]);
     validation.validate_exp = false;
     validation.validate_nbf = false;
-    validation.required_spec_claims.clear();
+    // The contract asks for `aud` on every SET; the library checks it only when it is there.
+    validation.set_required_spec_claims(&["aud", "iss"]);
     let mut wrong_audience = false;
     for jwk in candidates {
         let Ok(key) = DecodingKey::from_jwk(jwk) else {
@@ -226,7 +227,12 @@ async fn verified(ssf: &Ssf, token: &str) -> SsfResult<Value> {
         match jsonwebtoken::decode::<Value>(token, &key, &validation) {
             Ok(data) => return checked(data.claims, ssf.clock.now()),
             Err(err) => {
-                if matches!(err.kind(), jsonwebtoken::errors::ErrorKind::InvalidAudience) {
+                use jsonwebtoken::errors::ErrorKind;
+                // Signed by the issuer, but addressed to no one or to someone else.
+                if matches!(
+                    err.kind(),
+                    ErrorKind::InvalidAudience | ErrorKind::MissingRequiredClaim(_)
+                ) {
                     wrong_audience = true;
                 }
             }

@@ -1159,7 +1159,7 @@ async fn pushed(app: &TestApp, token: &str) -> axum_test::TestResponse {
 
 /// A SET from the trusted identity provider ends every sign-in of the learner it names, on every
 /// instance, and their browser is told why; the same SET again, a forged one, one for another
-/// audience or from another issuer, and one with `sub` or `exp`, end nothing (400).
+/// audience or for none, one from another issuer, and one with `sub` or `exp`, end nothing (400).
 #[tokio::test]
 async fn a_trusted_providers_session_revoked_ends_the_learners_sign_ins_and_nothing_else_does() {
     let transmitter = Transmitter::start().await;
@@ -1179,6 +1179,9 @@ async fn a_trusted_providers_session_revoked_ends_the_learners_sign_ins_and_noth
     let mut wrong_audience = good.clone();
     wrong_audience["aud"] = json!("https://elsewhere.example.test");
     wrong_audience["jti"] = json!("wrong-audience");
+    let mut no_audience = good.clone();
+    no_audience.as_object_mut().unwrap().remove("aud");
+    no_audience["jti"] = json!("no-audience");
     let mut with_sub = good.clone();
     with_sub["sub"] = json!("someone");
     with_sub["jti"] = json!("with-sub");
@@ -1191,6 +1194,7 @@ async fn a_trusted_providers_session_revoked_ends_the_learners_sign_ins_and_noth
     other_issuer["jti"] = json!("other-issuer");
     for (token, err) in [
         (transmitter.sign(&wrong_audience), "invalid_audience"),
+        (transmitter.sign(&no_audience), "invalid_audience"),
         (transmitter.sign(&with_sub), "invalid_request"),
         (transmitter.sign(&with_exp), "invalid_request"),
         (impostor.sign(&forged_claims), "invalid_key"),
