@@ -319,6 +319,84 @@ async fn drive_each(
     measured(name, &hist, errors, began.elapsed())
 }
 
+/// What `wrk`, a load generator outside this process, saw driving one target.
+#[derive(Clone, Debug)]
+struct Outside {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Responses that were not 2xx or 3xx, and socket errors.
+    errors: u64,
+}
+
+/// Drives `template` at `addr` with `wrk -t1`, as the figures outside the project are taken: a
+/// warm-up run, then `plan.duration` measured. `None` when `wrk` is not installed.
+fn wrk(addr: SocketAddr, plan: Plan, template: &Template) -> Option<Outside> {
+    let run = |secs: u64| {
+        let mut command = std::process::Command::new("wrk");
+        command.args([
+            "-t1".to_owned(),
+            format!("-c{}", plan.connections),
+            format!("-d{secs}s"),
+            "--latency".to_owned(),
+        ]);
+        for (name, value) in &template.headers {
+            command
+                .arg("-H")
+                .arg(format!("{name}: {}", value.to_str().unwrap()));
+        }
+        command.arg(format!("http://{addr}{}", template.path));
+        let output = command.output().ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    if plan.warmup >= Duration::from_secs(1) {
+        run(plan.warmup.as_secs())?;
+    }
+    parse_wrk(&run(plan.duration.as_secs().max(1))?)
+}
+
+/// Reads `wrk --latency`'s report.
+fn parse_wrk(report: &str) -> Option<Outside> {
+    let ms = |text: &str| -> Option<f64> {
+        let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        Some(match unit {
+            "us" => number / 1000.0,
+            "ms" => number,
+            "s" => number * 1000.0,
+            "m" => number * 60_000.0,
+            _ => return None,
+        })
+    };
+    let (mut rps, mut p50, mut p99, mut errors) = (None, None, None, 0);
+    for line in report.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", n] => rps = n.parse().ok(),
+            ["50%", t] => p50 = ms(t),
+            ["99%", t] => p99 = ms(t),
+            ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse::<u64>().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    Some(Outside {
+        rps: rps?,
+        p50_ms: p50?,
+        p99_ms: p99?,
+        errors,
+    })
+}
+
 /// Serves `router` on a random port of its own.
 async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -331,6 +409,18 @@ async fn serve(router: Router) -> SocketAddr {
 
 fn bare() -> Router {
     Router::new().route("/", get(|| async { "ok" }))
+}
+
+/// A bare handler answering with a response's bytes and the headers that say what they are: what
+/// serving a static asset costs with nothing but axum in the way.
+fn same_bytes(headers: HeaderMap, body: Bytes) -> Router {
+    Router::new().route(
+        "/",
+        get(move || {
+            let (headers, body) = (headers.clone(), body.clone());
+            async move { (headers, body) }
+        }),
+    )
 }
 
 fn one_redis_get(pool: Pool) -> Router {
@@ -724,6 +814,7 @@ fn main() {
     });
     let [bare_addr, get_addr, jwt_addr, plain_addr] = addrs;
 
+    let on_servers = servers.handle().clone();
     let report = load.block_on(async {
         let mut results: Vec<Measured> = Vec::new();
         let mut conn = Connection1::open(lectern.addr).await;
@@ -744,6 +835,27 @@ fn main() {
             .find(|s| s.starts_with("/static/"))
             .expect("a script")
             .to_owned();
+        // The asset's bytes as a browser gets them, served by a bare handler: the static row's
+        // fair baseline.
+        let as_browsers_ask =
+            Template::get(&asset).with("accept-encoding", "gzip, deflate, br, zstd");
+        let (_, headers, asset_body) = conn.send(&as_browsers_ask).await;
+        let mut asset_headers = HeaderMap::new();
+        for name in [
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::CACHE_CONTROL,
+            header::ETAG,
+            header::VARY,
+        ] {
+            if let Some(value) = headers.get(&name) {
+                asset_headers.insert(name, value.clone());
+            }
+        }
+        let same_bytes_addr = on_servers
+            .spawn(serve(same_bytes(asset_headers, asset_body)))
+            .await
+            .unwrap();
 
         // The steady scenarios: the baselines, then Lectern's page views, in interleaved rounds
         // (so a slow spell of the machine touches every row alike); each row keeps its median.
@@ -760,13 +872,14 @@ fn main() {
                 plain_addr,
                 Template::get("/").with("cookie", &plain_cookie),
             ),
-            ("lectern: GET /healthz", lectern.addr, Template::get("/healthz")),
             (
-                "lectern: GET static asset",
-                lectern.addr,
-                // As every browser asks for it.
-                Template::get(&asset).with("accept-encoding", "gzip, deflate, br, zstd"),
+                "baseline: bare axum serving the asset's bytes",
+                same_bytes_addr,
+                Template::get("/").with("accept-encoding", "gzip, deflate, br, zstd"),
             ),
+            ("lectern: GET /healthz", lectern.addr, Template::get("/healthz")),
+            // As every browser asks for it.
+            ("lectern: GET static asset", lectern.addr, as_browsers_ask),
             ("lectern: GET / as a visitor", lectern.addr, Template::get("/")),
             (
                 "lectern: GET /dashboard signed in",
@@ -798,10 +911,15 @@ fn main() {
             let _ = tokio::signal::ctrl_c().await;
             return None;
         }
+        // Each target is driven from inside and then by wrk, one after the other in each round.
         let mut rounds: Vec<Vec<Measured>> = vec![Vec::new(); steady.len()];
+        let mut outside_rounds: Vec<Vec<Outside>> = vec![Vec::new(); steady.len()];
         for _ in 0..plan.rounds {
             for (i, (name, addr, template)) in steady.iter().enumerate() {
                 rounds[i].push(drive(name, *addr, plan, template.clone(), StatusCode::OK).await);
+                let (addr, template) = (*addr, template.clone());
+                let outside = tokio::task::spawn_blocking(move || wrk(addr, plan, &template));
+                outside_rounds[i].extend(outside.await.unwrap());
             }
         }
         let mut medians: Vec<Measured> = rounds
@@ -811,8 +929,16 @@ fn main() {
                 runs.swap_remove(runs.len() / 2)
             })
             .collect();
-        let lectern_rows = medians.split_off(4);
-        let [bare_m, get_m, jwt_m, plain_m]: [Measured; 4] = medians.try_into().unwrap();
+        let outside: Vec<Option<Outside>> = outside_rounds
+            .into_iter()
+            .map(|mut runs| {
+                runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+                (!runs.is_empty()).then(|| runs.swap_remove(runs.len() / 2))
+            })
+            .collect();
+        let lectern_rows = medians.split_off(5);
+        let [bare_m, get_m, jwt_m, plain_m, same_bytes_m]: [Measured; 5] =
+            medians.try_into().unwrap();
         let baselines = [
             ("bare", bare_m.rps),
             ("GET", get_m.rps),
@@ -1041,7 +1167,40 @@ fn main() {
             }
         }
 
-        results.extend([bare_m, get_m, jwt_m, plain_m]);
+        let outside_of = |name: &str| {
+            steady
+                .iter()
+                .position(|(n, _, _)| *n == name)
+                .and_then(|i| outside[i].clone())
+        };
+        let outside_baselines = ["bare", "GET", "plain", "same bytes"].map(|b| {
+            let name = match b {
+                "bare" => "baseline: bare axum handler",
+                "GET" => "baseline: axum + one Redis GET",
+                "plain" => "baseline: axum-login + tower-sessions-redis + PG",
+                _ => "baseline: bare axum serving the asset's bytes",
+            };
+            outside_of(name).map_or(0.0, |o| o.rps)
+        });
+        let outside_json = |m: &Measured| {
+            outside_of(&m.name).map(|o| {
+                let to_get = ratio(o.rps, outside_baselines[1]);
+                json!({
+                    "rps": o.rps,
+                    "p50_ms": o.p50_ms,
+                    "p99_ms": o.p99_ms,
+                    "errors": o.errors,
+                    "ratio_to_bare": ratio(o.rps, outside_baselines[0]),
+                    "ratio_to_redis_get": to_get,
+                    "ratio_to_plain_axum_login": ratio(o.rps, outside_baselines[2]),
+                    "ratio_to_bare_same_bytes": ratio(o.rps, outside_baselines[3]),
+                    // How far the two load generators' ratios to one Redis GET stand apart.
+                    "disagreement": ratio(to_get, ratio(m.rps, baselines[1].1)) - 1.0,
+                })
+            })
+        };
+        let same_bytes_rps = same_bytes_m.rps;
+        results.extend([bare_m, get_m, jwt_m, plain_m, same_bytes_m]);
         results.extend(lectern_rows);
         results.extend(sign_out_rows);
         results.push(flooded.clone());
@@ -1063,6 +1222,8 @@ fn main() {
                 "ratio_to_redis_get": ratio(m.rps, baselines[1].1),
                 "ratio_to_bare": ratio(m.rps, baselines[0].1),
                 "ratio_to_plain_axum_login": ratio(m.rps, baselines[3].1),
+                "ratio_to_bare_same_bytes": ratio(m.rps, same_bytes_rps),
+                "outside": outside_json(m),
             })).collect::<Vec<_>>(),
             "flood": {
                 "wrong_passwords_sent": wrong,
@@ -1132,6 +1293,7 @@ fn main() {
         };
         print_row(&m, &baselines);
     }
+    print_outside(&report, plan);
     let f = &report["flood"];
     println!(
         "flood: {} wrong passwords sent; dashboard p99 {:.2} ms loaded vs {:.2} ms unloaded ({:.2}x), {} errors",
@@ -1193,6 +1355,63 @@ fn main() {
 
     drop(load);
     drop_database(&servers, &admin_url, &db_name);
+}
+
+/// The same targets as wrk saw them, beside what the in-process load generator saw.
+fn print_outside(report: &serde_json::Value, plan: Plan) {
+    let rows = report["results"].as_array().unwrap();
+    if rows.iter().all(|row| row["outside"].is_null()) {
+        println!("wrk is not installed: no figures from outside the process");
+        return;
+    }
+    println!(
+        "driven from outside by wrk -t1 -c{} -d{}s (median of the same rounds); disagreement: its ratio to one Redis GET against the in-process one",
+        plan.connections,
+        plan.duration.as_secs().max(1)
+    );
+    println!(
+        "{:<52} {:>9} {:>8} {:>8} {:>6}  {:>8} {:>8} {:>8} {:>12}",
+        "target",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "x bare",
+        "x GET",
+        "x plain",
+        "disagreement"
+    );
+    for row in rows {
+        let o = &row["outside"];
+        if o.is_null() {
+            continue;
+        }
+        let f = |key: &str| o[key].as_f64().unwrap_or(0.0);
+        println!(
+            "{:<52} {:>9.0} {:>8.2} {:>8.2} {:>6}  {:>7.2}x {:>7.2}x {:>7.2}x {:>+11.0}%",
+            row["name"].as_str().unwrap(),
+            f("rps"),
+            f("p50_ms"),
+            f("p99_ms"),
+            o["errors"],
+            f("ratio_to_bare"),
+            f("ratio_to_redis_get"),
+            f("ratio_to_plain_axum_login"),
+            f("disagreement") * 100.0
+        );
+    }
+    if let Some(asset) = rows
+        .iter()
+        .find(|row| row["name"] == "lectern: GET static asset")
+    {
+        println!(
+            "static asset: {:.2}x a bare axum handler serving the same bytes (in-process), {:.2}x (wrk)",
+            asset["ratio_to_bare_same_bytes"].as_f64().unwrap_or(0.0),
+            asset["outside"]["ratio_to_bare_same_bytes"]
+                .as_f64()
+                .unwrap_or(0.0)
+        );
+    }
 }
 
 /// Drops the run's database.
