@@ -502,20 +502,7 @@ impl SignOut {
     /// An operator ends one sign-in (and what its browser session holds). Returns every sign-in
     /// it ended.
     pub async fn operator(&self, sid: &str, client: &ClientInfo) -> Result<Targets> {
-        let mut targets = Targets::default();
-        targets.add_sid(sid);
-        Ok(self
-            .end_all(
-                targets,
-                How {
-                    own_session: None,
-                    spare: &[],
-                    reason: EndReason::Revoked,
-                    client,
-                    txn: &Txn::new(),
-                },
-            )
-            .await?)
+        Ok(self.end_sid(sid, EndReason::Revoked, client).await?)
     }
 
     /// A browser sign-in found idle or past its lifetime (or ended elsewhere) by a page view: it
@@ -597,16 +584,7 @@ impl SignOut {
                 // Ended already, or lapsed too long ago to say: it ends as closed.
                 None => EndReason::Closed,
             };
-            let mut targets = Targets::default();
-            targets.add_sid(&sid);
-            let how = How {
-                own_session: None,
-                spare: &[],
-                reason,
-                client: &ClientInfo::system(),
-                txn: &Txn::new(),
-            };
-            self.end_all(targets, how).await?;
+            self.end_sid(&sid, reason, &ClientInfo::system()).await?;
             parts.store.closed(&sid).await?;
             ended += 1;
         }
@@ -631,16 +609,7 @@ impl SignOut {
                 None if expires_at <= now => EndReason::Expired,
                 None => EndReason::Idle,
             };
-            let mut targets = Targets::default();
-            targets.add_sid(&sid);
-            let how = How {
-                own_session: None,
-                spare: &[],
-                reason,
-                client: &ClientInfo::system(),
-                txn: &Txn::new(),
-            };
-            self.end_all(targets, how).await?;
+            self.end_sid(&sid, reason, &ClientInfo::system()).await?;
             ended += 1;
         }
         Ok(ended)
@@ -671,19 +640,7 @@ impl SignOut {
 
     /// A refresh token presented again after its grace window: its sign-in ends.
     pub async fn reuse(&self, sid: &str, client: &ClientInfo) -> Result<()> {
-        let mut targets = Targets::default();
-        targets.add_sid(sid);
-        self.end_all(
-            targets,
-            How {
-                own_session: None,
-                spare: &[],
-                reason: EndReason::RefreshReuse,
-                client,
-                txn: &Txn::new(),
-            },
-        )
-        .await?;
+        self.end_sid(sid, EndReason::RefreshReuse, client).await?;
         Ok(())
     }
 
@@ -766,6 +723,26 @@ impl SignOut {
 
     /// The one ending routine: [`Self::end_each`], and what it could not finish is settled later
     /// (rule 4). On success, everything it ended.
+    /// [`Self::end_all`] of one sign-in (and what its browser session holds), as an action of
+    /// its own.
+    async fn end_sid(
+        &self,
+        sid: &str,
+        reason: EndReason,
+        client: &ClientInfo,
+    ) -> Result<Targets, Unfinished> {
+        let mut targets = Targets::default();
+        targets.add_sid(sid);
+        let how = How {
+            own_session: None,
+            spare: &[],
+            reason,
+            client,
+            txn: &Txn::new(),
+        };
+        self.end_all(targets, how).await
+    }
+
     async fn end_all(&self, targets: Targets, how: How<'_>) -> Result<Targets, Unfinished> {
         let (ended, failed) = self.end_each(targets, how).await;
         match failed {
