@@ -136,6 +136,11 @@ impl EndReason {
     }
 
     /// What the login page is told (`/login?reason=`) when a browser still sends its session.
+    /// Whether one of the sign-in's deadlines ran out (nothing of it was live when it ended).
+    pub fn is_lapse(self) -> bool {
+        matches!(self, Self::Idle | Self::Expired | Self::Closed)
+    }
+
     pub fn login_reason(self) -> &'static str {
         match self {
             Self::RefreshReuse => "reuse",

@@ -792,6 +792,11 @@ impl SignOut {
         };
         let now = parts.clock.now();
         let explained_until = now + parts.lifetimes.idle;
+        // A deadline that ran out: the rows say why before the store forgets the sign-ins, so a
+        // request in between reads the reason, not a guess. Nothing of them is live to end first.
+        if reason.is_lapse() {
+            keep(self.record(&ended.sids, &how, now).await);
+        }
         // The store: sessions and sign-ins, each reaching more of the other.
         if let Some(own) = how.own_session {
             ended.add_session(own);
@@ -850,21 +855,31 @@ impl SignOut {
             }
         }
         // The database: the record of what ended.
-        for sid in &ended.sids {
-            match parts
+        keep(self.record(&ended.sids, &how, now).await);
+        (ended, failed)
+    }
+
+    /// Marks each sign-in's row ended (with its audit row and events) unless it is already, and
+    /// notes the ones it marked in the ledger. The first error, after trying every one.
+    async fn record(&self, sids: &[String], how: &How<'_>, now: i64) -> Result<()> {
+        let parts = &self.0;
+        let mut failed = None;
+        for sid in sids {
+            let marked = parts
                 .records
-                .mark_ended(sid, reason, how.client, now, how.txn)
-                .await
-            {
+                .mark_ended(sid, how.reason, how.client, now, how.txn);
+            match marked.await {
                 Ok(Some(marked)) => {
                     parts.ledger.note(sid, marked.expires_at);
-                    telemetry::sign_in_ended(reason.as_str());
+                    telemetry::sign_in_ended(how.reason.as_str());
                 }
                 Ok(None) => {}
-                Err(err) => keep(Err(err)),
+                Err(err) => {
+                    failed.get_or_insert(err);
+                }
             }
         }
-        (ended, failed)
+        failed.map_or(Ok(()), Err)
     }
 
     /// Retries finding and ending a refresh cookie's sign-in in the background.
