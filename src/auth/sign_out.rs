@@ -554,6 +554,12 @@ impl SignOut {
             Liveness::Ended(reason) => reason,
             Liveness::Live(_) => EndReason::Expired,
         };
+        // An ending in flight (a sweep) may have left its note since the first look; it knows
+        // better than a guess from what is left.
+        let noted = match noted {
+            Some(noted) => Some(noted),
+            None => parts.store.session_ended(session).await?,
+        };
         let mut targets = Targets::default();
         targets.add_session(session);
         let how = How {
