@@ -106,24 +106,14 @@ pub async fn enqueue<'e, E>(db: E, event: &Event<'_>) -> Result<()>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    sqlx::query(
+    let query = sqlx::query(
         "insert into ssf_outbox
            (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, detail, txn, at, seq)
          select $1 || '.' || id, id, $2, $3, $4, $5, $6, $7, $8, $9, $10
          from ssf_streams where status <> 'disabled'",
     )
-    .bind(crate::crypto::random_token(12))
-    .bind(event.kind.as_str())
-    .bind(event.user_id)
-    .bind(event.sign_in_id)
-    .bind(event.reason)
-    .bind(event.initiator)
-    .bind(event.detail)
-    .bind(event.txn.as_str())
-    .bind(event.at)
-    .bind(sequence())
-    .execute(db)
-    .await?;
+    .bind(crate::crypto::random_token(12));
+    with_event(query, event).execute(db).await?;
     Ok(())
 }
 
@@ -132,23 +122,30 @@ pub async fn enqueue_for<'e, E>(db: E, stream_id: &str, event: &Event<'_>) -> Re
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    sqlx::query(
+    let query = sqlx::query(
         "insert into ssf_outbox
            (jti, stream_id, kind, user_id, sign_in_id, reason, initiator, detail, txn, at, seq)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(format!("{}.{stream_id}", crate::crypto::random_token(12)))
-    .bind(stream_id)
-    .bind(event.kind.as_str())
-    .bind(event.user_id)
-    .bind(event.sign_in_id)
-    .bind(event.reason)
-    .bind(event.initiator)
-    .bind(event.detail)
-    .bind(event.txn.as_str())
-    .bind(event.at)
-    .bind(sequence())
-    .execute(db)
-    .await?;
+    .bind(stream_id);
+    with_event(query, event).execute(db).await?;
     Ok(())
+}
+
+/// Binds an event's columns, in the outbox's order, after whatever the query bound first.
+fn with_event<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    event: &'q Event<'q>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(event.kind.as_str())
+        .bind(event.user_id)
+        .bind(event.sign_in_id)
+        .bind(event.reason)
+        .bind(event.initiator)
+        .bind(event.detail)
+        .bind(event.txn.as_str())
+        .bind(event.at)
+        .bind(sequence())
 }
