@@ -52,13 +52,13 @@ impl Event {
     }
 }
 
-/// One row of the log.
+/// One row of the log, as the account page reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct Row {
-    event: String,
-    at: i64,
-    ip: String,
-    txn: Option<String>,
+pub struct Row {
+    pub event: String,
+    pub at: i64,
+    pub ip: String,
+    pub txn: Option<String>,
 }
 
 /// One thing the learner (or the system) did, as the account page shows it: the rows one action
@@ -196,18 +196,28 @@ pub(crate) fn logged(entry: &Record<'_>) {
     );
 }
 
+/// How many of a learner's newest rows to read for `limit` entries: enough for `limit` actions of
+/// a few rows each.
+pub fn rows_for(limit: usize) -> i64 {
+    i64::try_from(limit * 8).unwrap_or(i64::MAX)
+}
+
 /// The newest `limit` things one learner did (or the system did to their sign-ins), the rows of
 /// one action shown once.
 pub async fn recent_for_user(pool: &Pool, user_id: &str, limit: usize) -> Result<Vec<Entry>> {
-    // Enough rows for `limit` actions of a few rows each.
     let rows: Vec<Row> = sqlx::query_as(
         "select event, at, ip, txn from audit_events
-         where user_id = $1 order by at desc, id limit $2",
+         where user_id = $1 order by at desc, id desc limit $2",
     )
     .bind(user_id)
-    .bind(i64::try_from(limit * 8).unwrap_or(i64::MAX))
+    .bind(rows_for(limit))
     .fetch_all(pool)
     .await?;
+    Ok(entries(rows, limit))
+}
+
+/// A learner's rows, newest first, as at most `limit` entries.
+pub fn entries(rows: Vec<Row>, limit: usize) -> Vec<Entry> {
     // The rows of one action, in the order of its newest row; a row without one alone.
     let mut actions: Vec<Vec<Row>> = Vec::new();
     for row in rows {
@@ -221,12 +231,11 @@ pub async fn recent_for_user(pool: &Pool, user_id: &str, limit: usize) -> Result
             None => actions.push(vec![row]),
         }
     }
-    let entries: Vec<Entry> = actions
+    actions
         .iter()
         .take(limit)
         .map(|rows| Entry::of(rows))
-        .collect();
-    Ok(entries)
+        .collect()
 }
 
 #[cfg(test)]

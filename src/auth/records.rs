@@ -78,6 +78,22 @@ impl SignIn {
     }
 }
 
+/// A row of [`SignInRecords::open_and_recent`]: a sign-in or an audit row.
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    kind: i64,
+    id: String,
+    at: i64,
+    expires_at: Option<i64>,
+    ip: String,
+    user_agent: Option<String>,
+    last_seen_at: Option<i64>,
+    shared: Option<i64>,
+    bound_at: Option<i64>,
+    event: Option<String>,
+    txn: Option<String>,
+}
+
 /// Why a sign-in ended; stored in `sign_ins.revoked_reason` and told to the login page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
@@ -518,6 +534,59 @@ impl SignInRecords {
             .bind(now),
         };
         Ok(query.fetch_all(&self.db).await?)
+    }
+
+    /// A learner's open sign-ins (as [`Self::open`]) and their newest `rows` audit rows, newest
+    /// first, read in one statement: what the account page shows.
+    pub async fn open_and_recent(
+        &self,
+        user_id: &str,
+        now: i64,
+        rows: i64,
+    ) -> Result<(Vec<SignIn>, Vec<audit::Row>)> {
+        // One shape for both kinds of row (`kind` 0: a sign-in, 1: an audit row); `at` is when a
+        // sign-in started or when the event happened.
+        let read: Vec<AccountRow> = sqlx::query_as(
+            "select 0 as kind, id, created_at as at, expires_at, ip, user_agent, last_seen_at,
+                    shared, bound_at, null as event, null as txn
+             from sign_ins where user_id = $2 and revoked_at is null and expires_at > $1
+             union all
+             select 1, id, at, null, ip, null, null, null, null, event, txn from (
+                 select id, at, ip, event, txn from audit_events
+                 where user_id = $2 order by at desc, id desc limit $3
+             ) recent
+             order by kind, at desc, id desc",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(rows)
+        .fetch_all(&self.db)
+        .await?;
+        let (mut sign_ins, mut events) = (Vec::new(), Vec::new());
+        for row in read {
+            match row.kind {
+                0 => sign_ins.push(SignIn {
+                    id: row.id,
+                    user_id: user_id.to_owned(),
+                    created_at: row.at,
+                    expires_at: row.expires_at.unwrap_or_default(),
+                    ip: row.ip,
+                    user_agent: row.user_agent.unwrap_or_default(),
+                    revoked_at: None,
+                    revoked_reason: None,
+                    last_seen_at: row.last_seen_at,
+                    shared: row.shared.unwrap_or_default(),
+                    bound_at: row.bound_at,
+                }),
+                _ => events.push(audit::Row {
+                    event: row.event.unwrap_or_default(),
+                    at: row.at,
+                    ip: row.ip,
+                    txn: row.txn,
+                }),
+            }
+        }
+        Ok((sign_ins, events))
     }
 
     /// Records when a sign-in was last active (while nobody has ended it).

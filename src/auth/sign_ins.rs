@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     accounts::User,
-    audit::Txn,
+    audit::{self, Txn},
     clock::{self, Clock},
     db::Pool,
     error::{AppError, Result},
@@ -413,6 +413,26 @@ impl SignIns {
     pub async fn live(&self, user_id: Option<&str>) -> Result<Vec<SignIn>> {
         let parts = &self.0;
         let rows = parts.records.open(user_id, parts.clock.now()).await?;
+        self.still_live(rows).await
+    }
+
+    /// A learner's live sign-ins (as [`Self::live`]) and their newest `limit` audit entries: the
+    /// account page, one database round trip and one store round trip.
+    pub async fn live_with_activity(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<(Vec<SignIn>, Vec<audit::Entry>)> {
+        let parts = &self.0;
+        let now = parts.clock.now();
+        let rows = audit::rows_for(limit);
+        let (open, events) = parts.records.open_and_recent(user_id, now, rows).await?;
+        Ok((self.still_live(open).await?, audit::entries(events, limit)))
+    }
+
+    /// Of `rows`, the sign-ins live in the shared store that this instance has not seen end.
+    async fn still_live(&self, rows: Vec<SignIn>) -> Result<Vec<SignIn>> {
+        let parts = &self.0;
         let mut live = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(1000) {
             let sids: Vec<String> = chunk.iter().map(|r| r.id.clone()).collect();

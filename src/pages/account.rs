@@ -89,10 +89,11 @@ async fn page(
     layout: Layout,
     password_errors: PasswordErrors,
 ) -> Result<AccountPage> {
-    let rows = state
+    let (live, events) = state
         .sign_ins
-        .live(Some(&current.user.id))
-        .await?
+        .live_with_activity(&current.user.id, RECENT)
+        .await?;
+    let rows = live
         .into_iter()
         .map(|sign_in| {
             let described = sign_in.described();
@@ -104,7 +105,6 @@ async fn page(
             }
         })
         .collect();
-    let events = audit::recent_for_user(&state.db, &current.user.id, RECENT).await?;
     Ok(AccountPage {
         layout,
         user: current.user.clone(),
