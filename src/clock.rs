@@ -57,22 +57,12 @@ fn system_now() -> i64 {
 
 /// A timestamp for people: `2026-11-23 21:40 UTC`.
 pub fn format_time(unix: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(format).ok())
-        .unwrap_or_else(|| unix.to_string())
+    Moment(unix).to_string()
 }
 
 /// A timestamp for machines: RFC 3339.
 pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
+    Moment(unix).datetime().to_string()
 }
 
 /// A moment as a page shows it: `<time datetime="{{ m.datetime() }}">{{ m }}</time>`, UTC to
@@ -82,14 +72,46 @@ pub struct Moment(pub i64);
 
 impl Moment {
     /// RFC 3339, for the `datetime` attribute.
-    pub fn datetime(&self) -> String {
-        rfc3339(self.0)
+    pub fn datetime(&self) -> Rfc3339 {
+        Rfc3339(*self)
+    }
+
+    /// Written with the date's own fields rather than a format description, which a page with
+    /// many moments would interpret again for each; the raw number when the year has no four
+    /// digits, as RFC 3339 allows none other.
+    fn write(self, f: &mut std::fmt::Formatter<'_>, machine: bool) -> std::fmt::Result {
+        let at = time::OffsetDateTime::from_unix_timestamp(self.0)
+            .ok()
+            .filter(|at| (0..=9999).contains(&at.year()));
+        let Some(at) = at else {
+            return write!(f, "{}", self.0);
+        };
+        let (year, month, day) = (at.year(), u8::from(at.month()), at.day());
+        let (hour, minute, second) = at.to_hms();
+        if machine {
+            write!(
+                f,
+                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"
+            )
+        } else {
+            write!(f, "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
+        }
     }
 }
 
 impl std::fmt::Display for Moment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&format_time(self.0))
+        self.write(f, false)
+    }
+}
+
+/// A [`Moment`] in RFC 3339, as [`Moment::datetime`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339(Moment);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.write(f, true)
     }
 }
 
@@ -126,5 +148,10 @@ mod tests {
     fn times_read_for_people_and_machines() {
         assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_795_470_005), "2026-11-23 21:40 UTC");
+        assert_eq!(rfc3339(1_795_470_005), "2026-11-23T21:40:05Z");
+        // Beyond four-digit years RFC 3339 has no form: the number itself.
+        assert_eq!(rfc3339(-62_167_219_201), "-62167219201");
+        assert_eq!(rfc3339(i64::MAX), i64::MAX.to_string());
     }
 }
