@@ -131,7 +131,7 @@ pub fn router(state: AppState) -> Router {
     // each of them.
     let x_request_id = HeaderName::from_static("x-request-id");
     let everything = ServiceBuilder::new()
-        .layer(middleware::from_fn(web::client::host_from_authority))
+        .map_request(web::client::host_from_authority)
         .layer(SetRequestIdLayer::new(
             x_request_id.clone(),
             MakeRequestUuid,

@@ -89,10 +89,8 @@ pub fn forwarded_client(headers: &HeaderMap, trusted: usize) -> Option<String> {
 
 /// HTTP/2 carries the host as the request's authority, not as a `Host` header: this gives such a
 /// request the header, so every check that compares an `Origin` with the host reads one place.
-pub async fn host_from_authority(
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// A plain function of the request, so the layer that applies it boxes nothing.
+pub fn host_from_authority<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
     if !request.headers().contains_key(header::HOST)
         && let Some(value) = request
             .uri()
@@ -101,7 +99,7 @@ pub async fn host_from_authority(
     {
         request.headers_mut().insert(header::HOST, value);
     }
-    next.run(request).await
+    request
 }
 
 #[cfg(test)]
