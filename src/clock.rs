@@ -76,26 +76,40 @@ impl Moment {
         Rfc3339(*self)
     }
 
-    /// Written with the date's own fields rather than a format description, which a page with
-    /// many moments would interpret again for each; the raw number when the year has no four
-    /// digits, as RFC 3339 allows none other.
+    /// Written with the date's own fields into one buffer, rather than through a format
+    /// description that the time crate would interpret again for each moment of a page; the raw
+    /// number when the year has no four digits, as RFC 3339 allows none other.
     fn write(self, f: &mut std::fmt::Formatter<'_>, machine: bool) -> std::fmt::Result {
         let at = time::OffsetDateTime::from_unix_timestamp(self.0)
             .ok()
-            .filter(|at| (0..=9999).contains(&at.year()));
-        let Some(at) = at else {
+            .and_then(|at| u16::try_from(at.year()).ok().map(|year| (at, year)))
+            .filter(|(_, year)| *year <= 9999);
+        let Some((at, year)) = at else {
             return write!(f, "{}", self.0);
         };
-        let (year, month, day) = (at.year(), u8::from(at.month()), at.day());
         let (hour, minute, second) = at.to_hms();
-        if machine {
-            write!(
-                f,
-                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"
-            )
+        // `YYYY-MM-DDTHH:MM:SSZ` or `YYYY-MM-DD HH:MM UTC`: twenty bytes either way.
+        let mut out = *if machine {
+            b"0000-00-00T00:00:00Z"
         } else {
-            write!(f, "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
+            b"0000-00-00 00:00 UTC"
+        };
+        let digits = |out: &mut [u8; 20], from: usize, value: u16, width: usize| {
+            let mut value = value;
+            for i in (from..from + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        digits(&mut out, 0, year, 4);
+        digits(&mut out, 5, u16::from(u8::from(at.month())), 2);
+        digits(&mut out, 8, u16::from(at.day()), 2);
+        digits(&mut out, 11, u16::from(hour), 2);
+        digits(&mut out, 14, u16::from(minute), 2);
+        if machine {
+            digits(&mut out, 17, u16::from(second), 2);
         }
+        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
     }
 }
 
