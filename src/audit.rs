@@ -55,6 +55,7 @@ impl Event {
 /// One row of the log, as the account page reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Row {
+    pub id: String,
     pub event: String,
     pub at: i64,
     pub ip: String,
@@ -80,7 +81,7 @@ impl Entry {
     }
 
     /// The rows of one action, newest first, as one entry.
-    fn of(rows: &[Row]) -> Self {
+    fn of(rows: &[&Row]) -> Self {
         let count = |event: &str| rows.iter().filter(|r| r.event == event).count();
         let label = match rows {
             [] => String::new(),
@@ -196,46 +197,84 @@ pub(crate) fn logged(entry: &Record<'_>) {
     );
 }
 
-/// How many of a learner's newest rows to read for `limit` entries: enough for `limit` actions of
-/// a few rows each.
-pub fn rows_for(limit: usize) -> i64 {
-    i64::try_from(limit * 8).unwrap_or(i64::MAX)
+/// How many of a learner's newest rows to read first for `limit` entries: enough when most
+/// actions wrote one row; [`entries_from`] reads on when they did not.
+pub fn first_read(limit: usize) -> i64 {
+    i64::try_from(limit * 2).unwrap_or(i64::MAX)
 }
 
 /// The newest `limit` things one learner did (or the system did to their sign-ins), the rows of
 /// one action shown once.
 pub async fn recent_for_user(pool: &Pool, user_id: &str, limit: usize) -> Result<Vec<Entry>> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "select event, at, ip, txn from audit_events
-         where user_id = $1 order by at desc, id desc limit $2",
-    )
-    .bind(user_id)
-    .bind(rows_for(limit))
-    .fetch_all(pool)
-    .await?;
-    Ok(entries(rows, limit))
+    let asked = first_read(limit);
+    let rows = older(pool, user_id, None, asked).await?;
+    entries_from(pool, user_id, rows, asked, limit).await
 }
 
-/// A learner's rows, newest first, as at most `limit` entries.
-pub fn entries(rows: Vec<Row>, limit: usize) -> Vec<Entry> {
-    // The rows of one action, in the order of its newest row; a row without one alone.
-    let mut actions: Vec<Vec<Row>> = Vec::new();
+/// Up to `count` of a learner's rows, newest first, older than `before` (`at`, `id`) if given.
+async fn older(
+    pool: &Pool,
+    user_id: &str,
+    before: Option<(i64, &str)>,
+    count: i64,
+) -> Result<Vec<Row>> {
+    let (at, id) = before.unwrap_or((i64::MAX, ""));
+    Ok(sqlx::query_as(
+        "select id, event, at, ip, txn from audit_events
+         where user_id = $1 and (at < $2 or (at = $2 and id < $3))
+         order by at desc, id desc limit $4",
+    )
+    .bind(user_id)
+    .bind(at)
+    .bind(id)
+    .bind(count)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A learner's newest `limit` entries from their newest rows, `rows` (a read of `asked` rows):
+/// reads older rows, twice as many each time, until the rows hold one action more than `limit`
+/// (so the last one shown has all its rows) or there are no more.
+pub async fn entries_from(
+    pool: &Pool,
+    user_id: &str,
+    mut rows: Vec<Row>,
+    mut asked: i64,
+    limit: usize,
+) -> Result<Vec<Entry>> {
+    let mut got = rows.len();
+    while i64::try_from(got).unwrap_or(i64::MAX) >= asked && actions(&rows).len() <= limit {
+        let Some(last) = rows.last() else { break };
+        asked = asked.saturating_mul(2);
+        let more = older(pool, user_id, Some((last.at, &last.id)), asked).await?;
+        got = more.len();
+        rows.extend(more);
+    }
+    Ok(actions(&rows)
+        .iter()
+        .take(limit)
+        .map(|rows| Entry::of(rows))
+        .collect())
+}
+
+/// A learner's rows, newest first, grouped by action in the order of each action's newest row;
+/// a row without one stands alone.
+fn actions(rows: &[Row]) -> Vec<Vec<&Row>> {
+    let mut actions: Vec<Vec<&Row>> = Vec::new();
+    let mut by_txn: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for row in rows {
-        let same = row.txn.as_ref().and_then(|txn| {
-            actions
-                .iter()
-                .position(|rows| rows[0].txn.as_ref() == Some(txn))
-        });
-        match same {
-            Some(at) => actions[at].push(row),
+        match row.txn.as_deref() {
+            Some(txn) => match by_txn.get(txn) {
+                Some(&at) => actions[at].push(row),
+                None => {
+                    by_txn.insert(txn, actions.len());
+                    actions.push(vec![row]);
+                }
+            },
             None => actions.push(vec![row]),
         }
     }
     actions
-        .iter()
-        .take(limit)
-        .map(|rows| Entry::of(rows))
-        .collect()
 }
 
 #[cfg(test)]
@@ -244,6 +283,7 @@ mod tests {
 
     fn row(event: &str, txn: Option<&str>) -> Row {
         Row {
+            id: uuid::Uuid::new_v4().to_string(),
             event: event.to_owned(),
             at: 1,
             ip: "ip".to_owned(),
@@ -253,7 +293,7 @@ mod tests {
 
     #[test]
     fn one_action_is_one_entry_in_words() {
-        let label = |rows: &[Row]| Entry::of(rows).label;
+        let label = |rows: &[Row]| Entry::of(&rows.iter().collect::<Vec<_>>()).label;
         let change = [
             row("sign_in", Some("t")),
             row("password_changed", Some("t")),
@@ -269,6 +309,30 @@ mod tests {
         assert_eq!(
             label(&[row("idle", None)]),
             "Signed out after a period of inactivity"
+        );
+    }
+
+    #[test]
+    fn rows_group_by_action_in_the_order_of_each_newest_row() {
+        let rows = [
+            row("sign_out", Some("a")),
+            row("sign_in", None),
+            row("sign_out", Some("a")),
+            row("sign_in", None),
+            row("revoked", Some("b")),
+        ];
+        let grouped: Vec<Vec<&str>> = actions(&rows)
+            .iter()
+            .map(|action| action.iter().map(|r| r.event.as_str()).collect())
+            .collect();
+        assert_eq!(
+            grouped,
+            [
+                vec!["sign_out", "sign_out"],
+                vec!["sign_in"],
+                vec!["sign_in"],
+                vec!["revoked"]
+            ]
         );
     }
 }

@@ -579,6 +579,7 @@ impl SignInRecords {
                     bound_at: row.bound_at,
                 }),
                 _ => events.push(audit::Row {
+                    id: row.id,
                     event: row.event.unwrap_or_default(),
                     at: row.at,
                     ip: row.ip,

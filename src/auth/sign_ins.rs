@@ -425,9 +425,10 @@ impl SignIns {
     ) -> Result<(Vec<SignIn>, Vec<audit::Entry>)> {
         let parts = &self.0;
         let now = parts.clock.now();
-        let rows = audit::rows_for(limit);
-        let (open, events) = parts.records.open_and_recent(user_id, now, rows).await?;
-        Ok((self.still_live(open).await?, audit::entries(events, limit)))
+        let asked = audit::first_read(limit);
+        let (open, rows) = parts.records.open_and_recent(user_id, now, asked).await?;
+        let entries = audit::entries_from(&parts.db, user_id, rows, asked, limit).await?;
+        Ok((self.still_live(open).await?, entries))
     }
 
     /// Of `rows`, the sign-ins live in the shared store that this instance has not seen end.

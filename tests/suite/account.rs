@@ -21,6 +21,57 @@ async fn the_account_page_shows_the_profile_sign_ins_and_activity() {
     assert!(activity.contains("<td>Signed in</td>"), "{activity}");
 }
 
+/// The recent activity shows its twenty newest actions however many rows each wrote: an action
+/// that ended hundreds of sign-ins is one entry with all of them counted, and the entries below
+/// it are still there.
+#[tokio::test]
+async fn recent_activity_shows_twenty_actions_however_many_rows_one_wrote() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let user_id: String = sqlx::query_scalar("select id from users where email = $1")
+        .bind(&email)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    let now = app.state.clock.now();
+    // Older than the sign-up: thirty sign-ins, then one action that ended 200 of them.
+    let mut rows = Vec::new();
+    for i in 0..30 {
+        rows.push(("sign_in", now - 1000 - i, None));
+    }
+    for _ in 0..200 {
+        rows.push(("revoked", now - 500, Some("one-action")));
+    }
+    for (event, at, txn) in rows {
+        sqlx::query(
+            "insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
+             values ($1, $2, $3, null, $4, '192.0.2.1', 'test', $5)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(event)
+        .bind(&user_id)
+        .bind(at)
+        .bind(txn)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    }
+    let html = app.server.get("/account").await.text();
+    let activity = &html[html.find(r#"id="activity""#).unwrap()..];
+    let activity = &activity[..activity.find("</table>").unwrap()];
+    assert_eq!(activity.matches("<tr><td>").count(), 20, "{activity}");
+    assert!(
+        activity.contains("<td>Ended 200 sign-ins</td>"),
+        "{activity}"
+    );
+    // The sign-up's own sign-in, the action, and eighteen of the thirty older sign-ins.
+    assert_eq!(
+        activity.matches("<td>Signed in</td>").count(),
+        19,
+        "{activity}"
+    );
+}
+
 /// The rows of the account page's "Where you are signed in" table.
 fn sign_in_rows(html: &str) -> usize {
     let table = &html[html.find(r#"id="sign-ins""#).unwrap()..];
