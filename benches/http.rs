@@ -584,6 +584,23 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
+/// Adds `count` sign-in rows to the recent activity of the learner `email`, a second apart
+/// going back from now, straight into the database.
+async fn add_events(database_url: &str, email: &str, count: i64) {
+    let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+    sqlx::query(
+        "insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
+         select gen_random_uuid()::text, 'sign_in', u.id, null,
+                extract(epoch from now())::bigint - g, '127.0.0.1', 'bench', null
+         from users u, generate_series(1, $2) g where u.email = $1",
+    )
+    .bind(email)
+    .bind(count)
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
+
 struct Lectern {
     addr: SocketAddr,
     origin: String,
@@ -607,7 +624,9 @@ impl Lectern {
         )
     }
 
-    async fn sign_up(&self, conn: &mut Connection1) -> String {
+    /// A new learner through the sign-up form: their email and the session cookie of the
+    /// sign-in that signing up makes.
+    async fn sign_up(&self, conn: &mut Connection1) -> (String, String) {
         let (_, _, page) = conn.send(&Template::get("/")).await;
         let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
         let body = form(&[
@@ -618,9 +637,9 @@ impl Lectern {
         ]);
         let register = Template::post("/register", "application/x-www-form-urlencoded", body)
             .with("origin", &self.origin);
-        let (status, _, _) = conn.send(&register).await;
+        let (status, headers, _) = conn.send(&register).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "sign-up");
-        email
+        (email, cookie_of(&headers, "lectern_session"))
     }
 
     /// A browser sign-in through the form: its session cookie and the CSRF token of its pages.
@@ -732,6 +751,9 @@ async fn settings(database_url: &str, redis_url: &str, prefix: &str) -> Settings
         secret: Some(SECRET.into()),
         secure_cookies: Some(false),
         rate_limit: Some(0),
+        // The bearer row's token is made before the first round and used in the last: it must
+        // outlive the whole run, however long the machine takes.
+        access_ttl: Some(Duration::from_secs(4 * 3600)),
         ..ServeArgs::default()
     };
     let mut settings = Settings::from_args(&args).expect("settings");
@@ -823,9 +845,29 @@ fn main() {
         let mut plain_conn = Connection1::open(plain_addr).await;
         let (_, headers, _) = plain_conn.send(&Template::post("/login", "text/plain", "")).await;
         let plain_cookie = cookie_of(&headers, "id");
-        let email = lectern.sign_up(&mut conn).await;
+        let (email, _) = lectern.sign_up(&mut conn).await;
         let browser = lectern.browser(&mut conn, &email).await;
         let (access, _) = lectern.api(&mut conn, &email).await;
+        // The account page as its work grows: learners with 1, 20 and 100 live sign-ins (the
+        // sign-up's browser, the rest API), and one whose recent activity is 1,000 rows.
+        let mut curve = Vec::new();
+        for live in [1usize, 20, 100] {
+            let (email, session) = lectern.sign_up(&mut conn).await;
+            for _ in 1..live {
+                lectern.api(&mut conn, &email).await;
+            }
+            let name = match live {
+                1 => "lectern: GET /account, 1 live sign-in".to_owned(),
+                _ => format!("lectern: GET /account, {live} live sign-ins"),
+            };
+            curve.push((name, session));
+        }
+        let (busy, session) = lectern.sign_up(&mut conn).await;
+        add_events(&database_url, &busy, 999).await;
+        curve.push((
+            "lectern: GET /account, 1,000 rows of activity".to_owned(),
+            session,
+        ));
         let (_, _, home) = conn.send(&Template::get("/")).await;
         let home = String::from_utf8_lossy(&home).into_owned();
         let asset = home
@@ -897,6 +939,13 @@ fn main() {
                 Template::get("/api/v1/me").with("authorization", &format!("Bearer {access}")),
             ),
         ];
+        let steady: Vec<(&str, SocketAddr, Template)> = steady
+            .into_iter()
+            .chain(curve.iter().map(|(name, session)| {
+                let page = Template::get("/account").with("cookie", session);
+                (name.as_str(), lectern.addr, page)
+            }))
+            .collect();
         if serve_only {
             // For a profiler: the same servers, driven from outside.
             println!("serving until Ctrl-C; each target as `wrk` drives it:");
