@@ -232,9 +232,14 @@ async fn older(
     .await?)
 }
 
+/// The most rows one look at a learner's activity reads, however many one action wrote.
+const MOST_ROWS: usize = 1000;
+
 /// A learner's newest `limit` entries from their newest rows, `rows` (a read of `asked` rows):
 /// reads older rows, twice as many each time, until the rows hold one action more than `limit`
-/// (so the last one shown has all its rows) or there are no more.
+/// (so the last one shown has all its rows) or there are no more. It stops at [`MOST_ROWS`], so
+/// a learner whose one action wrote more (signing out of thousands of sign-ins) sees fewer
+/// entries, the last of them counting only the rows read, and a page view stays bounded.
 pub async fn entries_from(
     pool: &Pool,
     user_id: &str,
@@ -243,9 +248,13 @@ pub async fn entries_from(
     limit: usize,
 ) -> Result<Vec<Entry>> {
     let mut got = rows.len();
-    while i64::try_from(got).unwrap_or(i64::MAX) >= asked && actions(&rows).len() <= limit {
+    while i64::try_from(got).unwrap_or(i64::MAX) >= asked
+        && rows.len() < MOST_ROWS
+        && actions(&rows).len() <= limit
+    {
         let Some(last) = rows.last() else { break };
-        asked = asked.saturating_mul(2);
+        let room = i64::try_from(MOST_ROWS - rows.len()).unwrap_or(i64::MAX);
+        asked = asked.saturating_mul(2).min(room);
         let more = older(pool, user_id, Some((last.at, &last.id)), asked).await?;
         got = more.len();
         rows.extend(more);

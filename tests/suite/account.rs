@@ -72,6 +72,35 @@ async fn recent_activity_shows_twenty_actions_however_many_rows_one_wrote() {
     );
 }
 
+/// However many rows one action wrote, a view of the account page reads a bounded number of them:
+/// an action of 1,500 rows shows as one entry counting the rows read.
+#[tokio::test]
+async fn recent_activity_reads_a_bounded_number_of_rows() {
+    let app = spawn_app().await;
+    let email = app.signed_up().await;
+    let now = app.state.clock.now();
+    sqlx::query(
+        "with recursive n(i) as (select 1 union all select i + 1 from n where i < 1500)
+         insert into audit_events (id, event, user_id, sign_in_id, at, ip, user_agent, txn)
+         select 'bulk-' || i, 'revoked', u.id, null, $2, '192.0.2.1', 'test', 'one-action'
+         from n, users u where u.email = $1",
+    )
+    .bind(&email)
+    .bind(now - 500)
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+    let html = app.server.get("/account").await.text();
+    let activity = &html[html.find(r#"id="activity""#).unwrap()..];
+    let activity = &activity[..activity.find("</table>").unwrap()];
+    // The sign-up's sign-in, then the action: the first 1,000 rows read hold 999 of it.
+    assert_eq!(activity.matches("<tr><td>").count(), 2, "{activity}");
+    assert!(
+        activity.contains("<td>Ended 999 sign-ins</td>"),
+        "{activity}"
+    );
+}
+
 /// The rows of the account page's "Where you are signed in" table.
 fn sign_in_rows(html: &str) -> usize {
     let table = &html[html.find(r#"id="sign-ins""#).unwrap()..];
