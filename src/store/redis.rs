@@ -324,19 +324,7 @@ impl RedisStore {
             self.keys.mark(mark),
         ];
         let (record, live, mark): (Option<Vec<u8>>, Option<String>, Option<String>) =
-            across_slot_moves(|| async {
-                let client = self.pool.next();
-                if !client.is_clustered() {
-                    // One command rather than three: one write and one reply to read.
-                    return client.mget(keys.to_vec()).await;
-                }
-                let pipe = client.pipeline();
-                for key in &keys {
-                    pipe.get::<(), _>(key).await?;
-                }
-                pipe.all().await
-            })
-            .await?;
+            across_slot_moves(|| get_each(self.pool.next(), &keys)).await?;
         Ok((record, self.still_live(live), mark))
     }
 
@@ -398,6 +386,20 @@ where
         *err.kind() == ErrorKind::Routing || err.details().starts_with("TRYAGAIN")
     };
     retry_while(moving, step).await.map_err(unavailable)
+}
+
+/// The values of `keys`, in order. On one Redis a single `MGET`: one command to write and one
+/// reply to read. On a cluster the keys may live on different masters, so a pipeline of `GET`s
+/// asks each of them at once.
+async fn get_each<R: FromValue>(client: &Client, keys: &[String]) -> Result<R, FredError> {
+    if !client.is_clustered() {
+        return client.mget(keys.to_vec()).await;
+    }
+    let pipe = client.pipeline();
+    for key in keys {
+        pipe.get::<(), _>(key).await?;
+    }
+    pipe.all().await
 }
 
 /// Runs `step` again (for up to [`SLOT_MOVE_PATIENCE`]) while its error is `moving`.
@@ -540,20 +542,8 @@ impl SignInStore for RedisStore {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = sids.iter().map(|sid| self.keys.live(sid)).collect();
-        let values: Vec<Option<String>> = across_slot_moves(|| async {
-            let client = self.pool.next();
-            if !client.is_clustered() {
-                // One command rather than one for each sign-in.
-                return client.mget(keys.clone()).await;
-            }
-            // One GET each in one pipeline: the keys live in different slots of a cluster.
-            let pipe = client.pipeline();
-            for key in &keys {
-                pipe.get::<(), _>(key).await?;
-            }
-            pipe.all().await
-        })
-        .await?;
+        let values: Vec<Option<String>> =
+            across_slot_moves(|| get_each(self.pool.next(), &keys)).await?;
         Ok(values.into_iter().map(|v| self.still_live(v)).collect())
     }
 

@@ -21,6 +21,13 @@ async fn the_account_page_shows_the_profile_sign_ins_and_activity() {
     assert!(activity.contains("<td>Signed in</td>"), "{activity}");
 }
 
+/// The account page's recent-activity table.
+async fn recent_activity(app: &TestApp) -> String {
+    let html = app.server.get("/account").await.text();
+    let activity = &html[html.find(r#"id="activity""#).unwrap()..];
+    activity[..activity.find("</table>").unwrap()].to_owned()
+}
+
 /// The recent activity shows its twenty newest actions however many rows each wrote: an action
 /// that ended hundreds of sign-ins is one entry with all of them counted, and the entries below
 /// it are still there.
@@ -56,9 +63,7 @@ async fn recent_activity_shows_twenty_actions_however_many_rows_one_wrote() {
         .await
         .unwrap();
     }
-    let html = app.server.get("/account").await.text();
-    let activity = &html[html.find(r#"id="activity""#).unwrap()..];
-    let activity = &activity[..activity.find("</table>").unwrap()];
+    let activity = recent_activity(&app).await;
     assert_eq!(activity.matches("<tr><td>").count(), 20, "{activity}");
     assert!(
         activity.contains("<td>Ended 200 sign-ins</td>"),
@@ -90,9 +95,7 @@ async fn recent_activity_reads_a_bounded_number_of_rows() {
     .execute(&app.state.db)
     .await
     .unwrap();
-    let html = app.server.get("/account").await.text();
-    let activity = &html[html.find(r#"id="activity""#).unwrap()..];
-    let activity = &activity[..activity.find("</table>").unwrap()];
+    let activity = recent_activity(&app).await;
     // The sign-up's sign-in, then the action: the first 1,000 rows read hold 999 of it.
     assert_eq!(activity.matches("<tr><td>").count(), 2, "{activity}");
     assert!(
