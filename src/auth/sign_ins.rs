@@ -417,7 +417,8 @@ impl SignIns {
     }
 
     /// A learner's live sign-ins (as [`Self::live`]) and their newest `limit` audit entries: the
-    /// account page, one database round trip and one store round trip.
+    /// account page, in one database round trip (more only when actions wrote several rows each,
+    /// see [`audit::entries_from`]) and one store round trip.
     pub async fn live_with_activity(
         &self,
         user_id: &str,
