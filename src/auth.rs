@@ -38,9 +38,6 @@ pub type AuthSession = axum_login::AuthSession<Backend>;
 
 /// Where axum-login keeps the signed-in learner in a session record.
 pub const AUTH_DATA_KEY: &str = "axum-login.data";
-/// Session keys Lectern writes beside axum-login's own.
-pub const CSRF_KEY: &str = "lectern.csrf";
-pub const TOUCHED_KEY: &str = "lectern.touched";
 /// A one-time notice for the next page the session shows (then removed).
 pub const NOTICE_KEY: &str = "lectern.notice";
 

@@ -1,11 +1,13 @@
 //! CSRF protection for every state-changing page request (the JSON API takes none: it accepts only
 //! JSON bodies, refuses cross-site requests, and its cookie is `SameSite=Strict`).
 //!
-//! A signed-in session has a random token, rotated at every sign-in; requests present it as the
-//! `csrf_token` field or the `X-CSRF-Token` header. Visitors get a stateless token signed with a
-//! key derived from `LECTERN_SECRET` (so the homepage never creates a session or sets a cookie),
-//! and their requests must also come from this origin (Fetch Metadata / Origin). That stateless
-//! token is Lectern's own code because no crate offers one that needs no session.
+//! A session that holds a sign-in has a token derived from its id (an HMAC under a key derived
+//! from `LECTERN_SECRET`): the session record stores none, nobody can compute it without the
+//! secret, and it changes at every sign-in, which gives the session a new id. Requests present it
+//! as the `csrf_token` field or the `X-CSRF-Token` header. Visitors get a stateless token signed
+//! with the same key (so the homepage never creates a session or sets a cookie), and their
+//! requests must also come from this origin (Fetch Metadata / Origin). Both tokens are Lectern's
+//! own code because no crate offers one that needs no stored state.
 //!
 //! The rules are applied as route layers by [`super::guards`]; the sign-out checks its token
 //! itself (it must read any body).
@@ -16,19 +18,55 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::Keys;
+use super::{AUTH_DATA_KEY, Keys};
 use crate::web::forms::form_field;
 
 /// How long a visitor's stateless token stays valid.
 const ANONYMOUS_TTL: i64 = 12 * 3600;
 
-/// A fresh per-session token.
-pub fn session_token() -> String {
-    crate::crypto::random_token(32)
+fn keyed(keys: &Keys) -> Option<Hmac<Sha256>> {
+    <Hmac<Sha256> as Mac>::new_from_slice(keys.csrf.as_slice()).ok()
+}
+
+/// The token of the browser session `session_id`, which must hold a sign-in (see
+/// [`holds_sign_in`]).
+pub fn session_token(keys: &Keys, session_id: &str) -> String {
+    match keyed(keys) {
+        Some(mut mac) => {
+            mac.update(b"session|");
+            mac.update(session_id.as_bytes());
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        }
+        // HMAC takes a key of any length, so this never happens; if it did, a random token
+        // matches nothing.
+        None => crate::crypto::random_token(32),
+    }
+}
+
+/// Whether a session's data holds a sign-in, so that its state changes need its token: axum-login
+/// writes its data at a sign-in, and a sign-out deletes the record.
+pub fn holds_sign_in<V>(data: &std::collections::HashMap<String, V>) -> bool {
+    data.contains_key(AUTH_DATA_KEY)
+}
+
+/// The token a state change through `session` must carry: its own when it holds a sign-in, `None`
+/// for a visitor (who needs a stateless token from this origin instead).
+pub async fn expected(
+    keys: &Keys,
+    session: &tower_sessions::Session,
+) -> Result<Option<String>, tower_sessions::session::Error> {
+    let signed_in = session
+        .get::<serde::de::IgnoredAny>(AUTH_DATA_KEY)
+        .await?
+        .is_some();
+    Ok(session
+        .id()
+        .filter(|_| signed_in)
+        .map(|id| session_token(keys, &id.to_string())))
 }
 
 fn mac(keys: &Keys, issued: i64, nonce: &str) -> Option<Hmac<Sha256>> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(keys.csrf.as_slice()).ok()?;
+    let mut mac = keyed(keys)?;
     mac.update(format!("anonymous|{issued}|{nonce}").as_bytes());
     Some(mac)
 }

@@ -5,7 +5,7 @@
 use axum_extra::extract::cookie::SignedCookieJar;
 
 use super::{
-    AuthSession, CSRF_KEY, CurrentUser, TOUCHED_KEY, auth_error,
+    AuthSession, CurrentUser, auth_error,
     records::EndReason,
     refresh_tokens,
     sign_ins::{Issued, Kind, SignIns, Started},
@@ -140,14 +140,6 @@ impl Establish {
         }
         auth.login(user).await.map_err(auth_error)?;
         let session = &auth.session;
-        session
-            .insert(CSRF_KEY, super::csrf::session_token())
-            .await
-            .map_err(unavailable)?;
-        session
-            .insert(TOUCHED_KEY, self.clock.now())
-            .await
-            .map_err(unavailable)?;
         // Save now so the session has its final id, from which the sign-in's id derives: ending
         // the sign-in from anywhere then deletes this browser session, and a sign-out from this
         // browser finds the sign-in even after the session record itself has expired.

@@ -19,7 +19,7 @@ use axum_extra::{
 use tower_sessions::Session;
 
 use super::{
-    AuthSession, CSRF_KEY, Keys, TOUCHED_KEY,
+    AuthSession, Keys,
     bound::Binding,
     sign_ins::{Lifetimes, Liveness, SignIns, browser_sign_in_id},
     sign_out::SignOut,
@@ -107,6 +107,7 @@ where
     KnownLearners: FromRef<S>,
     Binding: FromRef<S>,
     TrustedProxies: FromRef<S>,
+    Keys: FromRef<S>,
 {
     if let Some(cached) = parts.extensions.get::<CurrentUser>() {
         return Ok(Resolved::SignedIn(Box::new(cached.clone())));
@@ -155,17 +156,7 @@ where
     }
     let (now, lifetimes) = (Clock::from_ref(state).now(), Lifetimes::from_ref(state));
     let live = kept_up(&session, &sign_ins, &lifetimes, now, &sid, live).await?;
-    let csrf = match session.get::<String>(CSRF_KEY).await.map_err(unavailable)? {
-        Some(token) => token,
-        None => {
-            let token = super::csrf::session_token();
-            session
-                .insert(CSRF_KEY, &token)
-                .await
-                .map_err(unavailable)?;
-            token
-        }
-    };
+    let csrf = super::csrf::session_token(&Keys::from_ref(state), &session_id);
     let clock = SignInClock {
         now,
         idle_until: live.idle_until.min(live.expires_at),
@@ -231,18 +222,14 @@ async fn kept_up(
     sid: &str,
     live: LiveSignIn,
 ) -> Result<LiveSignIn> {
-    let every = (lifetimes.idle_of(live.shared()) / 4).clamp(0, 60);
-    let last: i64 = session
-        .get(TOUCHED_KEY)
-        .await
-        .map_err(unavailable)?
-        .unwrap_or(0);
+    let idle = lifetimes.idle_of(live.shared());
+    let every = (idle / 4).clamp(0, 60);
+    // Activity was last recorded one idle timeout before the idle deadline.
+    let last = live.idle_until - idle;
     let mut live = live;
     if now - last >= every {
-        session
-            .insert(TOUCHED_KEY, now)
-            .await
-            .map_err(unavailable)?;
+        // Saved again (with nothing in it changed), the record is kept as long as the sign-in.
+        session.set_expiry(session.expiry());
         // Just found live; ended since, it stays ended and the next request says so.
         if let Some(touched) = sign_ins.touch(sid).await? {
             live = touched;
@@ -310,6 +297,7 @@ where
     KnownLearners: FromRef<S>,
     Binding: FromRef<S>,
     TrustedProxies: FromRef<S>,
+    Keys: FromRef<S>,
 {
     type Rejection = Response;
 
@@ -332,6 +320,7 @@ where
     KnownLearners: FromRef<S>,
     Binding: FromRef<S>,
     TrustedProxies: FromRef<S>,
+    Keys: FromRef<S>,
 {
     type Rejection = Response;
 

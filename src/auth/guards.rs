@@ -11,8 +11,8 @@ use axum::{
 use tower_sessions::Session;
 
 use super::{
-    CSRF_KEY, CurrentUser, Keys,
-    csrf::{matches, presented, visitor_may},
+    CurrentUser, Keys,
+    csrf::{expected, matches, presented, visitor_may},
 };
 use crate::{clock::Clock, error::AppError, web::forms::MAX_FORM_BYTES};
 
@@ -82,7 +82,7 @@ where
     if is_safe(request.method()) {
         return next.run(request).await;
     }
-    let expected: Option<String> = match session.get(CSRF_KEY).await {
+    let expected = match expected(&Keys::from_ref(&state), &session).await {
         Ok(value) => value,
         Err(err) => return crate::store::session_records::unavailable(err).into_response(),
     };

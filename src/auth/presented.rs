@@ -14,7 +14,7 @@ use axum_extra::extract::cookie::{CookieJar, SignedCookieJar};
 use secrecy::SecretString;
 
 use super::{
-    AUTH_DATA_KEY, CSRF_KEY, Keys,
+    Keys,
     access_tokens::AccessTokens,
     csrf, refresh_tokens,
     sign_ins::browser_sign_in_id,
@@ -83,25 +83,20 @@ where
             },
             None => (None, None),
         };
-        let read = |key: &str| {
-            record
-                .as_ref()
-                .and_then(|r| r.data.get(key))
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        };
-        let token = read(CSRF_KEY);
+        let holds_sign_in = record
+            .as_ref()
+            .is_some_and(|r| csrf::holds_sign_in(&r.data));
+        let token = session
+            .as_deref()
+            .filter(|_| holds_sign_in)
+            .map(|id| csrf::session_token(&keys, id));
         let allowed = match &token {
             Some(expected) => csrf::matches(expected, csrf::presented(headers, &body).as_deref()),
             None => csrf::same_origin(headers),
         };
         let signed_in = session
             .as_deref()
-            .filter(|_| {
-                record
-                    .as_ref()
-                    .is_some_and(|r| r.data.contains_key(AUTH_DATA_KEY))
-            })
+            .filter(|_| holds_sign_in)
             .map(browser_sign_in_id);
         let bearer = headers
             .get(header::AUTHORIZATION)

@@ -12,7 +12,7 @@ use serde_json::json;
 use tower_sessions::Session;
 
 use crate::{
-    auth::{CSRF_KEY, CurrentUser, csrf, sign_ins::browser_sign_in_id},
+    auth::{CurrentUser, csrf, sign_ins::browser_sign_in_id},
     error::{AppError, Result},
     state::AppState,
     store::session_records::unavailable,
@@ -36,7 +36,9 @@ async fn heartbeat(
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let expected: Option<String> = session.get(CSRF_KEY).await.map_err(unavailable)?;
+    let expected = csrf::expected(&state.keys, &session)
+        .await
+        .map_err(unavailable)?;
     let (Some(id), Some(expected)) = (session.id(), expected) else {
         return Ok(StatusCode::UNAUTHORIZED.into_response());
     };

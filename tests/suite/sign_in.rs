@@ -109,6 +109,61 @@ async fn the_csrf_token_rotates_at_sign_in() {
     assert_eq!(stale.status_code(), StatusCode::FORBIDDEN);
 }
 
+/// A session record holds its learner and nothing else: the CSRF token derives from the session's
+/// id, so it is in no record, differs between two sessions of one learner, and neither session's
+/// token is taken by the other.
+#[tokio::test]
+async fn a_session_record_holds_only_its_learner_and_each_session_has_its_own_token() {
+    let mut app = spawn_app().await;
+    let email = unique_email();
+    let first = app
+        .sign_up(&email, PASSWORD)
+        .await
+        .cookie("lectern_session");
+    let first_token = csrf_from(&app.get_with_session("/dashboard", &first).await.text());
+    app.server.clear_cookies();
+    let second = app
+        .sign_in(&email, PASSWORD, "")
+        .await
+        .cookie("lectern_session");
+    let second_token = csrf_from(&app.get_with_session("/dashboard", &second).await.text());
+    assert_ne!(first_token, second_token);
+
+    for (session, token) in [(&first, &first_token), (&second, &second_token)] {
+        let id: tower_sessions::session::Id = session.value().parse().unwrap();
+        let record = tower_sessions::SessionStore::load(&app.sessions, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        let keys: Vec<&String> = record.data.keys().collect();
+        assert_eq!(keys, ["axum-login.data"], "{:?}", record.data);
+        let stored = serde_json::to_string(&record.data).unwrap();
+        assert!(!stored.contains(token.as_str()), "{stored}");
+        assert!(!stored.contains("argon2"), "{stored}");
+    }
+    // Each session's token is refused on the other, and taken on its own.
+    for (session, token) in [(&first, &second_token), (&second, &first_token)] {
+        let crossed = app
+            .server
+            .post("/courses/rust-foundations/enrol")
+            .clear_cookies()
+            .do_not_save_cookies()
+            .add_cookie(session.clone())
+            .form(&[("csrf_token", token.as_str())])
+            .await;
+        assert_eq!(crossed.status_code(), StatusCode::FORBIDDEN);
+    }
+    let own = app
+        .server
+        .post("/courses/rust-foundations/enrol")
+        .clear_cookies()
+        .do_not_save_cookies()
+        .add_cookie(second.clone())
+        .form(&[("csrf_token", second_token.as_str())])
+        .await;
+    assert!(own.status_code().is_redirection(), "{}", own.status_code());
+}
+
 #[tokio::test]
 async fn failed_sign_ins_are_limited_per_account_at_one_address() {
     let mut app = spawn_app_with(|s| s.rate_limit = 10).await;
