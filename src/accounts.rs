@@ -169,7 +169,7 @@ pub struct User {
     pub id: String,
     pub email: String,
     pub display_name: String,
-    /// The argon2 PHC string; its end is also axum-login's session auth hash.
+    /// The argon2 PHC string.
     pub password_hash: String,
     pub created_at: i64,
     /// When an operator disabled the account, if it is disabled.
@@ -177,13 +177,15 @@ pub struct User {
 }
 
 impl User {
-    /// A short digest of the password hash: changes with the password, reveals nothing of it.
-    /// Sessions name their learner as `<id>.<credentials>`, so the cache below knows which
-    /// password a session was signed in under without reading the database.
+    /// A short digest of the password hash (whose salt is new at every change of password):
+    /// changes with the password, reveals nothing of it. Sessions name their learner as
+    /// `<id>.<credentials>`, so a session signed in under another password finds no learner
+    /// ([`Users::signed_in`]), and the cache below answers without reading the database.
     pub fn credentials(&self) -> String {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
         use sha2::Digest;
         let digest = sha2::Sha256::digest(self.password_hash.as_bytes());
-        hex::encode(&digest[..8])
+        URL_SAFE_NO_PAD.encode(&digest[..8])
     }
 
     pub fn member_since(&self) -> crate::clock::Moment {
@@ -280,18 +282,19 @@ impl Users {
         Ok(self.load(id).await?.map(|c| c.user))
     }
 
-    /// The learner a session names (`<id>.<credentials>`, see [`User::credentials`]). From the
-    /// cache only when the cached learner has those credentials; otherwise from the database,
-    /// whose learner (with a password changed since) axum-login then refuses.
+    /// The learner a session names (`<id>.<credentials>`, see [`User::credentials`]), while
+    /// their password is still the one the session was signed in under and the account is not
+    /// disabled. From the cache when the cached learner has those credentials; otherwise from
+    /// the database (a cached learner with other credentials may be out of date).
     pub async fn signed_in(&self, session_user: &str) -> Result<Option<User>> {
         let (id, credentials) = session_user.split_once('.').unwrap_or((session_user, ""));
-        if let Some(hit) = self.cache.get(id)
-            && hit.credentials == credentials
-        {
-            return Ok(Some(hit.user).filter(|user| user.disabled_at.is_none()));
-        }
-        let user = self.load(id).await?.map(|c| c.user);
-        Ok(user.filter(|user| user.disabled_at.is_none()))
+        let cached = match self.cache.get(id) {
+            Some(hit) if hit.credentials == credentials => Some(hit),
+            _ => self.load(id).await?,
+        };
+        Ok(cached
+            .filter(|c| c.credentials == credentials && c.user.disabled_at.is_none())
+            .map(|c| c.user))
     }
 
     /// Drops a learner from this instance's cache (their password changed here).
@@ -300,8 +303,8 @@ impl Users {
     }
 }
 
-/// Replaces a learner's password hash (the session auth hash with it: axum-login then refuses
-/// every browser session made under the old one).
+/// Replaces a learner's password hash (and so its credentials: every browser session made under
+/// the old one then finds no learner).
 pub async fn set_password_hash(
     pool: &Pool,
     user_id: &str,
@@ -463,7 +466,7 @@ pub async fn create(
     now: i64,
 ) -> Result<User, CreateError> {
     let user = User {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::crypto::random_token(16),
         email: email.as_str().to_owned(),
         display_name: display_name.as_str().to_owned(),
         password_hash,

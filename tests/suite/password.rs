@@ -269,6 +269,50 @@ async fn a_password_changed_on_one_instance_holds_on_another_that_had_the_learne
     assert_eq!(wrong.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+/// A session names the password it was signed in under, and finds no learner once the stored one
+/// is another, even while its sign-in is still live in the store.
+#[tokio::test]
+async fn a_session_signed_in_under_a_replaced_password_finds_no_learner() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let session = app
+        .sign_up(&email, PASSWORD)
+        .await
+        .cookie("lectern_session");
+    let page = app.get_with_session("/dashboard", &session).await;
+    assert_eq!(page.status_code(), StatusCode::OK);
+    let id: String = sqlx::query_scalar("select id from users where email = $1")
+        .bind(&email)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    // Another hash of the same password, written behind the sign-in store's back.
+    let rehashed = app
+        .state
+        .passwords
+        .hash(secrecy::SecretString::from(PASSWORD))
+        .await
+        .unwrap();
+    sqlx::query("update users set password_hash = $1 where id = $2")
+        .bind(&rehashed)
+        .bind(&id)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    app.state.users.forget(&id);
+    let refused = app.get_with_session("/dashboard", &session).await;
+    assert_eq!(refused.status_code(), StatusCode::SEE_OTHER);
+    assert!(
+        refused
+            .header("location")
+            .to_str()
+            .unwrap()
+            .starts_with("/login"),
+        "{:?}",
+        refused.header("location")
+    );
+}
+
 /// A learner's sign-in rows, refresh tokens and `sign_in` audit events, counted.
 async fn stored_for(app: &TestApp, user_id: &str) -> (i64, i64, i64) {
     let mut counts = [0; 3];
