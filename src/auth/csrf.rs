@@ -28,8 +28,7 @@ fn keyed(keys: &Keys) -> Option<Hmac<Sha256>> {
     <Hmac<Sha256> as Mac>::new_from_slice(keys.csrf.as_slice()).ok()
 }
 
-/// The token of the browser session `session_id`, which must hold a sign-in (see
-/// [`holds_sign_in`]).
+/// The token of the browser session `session_id` (one that holds a sign-in).
 pub fn session_token(keys: &Keys, session_id: &str) -> String {
     match keyed(keys) {
         Some(mut mac) => {
@@ -43,26 +42,20 @@ pub fn session_token(keys: &Keys, session_id: &str) -> String {
     }
 }
 
-/// Whether a session's data holds a sign-in, so that its state changes need its token: axum-login
-/// writes its data at a sign-in, and a sign-out deletes the record.
-pub fn holds_sign_in<V>(data: &std::collections::HashMap<String, V>) -> bool {
-    data.contains_key(AUTH_DATA_KEY)
+/// Whether a session record holds a sign-in, so that its state changes need its token:
+/// axum-login writes its data at a sign-in, and a sign-out deletes the record.
+pub fn holds_sign_in(record: &tower_sessions::session::Record) -> bool {
+    record.data.contains_key(AUTH_DATA_KEY)
 }
 
-/// The token a state change through `session` must carry: its own when it holds a sign-in, `None`
-/// for a visitor (who needs a stateless token from this origin instead).
-pub async fn expected(
-    keys: &Keys,
-    session: &tower_sessions::Session,
-) -> Result<Option<String>, tower_sessions::session::Error> {
-    let signed_in = session
-        .get::<serde::de::IgnoredAny>(AUTH_DATA_KEY)
-        .await?
-        .is_some();
-    Ok(session
+/// The token a state change by `auth`'s browser must carry: its session's when the session holds
+/// a learner, `None` otherwise (a visitor, or a session whose learner is not found: the request
+/// then needs a stateless token from this origin, as a visitor's does).
+pub fn expected(keys: &Keys, auth: &super::AuthSession) -> Option<String> {
+    auth.user.as_ref()?;
+    auth.session
         .id()
-        .filter(|_| signed_in)
-        .map(|id| session_token(keys, &id.to_string())))
+        .map(|id| session_token(keys, &id.to_string()))
 }
 
 fn mac(keys: &Keys, issued: i64, nonce: &str) -> Option<Hmac<Sha256>> {

@@ -8,10 +8,9 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use tower_sessions::Session;
 
 use super::{
-    CurrentUser, Keys,
+    AuthSession, CurrentUser, Keys,
     csrf::{expected, matches, presented, visitor_may},
 };
 use crate::{clock::Clock, error::AppError, web::forms::MAX_FORM_BYTES};
@@ -70,7 +69,7 @@ pub async fn learners_only(current: CurrentUser, request: Request, next: Next) -
 /// stateless token from this origin.
 pub async fn visitors_and_learners<S>(
     State(state): State<S>,
-    session: Session,
+    auth: AuthSession,
     request: Request,
     next: Next,
 ) -> Response
@@ -82,10 +81,7 @@ where
     if is_safe(request.method()) {
         return next.run(request).await;
     }
-    let expected = match expected(&Keys::from_ref(&state), &session).await {
-        Ok(value) => value,
-        Err(err) => return crate::store::session_records::unavailable(err).into_response(),
-    };
+    let expected = expected(&Keys::from_ref(&state), &auth);
     let (parts, bytes) = match split(request).await {
         Ok(split) => split,
         Err(response) => return response,

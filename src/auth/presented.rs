@@ -83,9 +83,7 @@ where
             },
             None => (None, None),
         };
-        let holds_sign_in = record
-            .as_ref()
-            .is_some_and(|r| csrf::holds_sign_in(&r.data));
+        let holds_sign_in = record.as_ref().is_some_and(csrf::holds_sign_in);
         let token = session
             .as_deref()
             .filter(|_| holds_sign_in)

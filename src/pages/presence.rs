@@ -9,13 +9,11 @@ use axum::{
     routing::post,
 };
 use serde_json::json;
-use tower_sessions::Session;
 
 use crate::{
-    auth::{CurrentUser, csrf, sign_ins::browser_sign_in_id},
+    auth::{AuthSession, CurrentUser, csrf, sign_ins::browser_sign_in_id},
     error::{AppError, Result},
     state::AppState,
-    store::session_records::unavailable,
 };
 
 /// `POST /heartbeat`, outside the learners' guard: a heartbeat must not count as activity, which
@@ -33,13 +31,10 @@ pub fn learner_router() -> Router<AppState> {
 /// when the sign-in is over (the page then finds out why); 403 without the session's CSRF token.
 async fn heartbeat(
     State(state): State<AppState>,
-    session: Session,
+    auth: AuthSession,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let expected = csrf::expected(&state.keys, &session)
-        .await
-        .map_err(unavailable)?;
-    let (Some(id), Some(expected)) = (session.id(), expected) else {
+    let (Some(id), Some(expected)) = (auth.session.id(), csrf::expected(&state.keys, &auth)) else {
         return Ok(StatusCode::UNAUTHORIZED.into_response());
     };
     if !csrf::matches(&expected, csrf::presented(&headers, &[]).as_deref()) {

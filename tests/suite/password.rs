@@ -270,7 +270,7 @@ async fn a_password_changed_on_one_instance_holds_on_another_that_had_the_learne
 }
 
 /// A session names the password it was signed in under, and finds no learner once the stored one
-/// is another, even while its sign-in is still live in the store.
+/// is another, even while its sign-in is still live in the store; its browser can still sign in.
 #[tokio::test]
 async fn a_session_signed_in_under_a_replaced_password_finds_no_learner() {
     let app = spawn_app().await;
@@ -300,6 +300,23 @@ async fn a_session_signed_in_under_a_replaced_password_finds_no_learner() {
         .await
         .unwrap();
     app.state.users.forget(&id);
+    // Its browser can sign in again from the login page, whose token it shows.
+    let login = app.get_with_session("/login", &session).await;
+    assert_eq!(login.status_code(), StatusCode::OK);
+    let token = csrf_from(&login.text());
+    let again = app
+        .server
+        .post("/login")
+        .clear_cookies()
+        .do_not_save_cookies()
+        .add_cookie(session.clone())
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("email", email.as_str()),
+            ("password", PASSWORD),
+        ])
+        .await;
+    assert_redirect_to(&again, StatusCode::SEE_OTHER, "/dashboard");
     let refused = app.get_with_session("/dashboard", &session).await;
     assert_eq!(refused.status_code(), StatusCode::SEE_OTHER);
     assert!(
