@@ -846,33 +846,22 @@ impl SignOut {
                 }
             }
         }
-        // What is left needs nothing of each other, so it goes at once. Redis now holds these
-        // endings: its mark says so, or the ledger would take the next ending after a quiet
-        // while for a loss. Not raised when any of them failed, so that the ledger replays them;
-        // failing to raise it only costs a harmless replay.
-        let mark = async {
-            if store_held
-                && !ended.sids.is_empty()
-                && let Err(err) = parts.store.hold_endings_until(now).await
-            {
-                tracing::warn!(error = %err, "could not mark the endings Redis holds");
+        // Redis now holds these endings: its mark says so, or the ledger would take the next
+        // ending after a quiet while for a loss. Not raised when any of them failed, so that the
+        // ledger replays them; failing to raise it only costs a harmless replay.
+        if store_held
+            && !ended.sids.is_empty()
+            && let Err(err) = parts.store.hold_endings_until(now).await
+        {
+            tracing::warn!(error = %err, "could not mark the endings Redis holds");
+        }
+        for session in &ended.sessions {
+            if how.own_session != Some(session.as_str()) {
+                keep(parts.session_records.remove(session).await);
             }
-        };
-        let records = async {
-            let mut removed = Ok(());
-            for session in &ended.sessions {
-                if how.own_session != Some(session.as_str()) {
-                    let result = parts.session_records.remove(session).await;
-                    removed = removed.and(result);
-                }
-            }
-            removed
-        };
+        }
         // The database: the record of what ended.
-        let rows = self.record(&ended.sids, &how, now);
-        let ((), removed, recorded) = tokio::join!(mark, records, rows);
-        keep(removed);
-        keep(recorded);
+        keep(self.record(&ended.sids, &how, now).await);
         (ended, failed)
     }
 
