@@ -819,9 +819,7 @@ async fn a_shared_computers_browser_closed_and_restored_is_signed_out() {
         assert_eq!(fresh.current_url().await.unwrap().path(), "/dashboard");
         let cookie = fresh.get_named_cookie("lectern_session").await.unwrap();
         fresh.close().await.unwrap();
-        // The close window, and room for a heartbeat the page sent as it closed and a busy
-        // server answered late.
-        tokio::time::sleep(Duration::from_secs(8)).await;
+        tokio::time::sleep(Duration::from_millis(6500)).await;
         let back = restored(&stack, cookie).await;
         let url = wait_for_url(&back, 10, |u| u.contains("/login") || at(u, "/dashboard")).await;
         if shared {
