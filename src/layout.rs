@@ -13,6 +13,9 @@ pub struct Layout {
     pub signed_out: bool,
     /// For a signed-in learner's page: the sign-in's clock, for its script.
     pub sign_in: Option<SignInClock>,
+    /// The page reloads itself in a moment: its request came without a bound cookie the browser
+    /// was being given just then (see [`crate::auth::bound`]).
+    pub look_again: bool,
 }
 
 /// What a signed-in page's script needs to warn before the idle timeout, keep a shared computer's

@@ -50,6 +50,10 @@ pub const REFRESH_PATH: &str = "/dbsc/refresh";
 /// sign-in answer), and a refresh's.
 const REGISTRATION_CHALLENGE: i64 = 300;
 const REFRESH_CHALLENGE: i64 = 60;
+/// For how long after a binding a request without the bound cookie may be one the browser sent
+/// before the registration's answer (and its cookie) reached it; its page then looks again
+/// shortly, with the cookie. It is refused all the same.
+pub const BINDING_SETTLES: i64 = 10;
 /// What a challenge is for, its first characters: one for a registration is never taken for a
 /// refresh's, nor the other way round.
 const FOR_REGISTRATION: &str = "r.";

@@ -89,9 +89,12 @@ pub struct Viewer {
 /// What the session says about the request.
 enum Resolved {
     SignedIn(Box<CurrentUser>),
-    /// No sign-in; `ended` says why a session the browser still had is gone.
+    /// No sign-in; `ended` says why a session the browser still had is gone. `settling`: the
+    /// session's sign-in was bound moments ago and this request came without the bound cookie,
+    /// which the browser may not have had yet when it sent it.
     Anonymous {
         ended: Option<String>,
+        settling: bool,
     },
 }
 
@@ -130,7 +133,10 @@ where
             }
             _ => None,
         };
-        return Ok(Resolved::Anonymous { ended });
+        return Ok(Resolved::Anonymous {
+            ended,
+            settling: false,
+        });
     };
     let sign_ins = SignIns::from_ref(state);
     let session_id = session.id().map(|id| id.to_string()).unwrap_or_default();
@@ -152,7 +158,10 @@ where
         tracing::warn!(sign_in.id = %sid, ip = %client.ip, "a device-bound sign-in's session cookie came without its bound cookie; refused");
         telemetry::bound_refused("cookie");
         Binding::from_ref(state).refused(&sid, &client).await;
-        return Ok(Resolved::Anonymous { ended: None });
+        return Ok(Resolved::Anonymous {
+            ended: None,
+            settling: sign_ins.binding_settling(&sid).await?,
+        });
     }
     let (now, lifetimes) = (Clock::from_ref(state).now(), Lifetimes::from_ref(state));
     let live = kept_up(&session, &sign_ins, &lifetimes, now, &sid, live).await?;
@@ -206,6 +215,7 @@ where
     session.flush().await.map_err(unavailable)?;
     Ok(Resolved::Anonymous {
         ended: Some(reason.login_reason().to_owned()),
+        settling: false,
     })
 }
 
@@ -304,7 +314,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         match resolve(parts, state, true).await {
             Ok(Resolved::SignedIn(user)) => Ok(*user),
-            Ok(Resolved::Anonymous { ended }) => Err(login_required(parts, ended.as_deref()).await),
+            Ok(Resolved::Anonymous { ended, .. }) => {
+                Err(login_required(parts, ended.as_deref()).await)
+            }
             Err(err) => Err(err.into_response()),
         }
     }
@@ -348,15 +360,21 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let MaybeUser(user) = MaybeUser::from_request_parts(parts, state).await?;
-        let layout = match &user {
-            Some(current) => current.layout(),
-            None => {
+        match resolve(parts, state, false).await {
+            Ok(Resolved::SignedIn(user)) => Ok(Self {
+                layout: user.layout(),
+                user: Some(*user),
+            }),
+            Ok(Resolved::Anonymous { settling, .. }) => {
                 let now = Clock::from_ref(state).now();
-                Layout::visitor(super::csrf::anonymous_token(&Keys::from_ref(state), now))
+                let mut layout =
+                    Layout::visitor(super::csrf::anonymous_token(&Keys::from_ref(state), now));
+                // The browser looks again in a moment, with the bound cookie it has by then.
+                layout.look_again = settling;
+                Ok(Self { user: None, layout })
             }
-        };
-        Ok(Self { user, layout })
+            Err(err) => Err(err.into_response()),
+        }
     }
 }
 

@@ -339,6 +339,16 @@ impl SignIns {
         Ok(Liveness::Ended(reason))
     }
 
+    /// Whether `sid` was bound moments ago (see [`super::bound::BINDING_SETTLES`]), or is bound
+    /// in the store and not yet in its row (the registration is finishing).
+    pub async fn binding_settling(&self, sid: &str) -> Result<bool> {
+        let now = self.0.clock.now();
+        Ok(self.0.records.find(sid).await?.is_some_and(|row| {
+            row.bound_at
+                .is_none_or(|at| now - at < super::bound::BINDING_SETTLES)
+        }))
+    }
+
     /// A sign-in as the store holds it, if it is live.
     pub async fn live_sign_in(&self, sid: &str) -> Result<Option<LiveSignIn>> {
         if self.0.ledger.is_ended(sid) {

@@ -437,6 +437,48 @@ async fn ending_a_sign_in_ends_its_binding_everywhere() {
     );
 }
 
+/// A browser sends its next request while the registration's answer is still on its way, so the
+/// request has no bound cookie. It is refused like any other. The login page it is sent to then
+/// reloads itself in a moment (when the browser has the cookie), but only for a binding seconds
+/// old: later, and for anyone without a session, the page stays put.
+#[tokio::test]
+async fn a_page_refused_just_after_binding_looks_again_and_only_then() {
+    let app = spawn().await;
+    let (session, bound_cookie, _key) = bound(&app).await;
+    let reload = "<meta http-equiv=\"refresh\" content=\"1\">";
+    let login = |bound: Option<&Cookie<'static>>| {
+        let mut request = app
+            .server
+            .get("/login?next=%2Fdashboard")
+            .clear_cookies()
+            .do_not_save_cookies()
+            .add_cookie(session.clone());
+        if let Some(bound) = bound {
+            request = request.add_cookie(bound.clone());
+        }
+        request
+    };
+    let refused = page(&app, &session, None).await;
+    assert_eq!(refused.status_code(), StatusCode::SEE_OTHER);
+    let early = login(None).await;
+    assert_eq!(early.status_code(), StatusCode::OK);
+    assert!(early.text().contains(reload), "{}", early.text());
+    // With the cookie, the same page sends the learner on.
+    let with_cookie = login(Some(&bound_cookie)).await;
+    assert_eq!(with_cookie.status_code(), StatusCode::SEE_OTHER);
+    assert_eq!(with_cookie.header("location"), "/dashboard");
+    let visitor = app.server.get("/login").clear_cookies().await;
+    assert!(!visitor.text().contains(reload));
+    app.advance(lectern::auth::bound::BINDING_SETTLES.unsigned_abs());
+    assert_eq!(
+        page(&app, &session, None).await.status_code(),
+        StatusCode::SEE_OTHER
+    );
+    let late = login(None).await;
+    assert_eq!(late.status_code(), StatusCode::OK);
+    assert!(!late.text().contains(reload), "{}", late.text());
+}
+
 /// A bound browser sign-in's refresh cookie works only beside its bound cookie, like its session
 /// cookie; refused alone, it consumes nothing.
 #[tokio::test]
