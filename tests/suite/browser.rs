@@ -208,7 +208,7 @@ async fn stack_with(settings: &[(&'static str, &str)]) -> Option<Stack> {
         ("LECTERN_SECURE_COOKIES", "false".to_owned()),
     ];
     if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
-        env.push(("REDIS_URL", redis));
+        env.extend(own_redis(redis));
     }
     env.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let server = RunningBinary::start(workdir.path(), &env).await;
@@ -225,6 +225,20 @@ async fn stack_with(settings: &[(&'static str, &str)]) -> Option<Stack> {
         _driver: driver,
         _dirs: dirs,
     })
+}
+
+/// The settings that put a binary on the tests' Redis under keys of its own. Binaries that
+/// shared one prefix would share its global keys (the shared computers' closing list, the
+/// endings mark) while each has its own database: one binary's sweep would end another's
+/// sign-ins in Redis without the rows that say why.
+fn own_redis(url: String) -> [(&'static str, String); 2] {
+    [
+        ("REDIS_URL", url),
+        (
+            "LECTERN_REDIS_KEY_PREFIX",
+            format!("lectern:test:{}:", uuid::Uuid::new_v4().simple()),
+        ),
+    ]
 }
 
 /// Types each value into the field with that id, then submits the page's main form.
@@ -801,7 +815,12 @@ async fn restored(stack: &Stack, cookie: fantoccini::cookies::Cookie<'static>) -
 /// stays signed in.
 #[tokio::test]
 async fn a_shared_computers_browser_closed_and_restored_is_signed_out() {
-    let Some(stack) = stack_with(&[("LECTERN_SHARED_CLOSE", "5s")]).await else {
+    // Its audit lines say which ending each sign-in met, and where, should this fail.
+    let settings = [
+        ("LECTERN_SHARED_CLOSE", "5s"),
+        ("RUST_LOG", "warn,lectern::app=info,lectern::audit=info"),
+    ];
+    let Some(stack) = stack_with(&settings).await else {
         return;
     };
     let (client, base) = (&stack.client, stack.base.as_str());
@@ -1209,7 +1228,7 @@ async fn a_device_bound_sign_in_refreshes_itself_and_a_copied_cookie_is_refused(
         ("LECTERN_TLS_KEY", pki.path("key.pem").display().to_string()),
     ];
     if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
-        env.push(("REDIS_URL", redis));
+        env.extend(own_redis(redis));
     }
     let server = RunningBinary::start(workdir.path(), &env).await;
     assert!(server.base.starts_with("https://"), "{}", server.base);
