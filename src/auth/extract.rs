@@ -160,7 +160,7 @@ where
         Binding::from_ref(state).refused(&sid, &client).await;
         return Ok(Resolved::Anonymous {
             ended: None,
-            settling: sign_ins.binding_settling(&sid).await?,
+            settling: sign_ins.binding_settling(&sid, live.auth_at).await?,
         });
     }
     let (now, lifetimes) = (Clock::from_ref(state).now(), Lifetimes::from_ref(state));

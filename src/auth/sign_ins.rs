@@ -339,14 +339,16 @@ impl SignIns {
         Ok(Liveness::Ended(reason))
     }
 
-    /// Whether `sid` was bound moments ago (see [`super::bound::BINDING_SETTLES`]), or is bound
-    /// in the store and not yet in its row (the registration is finishing).
-    pub async fn binding_settling(&self, sid: &str) -> Result<bool> {
+    /// Whether `sid` was bound moments ago (see [`super::bound::BINDING_SETTLES`]). A binding
+    /// not yet in its row (the registration is finishing, or could not write it) counts from
+    /// `auth_at`, when the password was entered: a registration follows its sign-in.
+    pub async fn binding_settling(&self, sid: &str, auth_at: i64) -> Result<bool> {
         let now = self.0.clock.now();
-        Ok(self.0.records.find(sid).await?.is_some_and(|row| {
-            row.bound_at
-                .is_none_or(|at| now - at < super::bound::BINDING_SETTLES)
-        }))
+        let since = match self.0.records.find(sid).await? {
+            Some(row) => row.bound_at.unwrap_or(auth_at),
+            None => return Ok(false),
+        };
+        Ok(now - since < super::bound::BINDING_SETTLES)
     }
 
     /// A sign-in as the store holds it, if it is live.

@@ -477,6 +477,18 @@ async fn a_page_refused_just_after_binding_looks_again_and_only_then() {
     let late = login(None).await;
     assert_eq!(late.status_code(), StatusCode::OK);
     assert!(!late.text().contains(reload), "{}", late.text());
+    // A binding its row does not record (a registration that could not write it) counts from
+    // the sign-in, long past too: no page reloads for ever.
+    sqlx::query("update sign_ins set bound_at = null where id = $1")
+        .bind(sid_of_session(&session))
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        page(&app, &session, None).await.status_code(),
+        StatusCode::SEE_OTHER
+    );
+    assert!(!login(None).await.text().contains(reload));
 }
 
 /// A bound browser sign-in's refresh cookie works only beside its bound cookie, like its session
