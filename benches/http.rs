@@ -48,7 +48,7 @@ use tower_sessions::SessionManagerLayer;
 use tower_sessions_redis_store::{
     RedisStore,
     fred::{
-        interfaces::{KeysInterface, MemoryInterface, SortedSetsInterface},
+        interfaces::{ClientLike, KeysInterface, MemoryInterface, SortedSetsInterface},
         prelude::Pool,
     },
 };
@@ -199,6 +199,9 @@ struct Measured {
     p999_ms: f64,
     errors: u64,
     count: u64,
+    /// CPU time spent serving each request, in microseconds (see [`CpuMeter`]); 0 when the row
+    /// was not metered.
+    cpu_us: f64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -215,6 +218,7 @@ fn measured(name: &str, hist: &Histogram<u64>, errors: u64, elapsed: Duration) -
         p999_ms: ms(0.999),
         errors,
         count: hist.len(),
+        cpu_us: 0.0,
     }
 }
 
@@ -327,11 +331,100 @@ struct Outside {
     p99_ms: f64,
     /// Responses that were not 2xx or 3xx, and socket errors.
     errors: u64,
+    requests: u64,
+    /// CPU time spent serving each request, in microseconds (see [`CpuMeter`]).
+    cpu_us: f64,
+}
+
+/// The CPU time (user and system) spent serving, whichever load generator asks: this process's
+/// server threads (its servers' runtime, named [`SERVER_THREADS`]), the Redis server and the
+/// PostgreSQL processes serving the run's database (not its background workers, which catch up
+/// on the writes made before). A load generator's own work is not in it, so the same target
+/// costs the same under either generator, however fast each can ask. Read from `/proc`; 0
+/// without it.
+#[derive(Clone, Debug)]
+struct CpuMeter {
+    redis_pid: Option<u32>,
+    /// The run's database, as its PostgreSQL backends name it in their process titles.
+    database: String,
+}
+
+const SERVER_THREADS: &str = "bench-server";
+
+impl CpuMeter {
+    /// Seconds of CPU time so far.
+    fn seconds(&self) -> f64 {
+        // Linux reports these times in clock ticks of 1/100 s (`USER_HZ`).
+        const TICK: f64 = 0.01;
+        let mut ticks = 0u64;
+        for (_, comm, used) in stats("/proc/self/task") {
+            if comm == SERVER_THREADS {
+                ticks += used;
+            }
+        }
+        for (pid, comm, used) in stats("/proc") {
+            let serves_run = || {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|title| {
+                    String::from_utf8_lossy(&title).contains(self.database.as_str())
+                })
+            };
+            if Some(pid) == self.redis_pid || (comm == "postgres" && serves_run()) {
+                ticks += used;
+            }
+        }
+        ticks as f64 * TICK
+    }
+
+    /// Microseconds of CPU time per request over the measured part of a run that starts now,
+    /// warms up for `plan.warmup` and is measured for `plan.duration`; `requests` is told after.
+    async fn over(self, plan: Plan) -> f64 {
+        tokio::time::sleep(plan.warmup).await;
+        let before = self.seconds();
+        tokio::time::sleep(plan.duration).await;
+        self.seconds() - before
+    }
+}
+
+/// `(pid, command name, user + system ticks)` of every process (or thread) listed in `dir`.
+fn stats(dir: &str) -> Vec<(u32, String, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`: the name may hold spaces, so split at the parentheses.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime, the 14th and 15th fields of the line.
+            let used =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some((pid, comm, used))
+        })
+        .collect()
+}
+
+/// The middle value (0 for none).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn per_request_us(seconds: f64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        seconds * 1e6 / requests as f64
+    }
 }
 
 /// Drives `template` at `addr` with `wrk -t1`, as the figures outside the project are taken: a
 /// warm-up run, then `plan.duration` measured. `None` when `wrk` is not installed.
-fn wrk(addr: SocketAddr, plan: Plan, template: &Template) -> Option<Outside> {
+fn wrk(addr: SocketAddr, plan: Plan, template: &Template, meter: &CpuMeter) -> Option<Outside> {
     let run = |secs: u64| {
         let mut command = std::process::Command::new("wrk");
         command.args([
@@ -355,7 +448,12 @@ fn wrk(addr: SocketAddr, plan: Plan, template: &Template) -> Option<Outside> {
     if plan.warmup >= Duration::from_secs(1) {
         run(plan.warmup.as_secs())?;
     }
-    parse_wrk(&run(plan.duration.as_secs().max(1))?)
+    let before = meter.seconds();
+    let report = run(plan.duration.as_secs().max(1))?;
+    let used = meter.seconds() - before;
+    let mut outside = parse_wrk(&report)?;
+    outside.cpu_us = per_request_us(used, outside.requests);
+    Some(outside)
 }
 
 /// Reads `wrk --latency`'s report.
@@ -372,11 +470,12 @@ fn parse_wrk(report: &str) -> Option<Outside> {
             _ => return None,
         })
     };
-    let (mut rps, mut p50, mut p99, mut errors) = (None, None, None, 0);
+    let (mut rps, mut p50, mut p99, mut errors, mut requests) = (None, None, None, 0, None);
     for line in report.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["Requests/sec:", n] => rps = n.parse().ok(),
+            [n, "requests", "in", ..] => requests = n.parse().ok(),
             ["50%", t] => p50 = ms(t),
             ["99%", t] => p99 = ms(t),
             ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse::<u64>().ok()?,
@@ -394,6 +493,8 @@ fn parse_wrk(report: &str) -> Option<Outside> {
         p50_ms: p50?,
         p99_ms: p99?,
         errors,
+        requests: requests?,
+        cpu_us: 0.0,
     })
 }
 
@@ -729,6 +830,19 @@ async fn memory_usage(pool: &Pool, prefix: &str, key: &str) -> u64 {
     bytes
 }
 
+/// The Redis server's process id, when it says (`INFO server`).
+async fn redis_pid(pool: &Pool) -> Option<u32> {
+    let info: String = pool
+        .info(Some(
+            tower_sessions_redis_store::fred::types::InfoKind::Server,
+        ))
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
 /// Every key under `pattern` (SCAN on each master).
 async fn keys_matching(redis_url: &str, pattern: &str) -> Vec<String> {
     let output = std::process::Command::new("redis-cli")
@@ -793,6 +907,7 @@ fn main() {
     // machine would; each has a runtime of its own.
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name(SERVER_THREADS)
         .enable_all()
         .build()
         .unwrap();
@@ -834,6 +949,10 @@ fn main() {
         tokio::spawn(app.run_until_stopped());
         ([bare, get1, jwt, plain], lectern, peer, redis)
     });
+    let meter = CpuMeter {
+        redis_pid: servers.block_on(redis_pid(&redis)),
+        database: db_name.clone(),
+    };
     let [bare_addr, get_addr, jwt_addr, plain_addr] = addrs;
 
     let on_servers = servers.handle().clone();
@@ -965,24 +1084,38 @@ fn main() {
         let mut outside_rounds: Vec<Vec<Outside>> = vec![Vec::new(); steady.len()];
         for _ in 0..plan.rounds {
             for (i, (name, addr, template)) in steady.iter().enumerate() {
-                rounds[i].push(drive(name, *addr, plan, template.clone(), StatusCode::OK).await);
-                let (addr, template) = (*addr, template.clone());
-                let outside = tokio::task::spawn_blocking(move || wrk(addr, plan, &template));
+                let cpu = tokio::spawn(meter.clone().over(plan));
+                let mut inside = drive(name, *addr, plan, template.clone(), StatusCode::OK).await;
+                inside.cpu_us = per_request_us(cpu.await.unwrap(), inside.count);
+                rounds[i].push(inside);
+                let (addr, template, meter) = (*addr, template.clone(), meter.clone());
+                let outside =
+                    tokio::task::spawn_blocking(move || wrk(addr, plan, &template, &meter));
                 outside_rounds[i].extend(outside.await.unwrap());
             }
         }
+        // Each figure is the median of its own rounds: the CPU time of the round with the median
+        // requests a second may be that round's outlier.
         let mut medians: Vec<Measured> = rounds
             .into_iter()
             .map(|mut runs| {
+                let cpu_us = median(runs.iter().map(|m| m.cpu_us));
                 runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-                runs.swap_remove(runs.len() / 2)
+                Measured {
+                    cpu_us,
+                    ..runs.swap_remove(runs.len() / 2)
+                }
             })
             .collect();
         let outside: Vec<Option<Outside>> = outside_rounds
             .into_iter()
             .map(|mut runs| {
+                let cpu_us = median(runs.iter().map(|o| o.cpu_us));
                 runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-                (!runs.is_empty()).then(|| runs.swap_remove(runs.len() / 2))
+                (!runs.is_empty()).then(|| Outside {
+                    cpu_us,
+                    ..runs.swap_remove(runs.len() / 2)
+                })
             })
             .collect();
         let lectern_rows = medians.split_off(5);
@@ -1238,6 +1371,8 @@ fn main() {
             };
             outside_of(name).map_or(0.0, |o| o.rps)
         });
+        let outside_plain_cpu = outside_of("baseline: axum-login + tower-sessions-redis + PG")
+            .map_or(0.0, |o| o.cpu_us);
         let outside_json = |m: &Measured| {
             outside_of(&m.name).map(|o| {
                 let to_get = ratio(o.rps, outside_baselines[1]);
@@ -1252,10 +1387,16 @@ fn main() {
                     "ratio_to_bare_same_bytes": ratio(o.rps, outside_baselines[3]),
                     // How far the two load generators' ratios to one Redis GET stand apart.
                     "disagreement": ratio(to_get, ratio(m.rps, baselines[1].1)) - 1.0,
+                    "cpu_us_per_request": o.cpu_us,
+                    "cpu_ratio_to_plain_axum_login": ratio(outside_plain_cpu, o.cpu_us),
+                    // How far the CPU time a request cost under wrk stands from the in-process
+                    // generator's figure for the same target.
+                    "cpu_disagreement": ratio(o.cpu_us, m.cpu_us) - 1.0,
                 })
             })
         };
         let same_bytes_rps = same_bytes_m.rps;
+        let plain_cpu = plain_m.cpu_us;
         results.extend([bare_m, get_m, jwt_m, plain_m, same_bytes_m]);
         results.extend(lectern_rows);
         results.extend(sign_out_rows);
@@ -1279,6 +1420,8 @@ fn main() {
                 "ratio_to_bare": ratio(m.rps, baselines[0].1),
                 "ratio_to_plain_axum_login": ratio(m.rps, baselines[3].1),
                 "ratio_to_bare_same_bytes": ratio(m.rps, same_bytes_rps),
+                "cpu_us_per_request": (m.cpu_us > 0.0).then_some(m.cpu_us),
+                "cpu_ratio_to_plain_axum_login": (m.cpu_us > 0.0).then(|| ratio(plain_cpu, m.cpu_us)),
                 "outside": outside_json(m),
             })).collect::<Vec<_>>(),
             "flood": {
@@ -1346,6 +1489,7 @@ fn main() {
             p999_ms: row["p999_ms"].as_f64().unwrap(),
             errors: row["errors"].as_u64().unwrap(),
             count: row["count"].as_u64().unwrap(),
+            cpu_us: row["cpu_us_per_request"].as_f64().unwrap_or(0.0),
         };
         print_row(&m, &baselines);
     }
@@ -1456,6 +1600,7 @@ fn print_outside(report: &serde_json::Value, plan: Plan) {
             f("disagreement") * 100.0
         );
     }
+    print_cpu(rows);
     if let Some(asset) = rows
         .iter()
         .find(|row| row["name"] == "lectern: GET static asset")
@@ -1466,6 +1611,33 @@ fn print_outside(report: &serde_json::Value, plan: Plan) {
             asset["outside"]["ratio_to_bare_same_bytes"]
                 .as_f64()
                 .unwrap_or(0.0)
+        );
+    }
+}
+
+/// What each steady target cost in CPU time, as each generator drove it (see [`CpuMeter`]).
+fn print_cpu(rows: &[serde_json::Value]) {
+    println!(
+        "CPU time spent serving a request (server threads, Redis, PostgreSQL); x plain: the plain page's CPU time over this one's"
+    );
+    println!(
+        "{:<52} {:>10} {:>8} {:>10} {:>8} {:>12}",
+        "target", "µs inside", "x plain", "µs wrk", "x plain", "disagreement"
+    );
+    for row in rows {
+        let (inside, outside) = (&row["cpu_us_per_request"], &row["outside"]);
+        let (Some(inside), false) = (inside.as_f64(), outside.is_null()) else {
+            continue;
+        };
+        let f = |value: &serde_json::Value| value.as_f64().unwrap_or(0.0);
+        println!(
+            "{:<52} {:>10.1} {:>7.2}x {:>10.1} {:>7.2}x {:>+11.0}%",
+            row["name"].as_str().unwrap(),
+            inside,
+            f(&row["cpu_ratio_to_plain_axum_login"]),
+            f(&outside["cpu_us_per_request"]),
+            f(&outside["cpu_ratio_to_plain_axum_login"]),
+            f(&outside["cpu_disagreement"]) * 100.0
         );
     }
 }
