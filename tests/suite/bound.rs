@@ -119,9 +119,19 @@ async fn page(
     session: &Cookie<'static>,
     bound: Option<&Cookie<'static>>,
 ) -> axum_test::TestResponse {
+    page_at(app, "/dashboard", session, bound).await
+}
+
+/// `path` asked for with the session cookie, and the bound cookie when given.
+async fn page_at(
+    app: &TestApp,
+    path: &str,
+    session: &Cookie<'static>,
+    bound: Option<&Cookie<'static>>,
+) -> axum_test::TestResponse {
     let mut request = app
         .server
-        .get("/dashboard")
+        .get(path)
         .clear_cookies()
         .do_not_save_cookies()
         .add_cookie(session.clone());
@@ -446,18 +456,7 @@ async fn a_page_refused_just_after_binding_looks_again_and_only_then() {
     let app = spawn().await;
     let (session, bound_cookie, _key) = bound(&app).await;
     let reload = "<meta http-equiv=\"refresh\" content=\"1\">";
-    let login = |bound: Option<&Cookie<'static>>| {
-        let mut request = app
-            .server
-            .get("/login?next=%2Fdashboard")
-            .clear_cookies()
-            .do_not_save_cookies()
-            .add_cookie(session.clone());
-        if let Some(bound) = bound {
-            request = request.add_cookie(bound.clone());
-        }
-        request
-    };
+    let login = |bound| page_at(&app, "/login?next=%2Fdashboard", &session, bound);
     let refused = page(&app, &session, None).await;
     assert_eq!(refused.status_code(), StatusCode::SEE_OTHER);
     let early = login(None).await;
