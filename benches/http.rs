@@ -375,8 +375,8 @@ impl CpuMeter {
         ticks as f64 * TICK
     }
 
-    /// Microseconds of CPU time per request over the measured part of a run that starts now,
-    /// warms up for `plan.warmup` and is measured for `plan.duration`; `requests` is told after.
+    /// Seconds of CPU time spent over the measured part of a run that starts now: after
+    /// `plan.warmup`, for `plan.duration`. Divided by the run's requests, its cost per request.
     async fn over(self, plan: Plan) -> f64 {
         tokio::time::sleep(plan.warmup).await;
         let before = self.seconds();
