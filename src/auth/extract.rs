@@ -89,13 +89,20 @@ pub struct Viewer {
 /// What the session says about the request.
 enum Resolved {
     SignedIn(Box<CurrentUser>),
-    /// No sign-in; `ended` says why a session the browser still had is gone. `settling`: the
-    /// session's sign-in was bound moments ago and this request came without the bound cookie,
-    /// which the browser may not have had yet when it sent it.
+    /// No sign-in; `ended` says why a session the browser still had is gone. `unbound`: the
+    /// session's sign-in is device-bound and this request came without the bound cookie.
     Anonymous {
         ended: Option<String>,
-        settling: bool,
+        unbound: Option<Unbound>,
     },
+}
+
+/// A bound sign-in whose session cookie came alone: the sign-in, and when its password was
+/// entered. A page shown for it asks whether the binding is moments old
+/// ([`SignIns::binding_settling`]); a login redirect does not need to.
+struct Unbound {
+    sid: String,
+    auth_at: i64,
 }
 
 /// Who the session says is asking. `explain`: find out why a session the browser still sends is
@@ -135,7 +142,7 @@ where
         };
         return Ok(Resolved::Anonymous {
             ended,
-            settling: false,
+            unbound: None,
         });
     };
     let sign_ins = SignIns::from_ref(state);
@@ -160,7 +167,10 @@ where
         Binding::from_ref(state).refused(&sid, &client).await;
         return Ok(Resolved::Anonymous {
             ended: None,
-            settling: sign_ins.binding_settling(&sid, live.auth_at).await?,
+            unbound: Some(Unbound {
+                sid,
+                auth_at: live.auth_at,
+            }),
         });
     }
     let (now, lifetimes) = (Clock::from_ref(state).now(), Lifetimes::from_ref(state));
@@ -215,7 +225,7 @@ where
     session.flush().await.map_err(unavailable)?;
     Ok(Resolved::Anonymous {
         ended: Some(reason.login_reason().to_owned()),
-        settling: false,
+        unbound: None,
     })
 }
 
@@ -365,12 +375,18 @@ where
                 layout: user.layout(),
                 user: Some(*user),
             }),
-            Ok(Resolved::Anonymous { settling, .. }) => {
+            Ok(Resolved::Anonymous { unbound, .. }) => {
                 let now = Clock::from_ref(state).now();
                 let mut layout =
                     Layout::visitor(super::csrf::anonymous_token(&Keys::from_ref(state), now));
-                // The browser looks again in a moment, with the bound cookie it has by then.
-                layout.look_again = settling;
+                // A binding moments old: the browser looks again in a moment, with the bound
+                // cookie it has by then.
+                if let Some(unbound) = unbound {
+                    layout.look_again = SignIns::from_ref(state)
+                        .binding_settling(&unbound.sid, unbound.auth_at)
+                        .await
+                        .map_err(IntoResponse::into_response)?;
+                }
                 Ok(Self { user: None, layout })
             }
             Err(err) => Err(err.into_response()),
